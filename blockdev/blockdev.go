@@ -1,0 +1,125 @@
+// Package blockdev defines the one interface every lunbridge consumer (the NBD
+// bridge, the FUSE bridge, the copy engine) reads and writes through, and
+// every provider (a single iSCSI LUN, a multipath set, a mirror) implements.
+//
+// It owns: the Device interface, the optional capability interfaces
+// (Trimmer, Zeroer, Extenter), the Extent type and the sentinel errors.
+// It must not import any other lunbridge package, never logs, never starts
+// goroutines.
+//
+// Concurrency contract: every method of every implementation is safe for
+// concurrent use. Consumers issue many calls at once; providers pipeline them.
+package blockdev
+
+import (
+	"context"
+	"errors"
+)
+
+// Device is a block device of fixed size.
+//
+// Offsets and lengths passed to ReadAt, WriteAt, Trim and WriteZeroes must be
+// multiples of BlockSize and lie within [0, Size()); violating that returns an
+// error wrapping ErrInvalid (or ErrOutOfRange when past the end), never a panic.
+type Device interface {
+	// Size is the capacity in bytes.
+	Size() int64
+	// BlockSize is the logical block size in bytes (512 or 4096 typically).
+	BlockSize() int
+	// ReadAt fills p entirely from offset off.
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	// WriteAt writes p at offset off. When fua is set the data is durable
+	// (on the medium, not in a volatile cache) before WriteAt returns.
+	WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
+	// Flush makes every write acknowledged before the call durable.
+	Flush(ctx context.Context) error
+	// Close releases the device. Outstanding calls fail with ErrClosed.
+	Close() error
+}
+
+// ReadOnlyer is implemented by devices that know whether they reject writes.
+type ReadOnlyer interface {
+	ReadOnly() bool
+}
+
+// Trimmer is implemented by devices that can deallocate a range (SCSI UNMAP).
+// After Trim the range reads back as zeroes when the device reports
+// ReadZeroesAfterTrim, otherwise its content is unspecified.
+type Trimmer interface {
+	Trim(ctx context.Context, off, n int64) error
+}
+
+// Zeroer is implemented by devices that can zero a range without the caller
+// sending zero bytes (SCSI WRITE SAME). With mayTrim the device may also
+// deallocate the range.
+type Zeroer interface {
+	WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error
+}
+
+// ExtentFlags describe an Extent, in the same sense as NBD's base:allocation.
+type ExtentFlags uint32
+
+const (
+	// ExtentHole: the range is not allocated on the device.
+	ExtentHole ExtentFlags = 1 << 0
+	// ExtentZero: the range reads as zeroes.
+	ExtentZero ExtentFlags = 1 << 1
+)
+
+// Extent is a run of blocks sharing one allocation state.
+type Extent struct {
+	Offset int64
+	Length int64
+	Flags  ExtentFlags
+}
+
+// Extenter is implemented by devices that can report allocation status
+// (SCSI GET LBA STATUS). The extents returned cover [off, off+n) from off,
+// in order, contiguously; they may stop short of off+n (the caller asks
+// again from where they end) but never return an empty slice with a nil error.
+// Reporting a range as data (Flags 0) is always a safe answer.
+type Extenter interface {
+	Extents(ctx context.Context, off, n int64) ([]Extent, error)
+}
+
+// Identity names the medium behind a device, for multipath grouping and
+// for checking that a reconnect reached the same LUN.
+type Identity struct {
+	WWID   string // preferred designator from VPD 0x83, e.g. "naa.6001405..."
+	Serial string // VPD 0x80
+	Size   int64
+	Block  int
+}
+
+// Identifier is implemented by devices that know their Identity.
+type Identifier interface {
+	Identity() Identity
+}
+
+// Sentinel errors. Providers wrap them with %w so consumers can map them to
+// errno (FUSE) or NBD error codes at the edge.
+var (
+	ErrClosed       = errors.New("blockdev: device closed")
+	ErrInvalid      = errors.New("blockdev: invalid argument")
+	ErrOutOfRange   = errors.New("blockdev: offset or length beyond the end of the device")
+	ErrReadOnly     = errors.New("blockdev: device is read-only")
+	ErrMedium       = errors.New("blockdev: medium error")
+	ErrNoSpace      = errors.New("blockdev: no space left on device")
+	ErrNotSupported = errors.New("blockdev: operation not supported by the device")
+	ErrUnavailable  = errors.New("blockdev: device unavailable (target unreachable past the replacement timeout)")
+)
+
+// CheckRange validates an I/O of n bytes at off against d's size and block size.
+func CheckRange(d Device, off, n int64) error {
+	bs := int64(d.BlockSize())
+	if off < 0 || n < 0 {
+		return ErrInvalid
+	}
+	if bs > 0 && (off%bs != 0 || n%bs != 0) {
+		return ErrInvalid
+	}
+	if off > d.Size() || n > d.Size()-off {
+		return ErrOutOfRange
+	}
+	return nil
+}
