@@ -195,3 +195,6 @@ func (w *Writer) WriteRaw(bhs *BHS, data []byte) error {
 	_, err := bufs.WriteTo(w.w)
 	return err
 }
+
+// Reset makes the Reader read from r, keeping its settings.
+func (r *Reader) Reset(src io.Reader) { r.r = src }

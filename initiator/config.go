@@ -1,0 +1,128 @@
+package initiator
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config describes one session: where to log in, as whom, and what to offer.
+// Zero values take the defaults noted (open-iscsi's, where it has one).
+type Config struct {
+	InitiatorName  string // required
+	InitiatorAlias string
+	// TargetName is the target IQN; empty means a discovery session.
+	TargetName string
+	// Portal is host:port (port 3260 when omitted).
+	Portal string
+
+	CHAP *CHAP // nil: AuthMethod None
+
+	// Offered digests, in preference order; default {"None"}.
+	HeaderDigest, DataDigest []string
+
+	MaxRecvDataSegmentLength int  // default 262144
+	FirstBurstLength         int  // default 262144
+	MaxBurstLength           int  // default 16776192
+	InitialR2T               bool // default false (No)
+	// NoImmediateData turns ImmediateData off (default Yes).
+	NoImmediateData   bool
+	MaxOutstandingR2T int // default 1
+	MaxConnections    int // default 1
+
+	// QueueDepth bounds commands in flight (default 128); the target's
+	// CmdSN window bounds them further.
+	QueueDepth int
+
+	// ISID is the initiator session ID; zero means a random-type (0x80)
+	// ISID generated once by NewSession and kept across reconnects.
+	ISID [6]byte
+
+	// LoginTimeout bounds connect plus login (default 15 s).
+	LoginTimeout time.Duration
+
+	// Dial opens the TCP connection (default net.Dialer).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Logger receives login steps (debug) and PDU traces (trace); nil is silent.
+	Logger *logrus.Entry
+}
+
+// CHAP holds CHAP credentials (RFC 7143, Section 12.1.3).
+type CHAP struct {
+	User, Secret string
+	// TargetUser and TargetSecret enable mutual CHAP: the target must prove
+	// it knows TargetSecret.
+	TargetUser, TargetSecret string
+	// Algorithms offered in order (CHAP_A): 5 MD5, 6 SHA-1, 7 SHA-256,
+	// 8 SHA3-256. Default {5, 6, 7, 8}.
+	Algorithms []int
+	// AllowShortSecret accepts secrets shorter than 12 bytes (96 bits,
+	// RFC 7143 Section 9.2.1).
+	AllowShortSecret bool
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if len(d.HeaderDigest) == 0 {
+		d.HeaderDigest = []string{"None"}
+	}
+	if len(d.DataDigest) == 0 {
+		d.DataDigest = []string{"None"}
+	}
+	setDefault(&d.MaxRecvDataSegmentLength, 262144)
+	setDefault(&d.FirstBurstLength, 262144)
+	setDefault(&d.MaxBurstLength, 16776192)
+	setDefault(&d.MaxOutstandingR2T, 1)
+	setDefault(&d.MaxConnections, 1)
+	setDefault(&d.QueueDepth, 128)
+	if d.LoginTimeout == 0 {
+		d.LoginTimeout = 15 * time.Second
+	}
+	if d.Dial == nil {
+		var nd net.Dialer
+		d.Dial = nd.DialContext
+	}
+	if d.Logger == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		d.Logger = logrus.NewEntry(l)
+	}
+	if d.ISID == ([6]byte{}) {
+		d.ISID = NewISID()
+	}
+	return d
+}
+
+func setDefault(p *int, v int) {
+	if *p <= 0 {
+		*p = v
+	}
+}
+
+// NewISID returns a random-format ISID (T=10b, RFC 7143 Section 11.12.5):
+// byte 0 = 0x80, bytes 1-3 random, qualifier 0.
+func NewISID() [6]byte {
+	var id [6]byte
+	rand.Read(id[1:4])
+	id[0] = 0x80
+	return id
+}
+
+// portalAddr adds the default port 3260 when host has none.
+func portalAddr(p string) string {
+	if _, _, err := net.SplitHostPort(p); err == nil {
+		return p
+	}
+	return net.JoinHostPort(trimBrackets(p), "3260")
+}
+
+func trimBrackets(h string) string {
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		return h[1 : len(h)-1]
+	}
+	return h
+}

@@ -1,0 +1,425 @@
+package initiator
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/lunbridge/lunbridge/initiator/pdu"
+)
+
+// statSNWindow bounds how far a StatSN may run ahead of the expected one
+// before the connection is declared broken (RFC 7143, Section 4.2.2.2 allows
+// any constant up to 2**31-1; one connection never has more outstanding
+// statuses than tasks).
+const statSNWindow = 1 << 16
+
+// conn is one TCP connection of a session in full feature phase.
+type conn struct {
+	s      *Session
+	nc     net.Conn
+	cid    uint16
+	portal string
+	log    *logrus.Entry
+
+	r *pdu.Reader
+
+	wmu sync.Mutex // guards w; taken before Session.winMu
+	w   *pdu.Writer
+
+	expStatSN atomic.Uint32
+
+	failOnce sync.Once
+	err      error
+	done     chan struct{} // closed when the connection has failed
+
+	// Reused decode targets for the read loop.
+	din  pdu.DataIn
+	rsp  pdu.SCSIResponse
+	r2t  pdu.R2T
+	nop  pdu.NopIn
+	bhs  pdu.BHS
+	exit chan struct{} // closed when the read loop has returned
+}
+
+func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, w *pdu.Writer, expStatSN uint32, p Params) *conn {
+	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, w: w, done: make(chan struct{}), exit: make(chan struct{})}
+	c.log = s.log.WithField("conn", cid)
+	c.expStatSN.Store(expStatSN)
+	r.HeaderDigest, r.DataDigest = p.HeaderDigest, p.DataDigest
+	w.HeaderDigest, w.DataDigest = p.HeaderDigest, p.DataDigest
+	r.MaxData = p.MaxRecvDSL
+	return c
+}
+
+// fail closes the connection once with err; the read loop then exits and
+// fails every task of the connection.
+func (c *conn) fail(err error) {
+	c.failOnce.Do(func() {
+		if err == nil {
+			err = errors.New("connection closed")
+		}
+		c.err = &ConnError{Portal: c.portal, Err: err}
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) error() error {
+	<-c.done
+	return c.err
+}
+
+// write sends one PDU under the write mutex.
+func (c *conn) write(p pdu.PDU, data []byte) error {
+	c.wmu.Lock()
+	err := c.writeLocked(p, data)
+	c.wmu.Unlock()
+	return err
+}
+
+func (c *conn) writeLocked(p pdu.PDU, data []byte) error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+	}
+	if err := c.w.WritePDU(p, data); err != nil {
+		c.fail(err)
+		return c.err
+	}
+	if c.log.Logger.IsLevelEnabled(logrus.TraceLevel) {
+		c.log.Tracef("-> %v itt=%#x len=%d", p.Hdr().Opcode, p.Hdr().ITT, len(data))
+	}
+	return nil
+}
+
+// readLoop dispatches incoming PDUs until the connection fails.
+func (c *conn) readLoop() {
+	defer close(c.exit)
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	c.r.Reset(br)
+	var err error
+	for {
+		if err = c.r.ReadHeader(&c.bhs); err != nil {
+			break
+		}
+		if err = c.dispatch(&c.bhs); err != nil {
+			break
+		}
+	}
+	select {
+	case <-c.done: // closed on purpose (logout, Close, a writer's error)
+	default:
+		c.log.WithError(err).Debug("read loop ended")
+	}
+	c.fail(err)
+	c.s.connDown(c, c.err)
+}
+
+// statSN checks and advances ExpStatSN for a PDU that carries status.
+func (c *conn) statSN(sn uint32) error {
+	exp := c.expStatSN.Load()
+	d := int32(sn - exp)
+	if d >= statSNWindow || d <= -statSNWindow {
+		return protoErr("StatSN %d out of window (expected %d)", sn, exp)
+	}
+	if d >= 0 {
+		c.expStatSN.Store(sn + 1)
+	}
+	return nil
+}
+
+func (c *conn) dispatch(b *pdu.BHS) error {
+	if c.log.Logger.IsLevelEnabled(logrus.TraceLevel) {
+		c.log.Tracef("<- %v itt=%#x len=%d", b.Opcode(), b.ITT(), b.DataSegmentLength())
+	}
+	if b.TotalAHSLength() != 0 {
+		// "Response PDUs carry no AHS" (Section 11.2).
+		return protoErr("%v carries an AHS", b.Opcode())
+	}
+	switch b.Opcode() {
+	case pdu.OpDataIn:
+		return c.handleDataIn(b)
+	case pdu.OpSCSIResponse:
+		return c.handleSCSIResponse(b)
+	case pdu.OpR2T:
+		return c.handleR2T(b)
+	case pdu.OpNopIn:
+		return c.handleNopIn(b)
+	case pdu.OpTaskMgmtResp, pdu.OpTextResp, pdu.OpLogoutResp:
+		return c.handleControl(b)
+	case pdu.OpAsyncMessage:
+		return c.handleAsync(b)
+	case pdu.OpReject:
+		return c.handleReject(b)
+	case pdu.OpLoginResp:
+		return protoErr("Login Response in full feature phase")
+	}
+	return fmt.Errorf("%w: %w", ErrProtocol, pdu.UnknownOpcodeError{Opcode: b.Opcode()})
+}
+
+func (c *conn) handleDataIn(b *pdu.BHS) error {
+	d := &c.din
+	if err := d.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.s.updateWindow(d.ExpCmdSN, d.MaxCmdSN)
+	t := c.s.lookup(d.ITT)
+	if t == nil || t.kind != kindSCSI {
+		// Late data for a task already ended (aborted): drop it.
+		return c.r.DiscardData(b)
+	}
+	n := d.DataLen
+	off := int(d.BufferOffset)
+	if off > len(t.rbuf) || n > len(t.rbuf)-off {
+		return protoErr("Data-In of %d bytes at offset %d exceeds the %d-byte read buffer (itt %#x)", n, off, len(t.rbuf), d.ITT)
+	}
+	if d.DataSN != t.expDataSN {
+		return protoErr("Data-In DataSN %d, expected %d (itt %#x)", d.DataSN, t.expDataSN, d.ITT)
+	}
+	t.expDataSN++
+	if err := c.r.ReadData(b, t.rbuf[off:off+n]); err != nil {
+		return err
+	}
+	t.received += n
+	if !d.HasStatus {
+		return nil
+	}
+	if err := c.statSN(d.StatSN); err != nil {
+		return err
+	}
+	t.resp = Response{Status: d.Status, Residual: d.Residual, Underflow: d.Underflow, Overflow: d.Overflow, Received: t.received}
+	c.s.complete(t, nil)
+	return nil
+}
+
+func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
+	r := &c.rsp
+	if err := r.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err := c.statSN(r.StatSN); err != nil {
+		return err
+	}
+	c.s.updateWindow(r.ExpCmdSN, r.MaxCmdSN)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	t := c.s.lookup(r.ITT)
+	if t == nil || t.kind != kindSCSI {
+		c.log.Debugf("SCSI Response for unknown task %#x dropped", r.ITT)
+		return nil
+	}
+	if r.Response != 0 {
+		c.s.complete(t, fmt.Errorf("iscsi: target failure (response 0x%02x) for task %#x", r.Response, r.ITT))
+		return nil
+	}
+	resp := Response{Status: r.Status, Residual: r.Residual, Underflow: r.Underflow, Overflow: r.Overflow, Received: t.received}
+	if len(data) >= 2 {
+		sl := int(data[0])<<8 | int(data[1])
+		if sl > len(data)-2 {
+			sl = len(data) - 2
+		}
+		resp.Sense = data[2 : 2+sl]
+	}
+	if r.Status == 0x02 && len(resp.Sense) == 0 {
+		// "a SCSI Response with CHECK CONDITION and DataSegmentLength 0"
+		// is a format error (Section 7.7); be lenient: report it.
+		c.log.Warn("CHECK CONDITION without sense data")
+	}
+	t.resp = resp
+	c.s.complete(t, nil)
+	return nil
+}
+
+func (c *conn) handleR2T(b *pdu.BHS) error {
+	r := &c.r2t
+	if err := r.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.s.updateWindow(r.ExpCmdSN, r.MaxCmdSN)
+	t := c.s.lookup(r.ITT)
+	if t == nil || t.kind != kindSCSI {
+		return nil // task already ended
+	}
+	if t.wbuf == nil {
+		return protoErr("R2T for a read task %#x", r.ITT)
+	}
+	if uint64(r.BufferOffset)+uint64(r.DesiredLength) > uint64(len(t.wbuf)) {
+		return protoErr("R2T for %d bytes at offset %d beyond the %d-byte write (itt %#x)", r.DesiredLength, r.BufferOffset, len(t.wbuf), r.ITT)
+	}
+	if int(r.DesiredLength) > c.s.params.MaxBurstLength {
+		return protoErr("R2T desired length %d exceeds MaxBurstLength %d", r.DesiredLength, c.s.params.MaxBurstLength)
+	}
+	if r.R2TSN != t.r2tSN {
+		return protoErr("R2TSN %d, expected %d (itt %#x)", r.R2TSN, t.r2tSN, r.ITT)
+	}
+	t.r2tSN++
+	select {
+	case t.r2t <- r2tReq{ttt: r.TTT, offset: r.BufferOffset, length: r.DesiredLength}:
+	default:
+		return protoErr("more outstanding R2Ts than MaxOutstandingR2T=%d (itt %#x)", c.s.params.MaxOutstandingR2T, r.ITT)
+	}
+	return nil
+}
+
+func (c *conn) handleNopIn(b *pdu.BHS) error {
+	n := &c.nop
+	if err := n.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.s.updateWindow(n.ExpCmdSN, n.MaxCmdSN)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	if n.ITT == pdu.ReservedTag {
+		// StatSN is not advanced by an unsolicited NOP-In (Section 11.19.2).
+		if n.TTT != pdu.ReservedTag {
+			// Target ping: answer with the TTT and LUN copied, I=1.
+			reply := &pdu.NopOut{Header: pdu.Header{Immediate: true, ITT: pdu.ReservedTag, LUN: n.LUN}, TTT: n.TTT}
+			go c.sendImmediate(reply, data)
+		}
+		return nil
+	}
+	if err := c.statSN(n.StatSN); err != nil {
+		return err
+	}
+	if t := c.s.lookup(n.ITT); t != nil && t.kind == kindNop {
+		cp := *n
+		t.ctl, t.ctlData = &cp, data
+		c.s.complete(t, nil)
+	}
+	return nil
+}
+
+// sendImmediate writes an immediate PDU carrying the current CmdSN.
+func (c *conn) sendImmediate(p pdu.PDU, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.s.winMu.Lock()
+	sn := c.s.cmdSN
+	c.s.winMu.Unlock()
+	switch q := p.(type) {
+	case *pdu.NopOut:
+		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+	case *pdu.TaskMgmtRequest:
+		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+	case *pdu.LogoutRequest:
+		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+	case *pdu.TextRequest:
+		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+	}
+	return c.writeLocked(p, data)
+}
+
+func (c *conn) handleControl(b *pdu.BHS) error {
+	p, err := pdu.Parse(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	var statSN, exp, max uint32
+	switch q := p.(type) {
+	case *pdu.TaskMgmtResponse:
+		statSN, exp, max = q.StatSN, q.ExpCmdSN, q.MaxCmdSN
+	case *pdu.TextResponse:
+		statSN, exp, max = q.StatSN, q.ExpCmdSN, q.MaxCmdSN
+	case *pdu.LogoutResponse:
+		statSN, exp, max = q.StatSN, q.ExpCmdSN, q.MaxCmdSN
+	}
+	if err := c.statSN(statSN); err != nil {
+		return err
+	}
+	c.s.updateWindow(exp, max)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	t := c.s.lookup(p.Hdr().ITT)
+	if t == nil {
+		c.log.Debugf("%v for unknown task %#x dropped", b.Opcode(), p.Hdr().ITT)
+		return nil
+	}
+	want := map[pdu.Opcode]taskKind{pdu.OpTaskMgmtResp: kindTMF, pdu.OpTextResp: kindText, pdu.OpLogoutResp: kindLogout}[b.Opcode()]
+	if t.kind != want {
+		return protoErr("%v answers a task of another kind (itt %#x)", b.Opcode(), p.Hdr().ITT)
+	}
+	t.ctl, t.ctlData = p, data
+	if tm, ok := p.(*pdu.TaskMgmtResponse); ok {
+		c.s.tmfDone(t, tm)
+	}
+	c.s.complete(t, nil)
+	return nil
+}
+
+func (c *conn) handleAsync(b *pdu.BHS) error {
+	var a pdu.AsyncMessage
+	if err := a.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err := c.statSN(a.StatSN); err != nil {
+		return err
+	}
+	c.s.updateWindow(a.ExpCmdSN, a.MaxCmdSN)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	c.s.asyncEvent(c, &a, data)
+	return nil
+}
+
+func (c *conn) handleReject(b *pdu.BHS) error {
+	var r pdu.Reject
+	if err := r.UnmarshalBHS(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err := c.statSN(r.StatSN); err != nil {
+		return err
+	}
+	c.s.updateWindow(r.ExpCmdSN, r.MaxCmdSN)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	var itt uint32 = pdu.ReservedTag
+	var op pdu.Opcode
+	if len(data) >= pdu.BHSLen {
+		var rb pdu.BHS
+		copy(rb[:], data)
+		itt, op = rb.ITT(), rb.Opcode()
+	}
+	err = fmt.Errorf("iscsi: target rejected %v (itt %#x): %s", op, itt, rejectReason(r.Reason))
+	c.log.Warn(err)
+	switch r.Reason {
+	case pdu.RejectWaitingLogout, pdu.RejectProtocolError, pdu.RejectNegotiationReset:
+		// The connection is unusable for new commands: recover it.
+		return err
+	}
+	if t := c.s.lookup(itt); t != nil && t.kind != kindSCSI {
+		// A SCSI task always gets a response too (Section 7.3); control
+		// exchanges do not.
+		c.s.complete(t, err)
+	}
+	return nil
+}
+
+func rejectReason(r uint8) string {
+	names := map[uint8]string{
+		0x02: "data digest error", 0x03: "SNACK reject", 0x04: "protocol error",
+		0x05: "command not supported", 0x06: "too many immediate commands", 0x07: "task in progress",
+		0x08: "invalid data ack", 0x09: "invalid PDU field", 0x0a: "out of resources",
+		0x0b: "negotiation reset", 0x0c: "waiting for logout",
+	}
+	if n, ok := names[r]; ok {
+		return fmt.Sprintf("%s (0x%02x)", n, r)
+	}
+	return fmt.Sprintf("reason 0x%02x", r)
+}

@@ -1,0 +1,736 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/lunbridge/lunbridge/initiator/pdu"
+)
+
+// Session is a logged-in iSCSI session. All methods are safe for concurrent
+// use.
+type Session struct {
+	cfg       Config
+	log       *logrus.Entry
+	isid      [6]byte
+	discovery bool
+	params    Params
+	tsih      uint16
+
+	winMu    sync.Mutex
+	cmdSN    uint32 // next CmdSN to assign to a non-immediate command
+	expCmdSN uint32
+	maxCmdSN uint32
+	waiters  int
+	winCh    chan struct{} // closed when the window may have opened
+
+	taskMu  sync.Mutex
+	tasks   map[uint32]*task
+	nextITT uint32
+
+	slots chan struct{} // queue depth semaphore
+
+	connMu sync.Mutex
+	conn   *conn
+	closed atomic.Bool
+
+	// OnAsyncEvent, when set before commands run, receives SCSI async
+	// events (event 0) with their sense data.
+	OnAsyncEvent func(lun uint64, sense []byte)
+}
+
+// Dial connects to cfg.Portal and logs in. It follows login redirects
+// (status 0x0101/0x0102) up to three times.
+func Dial(ctx context.Context, cfg Config) (*Session, error) {
+	if cfg.InitiatorName == "" {
+		return nil, errors.New("iscsi: InitiatorName is required")
+	}
+	if cfg.CHAP != nil {
+		if err := cfg.CHAP.validate(); err != nil {
+			return nil, err
+		}
+	}
+	c := cfg.withDefaults()
+	s := &Session{
+		cfg:       c,
+		isid:      c.ISID,
+		discovery: c.TargetName == "",
+		tasks:     make(map[uint32]*task),
+		slots:     make(chan struct{}, c.QueueDepth),
+		winCh:     make(chan struct{}),
+		nextITT:   1,
+		cmdSN:     1,
+	}
+	s.log = c.Logger.WithField("portal", c.Portal)
+	if c.TargetName != "" {
+		s.log = s.log.WithField("target", c.TargetName)
+	}
+	portal := portalAddr(c.Portal)
+	for redirects := 0; ; redirects++ {
+		err := s.connect(ctx, portal)
+		var le *LoginError
+		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < 3 {
+			s.log.Infof("login redirected to %s", le.TargetAddress)
+			portal = portalAddr(stripTPGT(le.TargetAddress))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+func stripTPGT(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		switch addr[i] {
+		case ',':
+			return addr[:i]
+		case ']', ':':
+			return addr
+		}
+	}
+	return addr
+}
+
+// connect dials and logs in a (leading) connection and starts its read loop.
+func (s *Session) connect(ctx context.Context, portal string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
+	defer cancel()
+	nc, err := s.cfg.Dial(ctx, "tcp", portal)
+	if err != nil {
+		return &ConnError{Portal: portal, Err: err}
+	}
+	s.log.Debugf("connected to %s, logging in (ISID %x)", portal, s.isid)
+	s.winMu.Lock()
+	cmdSN := s.cmdSN
+	s.winMu.Unlock()
+	l, err := s.login(ctx, nc, 0, 0, cmdSN)
+	if err != nil {
+		nc.Close()
+		var le *LoginError
+		if errors.As(err, &le) || errors.Is(err, ErrAuth) || errors.Is(err, ErrProtocol) {
+			return err
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("login timed out: %w", err)
+		}
+		return &ConnError{Portal: portal, Err: err}
+	}
+	s.tsih = l.tsih
+	s.winMu.Lock()
+	// The first non-immediate command carries the login's CmdSN (Section 11.12.8).
+	s.expCmdSN, s.maxCmdSN = l.expCmdSN, l.maxCmdSN
+	s.winMu.Unlock()
+	c := newConn(s, nc, 0, portal, l.r, l.w, l.statSN+1, s.params)
+	s.connMu.Lock()
+	s.conn = c
+	s.connMu.Unlock()
+	go c.readLoop()
+	s.log.Debugf("logged in: TSIH %d, %v", s.tsih, s.params)
+	return nil
+}
+
+// Params returns the negotiated operational parameters.
+func (s *Session) Params() Params { return s.params }
+
+// ISID returns the session's initiator session ID.
+func (s *Session) ISID() [6]byte { return s.isid }
+
+// TSIH returns the target-assigned session handle.
+func (s *Session) TSIH() uint16 { return s.tsih }
+
+func (s *Session) currentConn() (*conn, error) {
+	if s.closed.Load() {
+		return nil, ErrSessionClosed
+	}
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	if c == nil {
+		return nil, ErrSessionClosed
+	}
+	select {
+	case <-c.done:
+		return nil, c.err
+	default:
+	}
+	return c, nil
+}
+
+// Done is closed when the session's connection has failed or the session
+// was closed.
+func (s *Session) Done() <-chan struct{} {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.conn.done
+}
+
+// Err returns the connection's error once Done is closed.
+func (s *Session) Err() error {
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+func (s *Session) allocLoginITT() uint32 {
+	s.taskMu.Lock()
+	defer s.taskMu.Unlock()
+	itt := s.nextITT
+	s.nextITT++
+	return itt
+}
+
+// register assigns an ITT and enters t into the task table.
+func (s *Session) register(t *task) {
+	s.taskMu.Lock()
+	for {
+		itt := s.nextITT
+		s.nextITT++
+		if itt == pdu.ReservedTag || itt == 0 {
+			continue
+		}
+		if _, busy := s.tasks[itt]; busy {
+			continue
+		}
+		t.itt = itt
+		s.tasks[itt] = t
+		break
+	}
+	s.taskMu.Unlock()
+}
+
+func (s *Session) lookup(itt uint32) *task {
+	s.taskMu.Lock()
+	t := s.tasks[itt]
+	s.taskMu.Unlock()
+	return t
+}
+
+// complete removes t from the table and wakes its caller.
+func (s *Session) complete(t *task, err error) {
+	s.taskMu.Lock()
+	if s.tasks[t.itt] == t {
+		delete(s.tasks, t.itt)
+	}
+	s.taskMu.Unlock()
+	t.finish(err)
+}
+
+// connDown fails every task of a failed connection.
+func (s *Session) connDown(c *conn, err error) {
+	s.taskMu.Lock()
+	var dead []*task
+	for itt, t := range s.tasks {
+		if t.conn == c {
+			dead = append(dead, t)
+			delete(s.tasks, itt)
+		}
+	}
+	s.taskMu.Unlock()
+	for _, t := range dead {
+		t.finish(err)
+	}
+	s.winMu.Lock()
+	close(s.winCh)
+	s.winCh = make(chan struct{})
+	s.winMu.Unlock()
+}
+
+// updateWindow applies ExpCmdSN/MaxCmdSN from any target PDU
+// (RFC 7143, Section 4.2.2.1).
+func (s *Session) updateWindow(exp, max uint32) {
+	s.winMu.Lock()
+	// "If the PDU's MaxCmdSN < its ExpCmdSN - 1, ignore both."
+	if serialLT(max, exp-1) {
+		s.winMu.Unlock()
+		return
+	}
+	if serialGT(exp, s.expCmdSN) {
+		s.expCmdSN = exp
+	}
+	if serialGT(max, s.maxCmdSN) {
+		s.maxCmdSN = max
+		if s.waiters > 0 {
+			close(s.winCh)
+			s.winCh = make(chan struct{})
+			s.waiters = 0
+		}
+	}
+	s.winMu.Unlock()
+}
+
+// issue assigns a CmdSN inside the window (blocking while it is closed),
+// registers t and calls send with the CmdSN, all under the connection's
+// write mutex so commands leave in CmdSN order. Immediate commands take the
+// current CmdSN without advancing it and ignore the window.
+func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, send func(cmdSN uint32) error) error {
+	for {
+		c.wmu.Lock()
+		s.winMu.Lock()
+		if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
+			sn := s.cmdSN
+			if !immediate {
+				s.cmdSN++
+			}
+			s.winMu.Unlock()
+			t.cmdSN, t.conn = sn, c
+			s.register(t)
+			err := send(sn)
+			c.wmu.Unlock()
+			return err
+		}
+		// Zero window: wait for a NOP-In or response to open it.
+		s.waiters++
+		ch := s.winCh
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return c.err
+		}
+	}
+}
+
+func (s *Session) acquireSlot(ctx context.Context) error {
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Session) releaseSlot() { <-s.slots }
+
+// Do executes one SCSI command and returns its status. A CHECK CONDITION is
+// not an error here: the caller decodes Response.Sense. Errors are transport
+// errors (*ConnError), ErrAborted, or the context's error — in every case
+// the command is finished on the target side or its connection is gone
+// before Do returns, so cmd.Read is never written afterwards.
+func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
+	if len(cmd.CDB) > 16 {
+		return Response{}, fmt.Errorf("iscsi: CDB of %d bytes (extended CDBs are not supported)", len(cmd.CDB))
+	}
+	if cmd.Read != nil && cmd.Write != nil {
+		return Response{}, errors.New("iscsi: bidirectional commands are not supported")
+	}
+	c, err := s.currentConn()
+	if err != nil {
+		return Response{}, err
+	}
+	if err := s.acquireSlot(ctx); err != nil {
+		return Response{}, err
+	}
+	defer s.releaseSlot()
+
+	t := newTask(kindSCSI)
+	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
+	p := s.params
+	req := pdu.SCSICommand{Header: pdu.Header{LUN: cmd.LUN}, Attr: cmd.Attr}
+	if req.Attr == 0 {
+		req.Attr = pdu.AttrSimple
+	}
+	copy(req.CDB[:], cmd.CDB)
+	var imm, unsol int
+	switch {
+	case cmd.Read != nil:
+		req.Read = true
+		req.EDTL = uint32(len(cmd.Read))
+	case cmd.Write != nil:
+		req.Write = true
+		req.EDTL = uint32(len(cmd.Write))
+		first := min(len(cmd.Write), p.FirstBurstLength)
+		if p.ImmediateData {
+			imm = min(first, p.MaxXmitDSL)
+		}
+		if !p.InitialR2T {
+			unsol = first - imm
+		}
+		if len(cmd.Write) > imm+unsol {
+			// Solicited data follows (R2Ts) beyond the first burst.
+			t.r2t = make(chan r2tReq, p.MaxOutstandingR2T+1)
+		}
+	}
+	req.Final = unsol == 0
+	err = s.issue(ctx, c, t, false, func(sn uint32) error {
+		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
+		if err := c.writeLocked(&req, cmd.Write[:imm]); err != nil {
+			return err
+		}
+		if unsol > 0 {
+			// Unsolicited Data-Out follows the command at once so it
+			// precedes later commands' data (Section 4.2.5.2).
+			return s.sendData(c, t, pdu.ReservedTag, uint32(imm), uint32(unsol), true)
+		}
+		return nil
+	})
+	if err != nil && t.itt == 0 {
+		return Response{}, err // never sent
+	}
+	if err != nil {
+		<-t.done // the write failed: the connection is failing all its tasks
+		return t.resp, t.err
+	}
+	return s.wait(ctx, c, t)
+}
+
+// wait serves R2Ts for t until it completes; on cancellation it aborts the
+// task on the target (ABORT TASK) before returning.
+func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) {
+	for {
+		select {
+		case r := <-t.r2t:
+			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
+				<-t.done
+				return t.resp, t.err
+			}
+		case <-t.done:
+			return t.resp, t.err
+		case <-ctx.Done():
+			s.abort(c, t)
+			<-t.done
+			if t.err == nil {
+				return t.resp, nil // completed before the abort took effect
+			}
+			return t.resp, ctx.Err()
+		}
+	}
+}
+
+// sendData sends length bytes of t's write buffer from offset as Data-Out
+// PDUs no larger than the target's MaxRecvDataSegmentLength; DataSN
+// restarts at 0 for each sequence (Section 4.2.2.4).
+func (s *Session) sendData(c *conn, t *task, ttt, offset, length uint32, locked bool) error {
+	maxSeg := uint32(s.params.MaxXmitDSL)
+	var dsn uint32
+	for done := uint32(0); done < length; dsn++ {
+		n := min(maxSeg, length-done)
+		out := pdu.DataOut{Header: pdu.Header{LUN: t.lun, ITT: t.itt, Final: done+n == length},
+			TTT: ttt, DataSN: dsn, BufferOffset: offset + done, ExpStatSN: c.expStatSN.Load()}
+		data := t.wbuf[offset+done : offset+done+n]
+		var err error
+		if locked {
+			err = c.writeLocked(&out, data)
+		} else {
+			err = c.write(&out, data)
+		}
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// abortTimeout bounds how long a cancelled task waits for ABORT TASK before
+// the connection is dropped.
+const abortTimeout = 10 * time.Second
+
+// abort sends ABORT TASK for t and waits for it; when the target does not
+// answer in time the connection is dropped, which also ends t.
+func (s *Session) abort(c *conn, t *task) {
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	resp, err := s.taskMgmt(ctx, c, pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN)
+	if err != nil {
+		c.fail(fmt.Errorf("ABORT TASK for %#x failed: %w", t.itt, err))
+		return
+	}
+	s.log.Debugf("ABORT TASK %#x: response %d", t.itt, resp)
+	select {
+	case <-t.done:
+	case <-time.After(abortTimeout):
+		c.fail(fmt.Errorf("task %#x still running after ABORT TASK", t.itt))
+	}
+}
+
+// tmfDone ends the tasks a successful TMF covered; the read loop calls it
+// in order, after any Data-In for those tasks (Section 4.2.3.3).
+func (s *Session) tmfDone(tmf *task, resp *pdu.TaskMgmtResponse) {
+	if resp.Response != pdu.TMFRespComplete && resp.Response != pdu.TMFRespNoTask {
+		return
+	}
+	s.taskMu.Lock()
+	var ended []*task
+	for itt, t := range s.tasks {
+		if t.kind != kindSCSI {
+			continue
+		}
+		hit := false
+		switch tmf.tmfFunc {
+		case pdu.TMFAbortTask:
+			hit = itt == tmf.tmfRef
+		case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet, pdu.TMFLogicalUnitReset:
+			hit = t.lun == tmf.lun
+		case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
+			hit = true
+		}
+		if hit {
+			ended = append(ended, t)
+			delete(s.tasks, itt)
+		}
+	}
+	s.taskMu.Unlock()
+	for _, t := range ended {
+		t.finish(ErrAborted)
+	}
+}
+
+// TMF response names (RFC 7143, Section 11.6.1).
+func tmfResponseName(r uint8) string {
+	switch r {
+	case 0:
+		return "function complete"
+	case 1:
+		return "task does not exist"
+	case 2:
+		return "LUN does not exist"
+	case 3:
+		return "task still allegiant"
+	case 4:
+		return "task allegiance reassignment not supported"
+	case 5:
+		return "task management function not supported"
+	case 6:
+		return "function authorization failed"
+	case 255:
+		return "function rejected"
+	}
+	return fmt.Sprintf("response %d", r)
+}
+
+// taskMgmt sends an immediate TMF and waits for its response.
+func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, ref uint32, refCmdSN uint32) (uint8, error) {
+	t := newTask(kindTMF)
+	t.lun, t.tmfFunc, t.tmfRef = lun, fn, ref
+	req := pdu.TaskMgmtRequest{Header: pdu.Header{Immediate: true, LUN: lun}, Function: fn, RTT: pdu.ReservedTag, RefCmdSN: refCmdSN}
+	if fn == pdu.TMFAbortTask {
+		req.RTT = ref
+	}
+	err := s.issue(ctx, c, t, true, func(sn uint32) error {
+		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
+		if fn != pdu.TMFAbortTask {
+			req.RefCmdSN = sn
+		}
+		return c.writeLocked(&req, nil)
+	})
+	if err != nil {
+		if t.itt != 0 {
+			s.complete(t, err)
+		}
+		return 0, err
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		s.complete(t, ctx.Err())
+		return 0, ctx.Err()
+	}
+	if t.err != nil {
+		return 0, t.err
+	}
+	return t.ctl.(*pdu.TaskMgmtResponse).Response, nil
+}
+
+// TaskManagement runs a task management function on a LUN (ABORT TASK SET,
+// LOGICAL UNIT RESET, TARGET WARM RESET, ...) and returns an error unless
+// the target completed it.
+func (s *Session) TaskManagement(ctx context.Context, fn uint8, lun uint64) error {
+	c, err := s.currentConn()
+	if err != nil {
+		return err
+	}
+	r, err := s.taskMgmt(ctx, c, fn, lun, pdu.ReservedTag, 0)
+	if err != nil {
+		return err
+	}
+	if r != pdu.TMFRespComplete && r != pdu.TMFRespFunctionSucceed {
+		return fmt.Errorf("iscsi: task management function %d: %s", fn, tmfResponseName(r))
+	}
+	return nil
+}
+
+// control runs a Text, NOP-Out or Logout exchange and returns the response.
+func (s *Session) control(ctx context.Context, c *conn, t *task, immediate bool, p pdu.PDU, data []byte) error {
+	err := s.issue(ctx, c, t, immediate, func(sn uint32) error {
+		h := p.Hdr()
+		h.ITT = t.itt
+		switch q := p.(type) {
+		case *pdu.TextRequest:
+			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		case *pdu.NopOut:
+			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		case *pdu.LogoutRequest:
+			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		}
+		return c.writeLocked(p, data)
+	})
+	if err != nil {
+		if t.itt != 0 {
+			s.complete(t, err)
+		}
+		return err
+	}
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		// Control exchanges carry no caller buffers: dropping the wait
+		// is safe; a late response finds no task and is discarded.
+		s.complete(t, ctx.Err())
+		return ctx.Err()
+	}
+}
+
+// maxTextResponse bounds a reassembled Text Response (SendTargets lists).
+const maxTextResponse = 4 << 20
+
+// Text sends a Text Request with kvs (for example SendTargets=All) and
+// returns the reassembled response keys, following continuations
+// (C bit, Target Transfer Tag; RFC 7143 Section 11.10).
+func (s *Session) Text(ctx context.Context, kvs []pdu.KV) ([]pdu.KV, error) {
+	c, err := s.currentConn()
+	if err != nil {
+		return nil, err
+	}
+	req := pdu.TextRequest{Header: pdu.Header{Final: true}, TTT: pdu.ReservedTag}
+	data := pdu.AppendText(nil, kvs...)
+	var all []byte
+	for i := 0; ; i++ {
+		t := newTask(kindText)
+		// Non-immediate: istgt advances ExpCmdSN even after an immediate
+		// Text Request (real-targets.md), which would make our next
+		// command look stale to it.
+		if err := s.control(ctx, c, t, false, &req, data); err != nil {
+			return nil, err
+		}
+		resp := t.ctl.(*pdu.TextResponse)
+		all = append(all, t.ctlData...)
+		if len(all) > maxTextResponse {
+			return nil, protoErr("text response longer than %d bytes", maxTextResponse)
+		}
+		if !resp.Continue {
+			out, err := pdu.ParseText(all)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+			}
+			return out, nil
+		}
+		if resp.TTT == pdu.ReservedTag {
+			return nil, protoErr("Text Response with C=1 and no Target Transfer Tag")
+		}
+		// Ask for the rest: an empty request echoing the TTT.
+		req = pdu.TextRequest{Header: pdu.Header{Final: true}, TTT: resp.TTT}
+		data = nil
+	}
+}
+
+// Ping sends a NOP-Out and waits for the NOP-In.
+func (s *Session) Ping(ctx context.Context) error {
+	c, err := s.currentConn()
+	if err != nil {
+		return err
+	}
+	t := newTask(kindNop)
+	return s.control(ctx, c, t, true, &pdu.NopOut{Header: pdu.Header{Immediate: true, Final: true}, TTT: pdu.ReservedTag}, nil)
+}
+
+// asyncEvent handles an Async Message (RFC 7143, Section 11.9.1).
+func (s *Session) asyncEvent(c *conn, a *pdu.AsyncMessage, data []byte) {
+	log := s.log.WithField("event", a.Event)
+	switch a.Event {
+	case 0:
+		sense := data
+		if len(sense) >= 2 {
+			sense = sense[2:]
+		}
+		log.Infof("SCSI async event on LUN %#x", a.LUN)
+		if s.OnAsyncEvent != nil {
+			s.OnAsyncEvent(a.LUN, sense)
+		}
+	case 1:
+		log.Warnf("target requests logout within %d s", a.Param3)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(a.Param3, 1))*time.Second)
+			defer cancel()
+			s.logoutConn(ctx, c)
+			c.fail(errors.New("target requested logout"))
+		}()
+	case 2, 3:
+		log.Warnf("target will drop the connection (Time2Wait %d s, Time2Retain %d s)", a.Param2, a.Param3)
+		c.fail(fmt.Errorf("target announced it drops the connection (async event %d)", a.Event))
+	case 4:
+		log.Infof("target requests renegotiation; sending an empty Text Request")
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(a.Param3, 1))*time.Second)
+			defer cancel()
+			if _, err := s.Text(ctx, nil); err != nil {
+				c.fail(fmt.Errorf("renegotiation requested by the target failed: %w", err))
+			}
+		}()
+	default:
+		log.Infof("async message %d ignored", a.Event)
+	}
+}
+
+// logoutConn logs out the session on c (reason 0, close the session).
+func (s *Session) logoutConn(ctx context.Context, c *conn) error {
+	t := newTask(kindLogout)
+	req := &pdu.LogoutRequest{Header: pdu.Header{Immediate: true, Final: true}, Reason: pdu.LogoutCloseSession, CID: c.cid}
+	if err := s.control(ctx, c, t, true, req, nil); err != nil {
+		return err
+	}
+	if r := t.ctl.(*pdu.LogoutResponse); r.Response != 0 {
+		return fmt.Errorf("iscsi: logout refused (response %d)", r.Response)
+	}
+	return nil
+}
+
+// Close logs out (bounded by ctx and 5 s) and closes the connection.
+// Outstanding commands fail with ErrSessionClosed.
+func (s *Session) Close() error {
+	return s.CloseContext(context.Background())
+}
+
+// CloseContext is Close with a context for the logout exchange.
+func (s *Session) CloseContext(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	if c == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := s.logoutConn(ctx, c)
+	c.fail(ErrSessionClosed)
+	<-c.exit
+	if err != nil {
+		return fmt.Errorf("iscsi: logout: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package initiator
+
+import (
+	"sync"
+
+	"github.com/lunbridge/lunbridge/initiator/pdu"
+)
+
+type taskKind uint8
+
+const (
+	kindSCSI taskKind = iota
+	kindTMF
+	kindText
+	kindNop
+	kindLogout
+)
+
+// r2tReq is a solicitation the read loop hands to the task's own goroutine,
+// which sends the Data-Out (the read loop never blocks on writes for data).
+type r2tReq struct {
+	ttt    uint32
+	offset uint32
+	length uint32
+}
+
+// task is one outstanding exchange identified by its ITT.
+type task struct {
+	itt   uint32
+	kind  taskKind
+	lun   uint64
+	cmdSN uint32
+	conn  *conn
+
+	// SCSI data.
+	rbuf      []byte // Data-In lands here at BufferOffset
+	wbuf      []byte // Data-Out comes from here
+	expDataSN uint32
+	received  int
+	r2t       chan r2tReq
+	r2tSN     uint32
+
+	// TMF: function and referenced task.
+	tmfFunc uint8
+	tmfRef  uint32
+
+	// Completion. Only the read loop (or its exit) calls finish.
+	once sync.Once
+	done chan struct{}
+	err  error
+	resp Response
+	// Control responses (TMF, Text, NOP-In, Logout) and their data.
+	ctl     pdu.PDU
+	ctlData []byte
+}
+
+func newTask(kind taskKind) *task {
+	return &task{kind: kind, done: make(chan struct{})}
+}
+
+func (t *task) finish(err error) {
+	t.once.Do(func() {
+		t.err = err
+		close(t.done)
+	})
+}
+
+// Response is the outcome of a SCSI command.
+type Response struct {
+	// Status is the SCSI status byte (0 GOOD, 2 CHECK CONDITION, ...).
+	Status uint8
+	// Sense is the sense data (without iSCSI's 2-byte SenseLength), if any.
+	Sense []byte
+	// Residual is the residual count; Underflow: the target moved less
+	// than expected, Overflow: it had more to move.
+	Residual            uint32
+	Underflow, Overflow bool
+	// Received counts Data-In bytes placed in the read buffer.
+	Received int
+}
+
+// Command is one SCSI command for Session.Do.
+type Command struct {
+	// LUN is the 8-byte LUN field (see scsi.EncodeLUN).
+	LUN uint64
+	// CDB is up to 16 bytes.
+	CDB []byte
+	// Read is the Data-In buffer; its length is the expected read length.
+	Read []byte
+	// Write is the Data-Out payload.
+	Write []byte
+	// Attr defaults to Simple.
+	Attr pdu.TaskAttr
+}
