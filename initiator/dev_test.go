@@ -17,7 +17,7 @@ func TestDevLogin(t *testing.T) {
 		t.Skip()
 	}
 	l := logrus.New()
-	l.SetLevel(logrus.DebugLevel)
+	l.SetLevel(logrus.InfoLevel)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s, err := Dial(ctx, Config{InitiatorName: "iqn.2026-11.org.lunbridge:test", TargetName: os.Getenv("DEV_TARGET"), Portal: portal, Logger: logrus.NewEntry(l)})
@@ -25,20 +25,21 @@ func TestDevLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	t.Logf("params %v", s.Params())
-	lun := uint64(1) << 48
-	buf := make([]byte, 32)
-	for i := 0; i < 3; i++ {
-		r, err := s.Do(ctx, &Command{LUN: lun, CDB: []byte{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}, Read: buf})
-		t.Logf("rc16: %+v %v %x", r, err, buf)
+	lun, err := OpenLUN(ctx, s, 1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	data := make([]byte, 1<<20)
+	t.Logf("lun: %+v size %d bs %d wwid %s serial %q thin %v", lun.Inquiry, lun.Size(), lun.BlockSize(), lun.WWID(), lun.Serial, lun.Thin())
+	data := make([]byte, 16<<20)
 	rand.Read(data)
-	cdb := []byte{0x2a, 0, 0, 0, 0, 8, 0, 0x08, 0x00, 0}
-	r, err := s.Do(ctx, &Command{LUN: lun, CDB: cdb, Write: data})
-	t.Logf("write: %+v %v", r, err)
-	got := make([]byte, 1<<20)
-	cdb[0] = 0x28
-	r, err = s.Do(ctx, &Command{LUN: lun, CDB: cdb, Read: got})
-	t.Logf("read: %+v %v equal=%v", r, err, bytes.Equal(got, data))
+	if err := lun.WriteAt(ctx, data, 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if err := lun.ReadAt(ctx, got, 4096); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("equal=%v", bytes.Equal(got, data))
+	t.Log(lun.Flush(ctx))
+	t.Log(lun.ReadAt(ctx, got[:512], lun.Size()))
 }
