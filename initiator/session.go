@@ -734,3 +734,6 @@ func (s *Session) CloseContext(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Config returns the session's configuration (with defaults applied).
+func (s *Session) Config() Config { return s.cfg }

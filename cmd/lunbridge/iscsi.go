@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/discovery"
+	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/initiator/scsi"
+)
+
+func init() {
+	openISCSI = openLUN
+	exitClassifiers = append(exitClassifiers, func(err error) (int, bool) {
+		var le *initiator.LoginError
+		var ce *initiator.ConnError
+		var se *scsi.SenseError
+		switch {
+		case errors.Is(err, discovery.ErrBadURL):
+			return ExitUsage, true
+		case errors.As(err, &le), errors.Is(err, initiator.ErrAuth):
+			return ExitLogin, true
+		case errors.As(err, &ce):
+			return ExitConnect, true
+		case errors.As(err, &se):
+			return ExitSCSI, true
+		case errors.Is(err, blockdev.ErrReadOnly), errors.Is(err, blockdev.ErrOutOfRange):
+			return ExitSCSI, true
+		}
+		return 0, false
+	})
+}
+
+// defaultInitiatorName is open-iscsi's name when the host has one, else a
+// stable name derived from the host name.
+func defaultInitiatorName() string {
+	if b, err := os.ReadFile("/etc/iscsi/initiatorname.iscsi"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "InitiatorName="); ok && v != "" {
+				return v
+			}
+		}
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return "iqn.2026-11.org.lunbridge:" + strings.ToLower(h)
+}
+
+// readSecret takes a secret from an environment variable or a file (first
+// line, trailing newline removed); never from argv.
+func readSecret(env, fileFlag string, c *cli.Context) (string, error) {
+	if f := c.String(fileFlag); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", usageErrorf("--%s: %v", fileFlag, err)
+		}
+		return strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r"), nil
+	}
+	return os.Getenv(env), nil
+}
+
+// sessionConfig builds an initiator configuration from a URL and the
+// global flags. Flags and environment override what the URL says.
+func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
+	name := c.String("initiator-name")
+	if name == "" {
+		name = defaultInitiatorName()
+	}
+	cfg := initiator.Config{
+		InitiatorName:            name,
+		TargetName:               u.Target,
+		Portal:                   u.Portal,
+		HeaderDigest:             u.HeaderDigest,
+		DataDigest:               u.DataDigest,
+		MaxRecvDataSegmentLength: c.Int("max-recv-data-segment-length"),
+		QueueDepth:               c.Int("queue-depth"),
+		LoginTimeout:             c.Duration("timeout"),
+		Logger:                   logrus.NewEntry(logrus.StandardLogger()),
+	}
+	for _, d := range []struct {
+		flag string
+		dst  *[]string
+	}{{"header-digest", &cfg.HeaderDigest}, {"data-digest", &cfg.DataDigest}} {
+		if v := c.String(d.flag); v != "" {
+			var list []string
+			for _, x := range strings.Split(v, ",") {
+				switch strings.ToLower(strings.TrimSpace(x)) {
+				case "none":
+					list = append(list, "None")
+				case "crc32c":
+					list = append(list, "CRC32C")
+				default:
+					return cfg, usageErrorf("--%s: %q is not None or CRC32C", d.flag, x)
+				}
+			}
+			*d.dst = list
+		}
+	}
+	user := u.User
+	if v := c.String("chap-user"); v != "" {
+		user = v
+	}
+	secret, err := readSecret("LUNBRIDGE_CHAP_SECRET", "chap-secret-file", c)
+	if err != nil {
+		return cfg, err
+	}
+	if secret == "" {
+		secret = u.Secret
+	}
+	tuser := u.TargetUser
+	if v := c.String("target-chap-user"); v != "" {
+		tuser = v
+	}
+	tsecret, err := readSecret("LUNBRIDGE_TARGET_CHAP_SECRET", "target-chap-secret-file", c)
+	if err != nil {
+		return cfg, err
+	}
+	if tsecret == "" {
+		tsecret = u.TargetSecret
+	}
+	if u.HasEmbeddedSecret() {
+		logrus.Warn("a CHAP secret in the URL is visible to every user of this machine (ps, shell history); use LUNBRIDGE_CHAP_SECRET or --chap-secret-file")
+	}
+	if user != "" || secret != "" {
+		if user == "" || secret == "" {
+			return cfg, usageErrorf("CHAP needs both a user (--chap-user or user@ in the URL) and a secret (LUNBRIDGE_CHAP_SECRET or --chap-secret-file)")
+		}
+		cfg.CHAP = &initiator.CHAP{User: user, Secret: secret, TargetUser: tuser, TargetSecret: tsecret, AllowShortSecret: c.Bool("allow-short-secret")}
+		if (tuser != "") != (tsecret != "") && tsecret == "" {
+			return cfg, usageErrorf("mutual CHAP needs the target's secret too (LUNBRIDGE_TARGET_CHAP_SECRET or --target-chap-secret-file)")
+		}
+	}
+	return cfg, nil
+}
+
+// dialURL parses a URL and logs in to its target.
+func dialURL(c *cli.Context, raw string) (*discovery.URL, *initiator.Session, error) {
+	u, err := discovery.ParseURL(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := sessionConfig(c, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := initiator.Dial(c.Context, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", u, err)
+	}
+	return u, s, nil
+}
+
+// openLUN opens the LUN an iscsi:// URL names.
+func openLUN(c *cli.Context, raw string, readOnly bool) (blockdev.Device, error) {
+	l, err := openLUNHandle(c, raw)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func openLUNHandle(c *cli.Context, raw string) (*initiator.LUN, error) {
+	u, err := discovery.ParseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Target == "" || !u.HasLUN {
+		return nil, usageErrorf("%s names no LUN: want iscsi://host[:port]/target-iqn/lun", u)
+	}
+	_, s, err := dialURL(c, raw)
+	if err != nil {
+		return nil, err
+	}
+	l, err := initiator.OpenLUN(c.Context, s, u.LUN)
+	if err != nil {
+		s.CloseContext(context.Background())
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	l.SetOwnsSession(true)
+	return l, nil
+}
+
+var discoveryParse = discovery.ParseURL
