@@ -6,12 +6,13 @@ import (
 	"testing"
 )
 
+// Two target port group descriptors, hand-built per SPC-4 (the captures
+// hold no REPORT TARGET PORT GROUPS exchange): group 1 active/optimized,
+// preferred, ports 1 and 2; group 2 standby, port 3.
+const rtpgDescs = `80 8f 0001 00 02 00 02 0000 0001 0000 0002
+	02 8f 0002 00 00 00 01 0000 0003`
+
 func TestParseReportTargetPortGroups(t *testing.T) {
-	// Hand-built per SPC-4 (the captures hold no REPORT TARGET PORT GROUPS
-	// exchange): group 1 active/optimized with ports 1 and 2, preferred;
-	// group 2 standby with port 3.
-	descs := `80 8f 0001 00 02 00 02 0000 0001 0000 0002
-	          02 8f 0002 00 00 00 01 0000 0003`
 	want := []TargetPortGroup{
 		{Preferred: true, State: StateActiveOptimized, Supported: 0x8f, ID: 1, StatusCode: 2, Ports: []uint16{1, 2}},
 		{State: StateStandby, Supported: 0x8f, ID: 2, Ports: []uint16{3}},
@@ -25,10 +26,10 @@ func TestParseReportTargetPortGroups(t *testing.T) {
 		truncated bool
 		err       error
 	}{
-		{"length only", hx(t, "0000001c"+descs), want, false, 0, false, nil},
-		{"extended header", hx(t, "00000020 10 3c 0000"+descs), want, true, 60, false, nil},
-		{"cut in second group", hx(t, "0000001c"+descs)[:4+16+4], want[:1], false, 0, true, nil},
-		{"cut in port list", hx(t, "0000001c"+descs)[:4+12], nil, false, 0, true, nil},
+		{"length only", hx(t, "0000001c"+rtpgDescs), want, false, 0, false, nil},
+		{"extended header", hx(t, "00000020 10 3c 0000"+rtpgDescs), want, true, 60, false, nil},
+		{"cut in second group", hx(t, "0000001c"+rtpgDescs)[:4+16+4], want[:1], false, 0, true, nil},
+		{"cut in port list", hx(t, "0000001c"+rtpgDescs)[:4+12], nil, false, 0, true, nil},
 		{"empty", hx(t, "00000000"), nil, false, 0, false, nil},
 		{"short", hx(t, "000000"), nil, false, 0, false, ErrTruncated},
 	}
@@ -46,7 +47,7 @@ func TestParseReportTargetPortGroups(t *testing.T) {
 			t.Errorf("%s:\n got %+v\nwant %+v ext=%v tt=%d trunc=%v", tt.name, got, tt.groups, tt.extended, tt.ttime, tt.truncated)
 		}
 	}
-	tpg, _ := ParseReportTargetPortGroups(hx(t, "0000001c"+descs))
+	tpg, _ := ParseReportTargetPortGroups(hx(t, "0000001c"+rtpgDescs))
 	if g, ok := tpg.GroupOfPort(3); !ok || g.ID != 2 || g.State.Active() {
 		t.Errorf("GroupOfPort(3) = %+v, %v", g, ok)
 	}

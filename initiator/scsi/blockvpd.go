@@ -80,7 +80,7 @@ func (c BlockDeviceCharacteristics) NonRotating() bool { return c.RotationRate =
 // ParseBlockDeviceCharacteristics decodes VPD page 0xB1. The page must
 // reach the rotation rate (bytes 4-5); later fields are zero if absent.
 func ParseBlockDeviceCharacteristics(b []byte) (BlockDeviceCharacteristics, error) {
-	_, body, _, err := vpdBody(b, VPDBlockDeviceChar)
+	_, body, _, err := vpdBody(b, VPDBlockDeviceCharacteristics)
 	if err != nil {
 		return BlockDeviceCharacteristics{}, err
 	}

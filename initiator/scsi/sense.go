@@ -186,7 +186,7 @@ func (s *Sense) decodeDescriptor(d []byte) {
 
 // ParseSenseData decodes the data segment of an iSCSI SCSI Response that
 // carries sense data: a 2-byte SenseLength followed by that many bytes of
-// sense data (RFC 7143, Section 11.4.7.2). A SenseLength larger than the
+// sense data (RFC 7143, Section 11.4.7). A SenseLength larger than the
 // segment is clamped to what is there (Truncated is set). An empty segment
 // or a zero SenseLength returns ErrNoSense.
 func ParseSenseData(iscsiDataSegment []byte) (Sense, error) {

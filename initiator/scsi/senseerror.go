@@ -41,7 +41,7 @@ func (e *SenseError) Error() string {
 }
 
 // CheckStatus turns a command's status and the data segment of its iSCSI
-// SCSI Response (SenseLength + sense data, RFC 7143 11.4.7.2) into an
+// SCSI Response (SenseLength + sense data, RFC 7143, Section 11.4.7) into an
 // error: nil for GOOD and CONDITION MET, otherwise a *SenseError. Sense
 // data that cannot be decoded still yields a *SenseError (HasSense false)
 // so the command fails.

@@ -4,12 +4,12 @@ import "encoding/binary"
 
 // VPD page codes (SPC-4 and SBC-3 "Vital product data parameters").
 const (
-	VPDSupportedPages           = 0x00
-	VPDUnitSerialNumber         = 0x80
-	VPDDeviceIdentification     = 0x83
-	VPDBlockLimits              = 0xb0
-	VPDBlockDeviceChar          = 0xb1
-	VPDLogicalBlockProvisioning = 0xb2
+	VPDSupportedPages             = 0x00
+	VPDUnitSerialNumber           = 0x80
+	VPDDeviceIdentification       = 0x83
+	VPDBlockLimits                = 0xb0
+	VPDBlockDeviceCharacteristics = 0xb1
+	VPDLogicalBlockProvisioning   = 0xb2
 )
 
 // VPDHeader is the 4-byte header every VPD page starts with (SPC-4,
