@@ -44,6 +44,21 @@ type Config struct {
 	// LoginTimeout bounds connect plus login (default 15 s).
 	LoginTimeout time.Duration
 
+	// NopInterval is the idle time after which a NOP-Out ping checks the
+	// link (default 5 s, like open-iscsi's noop_out_interval); NopTimeout
+	// is how long the answer may take (default 5 s). A dead link is
+	// declared within NopInterval+NopTimeout. Negative disables pings.
+	NopInterval, NopTimeout time.Duration
+
+	// ReplacementTimeout bounds how long I/O waits for session recovery
+	// after the connection is lost (default 120 s, like open-iscsi's
+	// replacement_timeout); negative waits forever. Recovery itself
+	// goes on in the background until Close.
+	ReplacementTimeout time.Duration
+	// NoRecovery fails I/O at once when the connection is lost and does
+	// not reconnect (replacement timeout 0).
+	NoRecovery bool
+
 	// Dial opens the TCP connection (default net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -79,6 +94,15 @@ func (c *Config) withDefaults() Config {
 	setDefault(&d.MaxOutstandingR2T, 1)
 	setDefault(&d.MaxConnections, 1)
 	setDefault(&d.QueueDepth, 128)
+	if d.NopInterval == 0 {
+		d.NopInterval = 5 * time.Second
+	}
+	if d.NopTimeout <= 0 {
+		d.NopTimeout = 5 * time.Second
+	}
+	if d.ReplacementTimeout == 0 {
+		d.ReplacementTimeout = 120 * time.Second
+	}
 	if d.LoginTimeout == 0 {
 		d.LoginTimeout = 15 * time.Second
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -33,6 +34,7 @@ type conn struct {
 	w   *pdu.Writer
 
 	expStatSN atomic.Uint32
+	lastRx    atomic.Int64 // UnixNano of the last PDU header received
 
 	failOnce sync.Once
 	err      error
@@ -51,6 +53,7 @@ func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, 
 	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, w: w, done: make(chan struct{}), exit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
 	c.expStatSN.Store(expStatSN)
+	c.lastRx.Store(time.Now().UnixNano())
 	r.HeaderDigest, r.DataDigest = p.HeaderDigest, p.DataDigest
 	w.HeaderDigest, w.DataDigest = p.HeaderDigest, p.DataDigest
 	r.MaxData = p.MaxRecvDSL
@@ -109,6 +112,7 @@ func (c *conn) readLoop() {
 		if err = c.r.ReadHeader(&c.bhs); err != nil {
 			break
 		}
+		c.lastRx.Store(time.Now().UnixNano())
 		if err = c.dispatch(&c.bhs); err != nil {
 			break
 		}

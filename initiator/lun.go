@@ -62,7 +62,23 @@ func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 	if err := l.identify(ctx); err != nil {
 		return nil, err
 	}
+	s.OnReconnect(l.verifyIdentity)
 	return l, nil
+}
+
+// verifyIdentity runs after a session recovery: the LUN must still be the
+// same medium (VPD 0x80 serial, VPD 0x83 WWID, capacity and block size),
+// else continuing would put data on the wrong disk.
+func (l *LUN) verifyIdentity(ctx context.Context) error {
+	n := &LUN{s: l.s, number: l.number, field: l.field}
+	if err := n.identify(ctx); err != nil {
+		return fmt.Errorf("re-identifying LUN %d after reconnect: %w", l.number, err)
+	}
+	if n.Serial != l.Serial || n.wwid != l.wwid || n.size != l.size || n.bs != l.bs {
+		return fmt.Errorf("iscsi: after reconnect LUN %d of %s is a different disk (serial %q→%q, WWID %s→%s, size %d→%d, block %d→%d); refusing to continue",
+			l.number, l.s.cfg.TargetName, l.Serial, n.Serial, l.wwid, n.wwid, l.size, n.size, l.bs, n.bs)
+	}
+	return nil
 }
 
 func (l *LUN) identify(ctx context.Context) error {

@@ -36,9 +36,17 @@ type Session struct {
 
 	slots chan struct{} // queue depth semaphore
 
-	connMu sync.Mutex
-	conn   *conn
-	closed atomic.Bool
+	connMu  sync.Mutex
+	conn    *conn
+	portal  string // where the session logged in (after redirects)
+	closed  atomic.Bool
+	closeCh chan struct{}
+
+	recMu        sync.Mutex
+	rec          recoveryState
+	hooks        []func(context.Context) error
+	reconnects   int64
+	lastRecovery time.Duration
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.
@@ -66,6 +74,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		winCh:     make(chan struct{}),
 		nextITT:   1,
 		cmdSN:     1,
+		closeCh:   make(chan struct{}),
 	}
 	s.log = c.Logger.WithField("portal", c.Portal)
 	if c.TargetName != "" {
@@ -131,8 +140,16 @@ func (s *Session) connect(ctx context.Context, portal string) error {
 	c := newConn(s, nc, 0, portal, l.r, l.w, l.statSN+1, s.params)
 	s.connMu.Lock()
 	s.conn = c
+	s.portal = portal
 	s.connMu.Unlock()
 	go c.readLoop()
+	if s.closed.Load() {
+		c.fail(ErrSessionClosed) // closed while we were logging in
+		return ErrSessionClosed
+	}
+	if s.cfg.NopInterval > 0 {
+		go c.keepalive(s.cfg.NopInterval, s.cfg.NopTimeout)
+	}
 	s.log.Debugf("logged in: TSIH %d, %v", s.tsih, s.params)
 	return nil
 }
@@ -146,9 +163,19 @@ func (s *Session) ISID() [6]byte { return s.isid }
 // TSIH returns the target-assigned session handle.
 func (s *Session) TSIH() uint16 { return s.tsih }
 
-func (s *Session) currentConn() (*conn, error) {
+func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 	if s.closed.Load() {
 		return nil, ErrSessionClosed
+	}
+	s.recMu.Lock()
+	fatal, recovering, cause := s.rec.fatal, s.rec.recovering, s.rec.cause
+	s.recMu.Unlock()
+	if fatal != nil {
+		return nil, fatal
+	}
+	if recovering && ctx.Value(verifyKey) == nil {
+		// Hold callers back until recovery (and identity checks) end.
+		return nil, &ConnError{Portal: s.portal, Err: fmt.Errorf("session recovering: %w", cause)}
 	}
 	s.connMu.Lock()
 	c := s.conn
@@ -162,27 +189,6 @@ func (s *Session) currentConn() (*conn, error) {
 	default:
 	}
 	return c, nil
-}
-
-// Done is closed when the session's connection has failed or the session
-// was closed.
-func (s *Session) Done() <-chan struct{} {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	return s.conn.done
-}
-
-// Err returns the connection's error once Done is closed.
-func (s *Session) Err() error {
-	s.connMu.Lock()
-	c := s.conn
-	s.connMu.Unlock()
-	select {
-	case <-c.done:
-		return c.err
-	default:
-		return nil
-	}
 }
 
 func (s *Session) allocLoginITT() uint32 {
@@ -231,6 +237,7 @@ func (s *Session) complete(t *task, err error) {
 
 // connDown fails every task of a failed connection.
 func (s *Session) connDown(c *conn, err error) {
+	s.startRecovery(c, err)
 	s.taskMu.Lock()
 	var dead []*task
 	for itt, t := range s.tasks {
@@ -329,13 +336,27 @@ func (s *Session) releaseSlot() { <-s.slots }
 // the command is finished on the target side or its connection is gone
 // before Do returns, so cmd.Read is never written afterwards.
 func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
+	for {
+		resp, err := s.doOnce(ctx, cmd)
+		if err == nil || ctx.Err() != nil || !s.recoverable(err) {
+			return resp, err
+		}
+		// The connection failed before the command's status arrived:
+		// wait for session reinstatement, then issue it again.
+		if werr := s.awaitRecovery(ctx, err); werr != nil {
+			return resp, werr
+		}
+	}
+}
+
+func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 	if len(cmd.CDB) > 16 {
 		return Response{}, fmt.Errorf("iscsi: CDB of %d bytes (extended CDBs are not supported)", len(cmd.CDB))
 	}
 	if cmd.Read != nil && cmd.Write != nil {
 		return Response{}, errors.New("iscsi: bidirectional commands are not supported")
 	}
-	c, err := s.currentConn()
+	c, err := s.currentConn(ctx)
 	if err != nil {
 		return Response{}, err
 	}
@@ -557,7 +578,7 @@ func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, r
 // LOGICAL UNIT RESET, TARGET WARM RESET, ...) and returns an error unless
 // the target completed it.
 func (s *Session) TaskManagement(ctx context.Context, fn uint8, lun uint64) error {
-	c, err := s.currentConn()
+	c, err := s.currentConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -610,7 +631,7 @@ const maxTextResponse = 4 << 20
 // returns the reassembled response keys, following continuations
 // (C bit, Target Transfer Tag; RFC 7143 Section 11.10).
 func (s *Session) Text(ctx context.Context, kvs []pdu.KV) ([]pdu.KV, error) {
-	c, err := s.currentConn()
+	c, err := s.currentConn(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -648,7 +669,7 @@ func (s *Session) Text(ctx context.Context, kvs []pdu.KV) ([]pdu.KV, error) {
 
 // Ping sends a NOP-Out and waits for the NOP-In.
 func (s *Session) Ping(ctx context.Context) error {
-	c, err := s.currentConn()
+	c, err := s.currentConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -718,6 +739,7 @@ func (s *Session) CloseContext(ctx context.Context) error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	close(s.closeCh)
 	s.connMu.Lock()
 	c := s.conn
 	s.connMu.Unlock()

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/nbdbridge"
+)
+
+func init() {
+	register(catExpose, &cli.Command{
+		Name:      "serve",
+		Usage:     "export a LUN (or image) as an NBD server",
+		ArgsUsage: "URL",
+		UsageText: "lunbridge serve URL [--listen unix:/path.sock | tcp:127.0.0.1:10809] [--export-name N] [--read-only] [--persistent] [--shared N] [--pid-file F] [--json]",
+		Description: `Serves the device behind URL over NBD (fixed newstyle, structured replies,
+base:allocation) until SIGINT/SIGTERM; then answers the requests in flight,
+flushes the device and exits 0.
+
+Without --listen the socket is $XDG_RUNTIME_DIR/lunbridge/<name>.sock (or
+/run/lunbridge/<name>.sock). Once listening, the NBD URI is printed on stdout
+(--json: one JSON object) so scripts can read it. NBD has no authentication:
+prefer Unix sockets; a TCP address outside loopback logs a warning.
+
+Without --persistent the server exits after the first client disconnects (like
+qemu-nbd without -t). --shared N accepts up to N clients at once (default 1);
+extra clients are refused with a policy error.
+
+Examples:
+   lunbridge serve iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
+   lunbridge serve --listen unix:/tmp/lun.sock --read-only file:///var/tmp/disk.img
+   nbdinfo 'nbd+unix:///?socket=/tmp/lun.sock'
+   lunbridge serve --listen tcp:127.0.0.1:10809 --export-name lun1 --persistent iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
+   qemu-img convert -O qcow2 nbd://127.0.0.1:10809/lun1 backup.qcow2`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "unix:/path.sock or tcp:HOST:PORT (default: a Unix socket in $XDG_RUNTIME_DIR/lunbridge or /run/lunbridge)"},
+			&cli.StringFlag{Name: "export-name", Aliases: []string{"x"}, Usage: "export name (clients may also ask for the default export \"\")"},
+			&cli.StringFlag{Name: "description", Usage: "export description shown by nbdinfo"},
+			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "refuse writes"},
+			&cli.BoolFlag{Name: "persistent", Aliases: []string{"t"}, Usage: "keep serving after the last client disconnects"},
+			&cli.IntFlag{Name: "shared", Aliases: []string{"e"}, Value: 1, Usage: "maximum simultaneous clients (0: unlimited)"},
+			&cli.StringFlag{Name: "pid-file", Usage: "write the process id here once listening"},
+			&cli.BoolFlag{Name: "json", Usage: "print the listening address as JSON"},
+			&cli.BoolFlag{Name: "multi-conn", Value: true, Usage: "advertise NBD_FLAG_CAN_MULTI_CONN (all clients share one session, so a flush covers them all)"},
+			&cli.IntFlag{Name: "max-request", Value: nbdbridge.DefaultMaxRequest, Usage: "largest READ/WRITE payload advertised, bytes"},
+		},
+		Action: serveAction,
+	})
+}
+
+// serveEndpoint is what --json prints.
+type serveEndpoint struct {
+	URI     string `json:"uri"`
+	Socket  string `json:"socket,omitempty"`
+	Address string `json:"address,omitempty"`
+	Export  string `json:"export"`
+	Size    int64  `json:"size"`
+	PID     int    `json:"pid"`
+}
+
+func serveAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf("serve: want exactly one URL, got %d arguments", c.NArg())
+	}
+	if c.Int("shared") < 0 {
+		return usageErrorf("serve: --shared must be >= 0")
+	}
+	name := c.String("export-name")
+	log := logrus.WithFields(logrus.Fields{"cmd": "serve", "export": name})
+	l, ep, cleanup, err := serveListen(c.String("listen"), name, log)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	dev, err := openDevice(c, c.Args().First(), c.Bool("read-only"))
+	if err != nil {
+		l.Close()
+		return err
+	}
+	ep.Export, ep.Size, ep.PID = name, dev.Size(), os.Getpid()
+	opts := nbdbridge.Options{
+		ExportName:     name,
+		Description:    c.String("description"),
+		ReadOnly:       c.Bool("read-only"),
+		MaxRequest:     c.Int("max-request"),
+		MultiConn:      c.Bool("multi-conn"),
+		MaxConnections: c.Int("shared"),
+		OneShot:        !c.Bool("persistent"),
+		Logger:         log,
+	}
+	srv := nbdbridge.NewServer(dev, opts)
+	if pf := c.String("pid-file"); pf != "" {
+		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			l.Close()
+			dev.Close()
+			return fmt.Errorf("serve: --pid-file: %w", err)
+		}
+		defer os.Remove(pf)
+	}
+	if c.Bool("json") {
+		b, _ := json.Marshal(ep)
+		fmt.Fprintln(c.App.Writer, string(b))
+	} else {
+		fmt.Fprintln(c.App.Writer, ep.URI)
+	}
+	serveErr := srv.Serve(c.Context, l)
+	return closeServed(dev, serveErr, log)
+}
+
+// closeServed flushes and closes the device after serving.
+func closeServed(dev blockdev.Device, serveErr error, log *logrus.Entry) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ferr := dev.Flush(ctx)
+	cerr := dev.Close()
+	if serveErr != nil {
+		return serveErr
+	}
+	if ferr != nil && !errors.Is(ferr, blockdev.ErrReadOnly) {
+		return fmt.Errorf("flush on exit: %w", ferr)
+	}
+	return cerr
+}
+
+// serveListen opens the listener named by --listen and returns the URI to
+// print plus a cleanup that removes a Unix socket.
+func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndpoint, func(), error) {
+	nop := func() {}
+	switch {
+	case spec == "" || strings.HasPrefix(spec, "unix:") || strings.HasPrefix(spec, "/"):
+		path := strings.TrimPrefix(spec, "unix:")
+		if path == "" {
+			dir := "/run/lunbridge"
+			if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
+				dir = filepath.Join(x, "lunbridge")
+			}
+			base := name
+			if base == "" {
+				base = "lunbridge"
+			}
+			path = filepath.Join(dir, strings.ReplaceAll(base, "/", "_")+".sock")
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, nil, nop, fmt.Errorf("serve: %w", err)
+		}
+		if _, err := os.Stat(path); err == nil {
+			// A socket left by a dead server is removed; a live one is not.
+			if nc, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				nc.Close()
+				return nil, nil, nop, fmt.Errorf("serve: %s: another server is listening there", path)
+			}
+			os.Remove(path)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, nil, nop, fmt.Errorf("serve: %w", err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		u := url.URL{Scheme: "nbd+unix", Path: "/" + name, RawQuery: "socket=" + path}
+		return l, &serveEndpoint{URI: u.String(), Socket: path}, func() { os.Remove(path) }, nil
+	case strings.HasPrefix(spec, "tcp:"):
+		addr := strings.TrimPrefix(spec, "tcp:")
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, nil, nop, usageErrorf("serve: --listen %q: %v", spec, err)
+		}
+		if host == "" {
+			return nil, nil, nop, usageErrorf("serve: --listen %q: name the address (tcp:127.0.0.1:PORT); NBD has no authentication", spec)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			log.Warnf("listening on %s: NBD has no authentication; anyone who can reach it can read and write the LUN", addr)
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, nop, fmt.Errorf("serve: %w", err)
+		}
+		a := l.Addr().String()
+		return l, &serveEndpoint{URI: "nbd://" + a + "/" + name, Address: a}, nop, nil
+	default:
+		return nil, nil, nop, usageErrorf("serve: --listen %q: want unix:/path.sock or tcp:HOST:PORT", spec)
+	}
+}

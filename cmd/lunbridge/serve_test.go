@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lunbridge/lunbridge/internal/testenv"
+)
+
+// The test binary doubles as lunbridge for the serve/attach tests.
+func init() {
+	if os.Getenv("LUNBRIDGE_SERVETEST_MAIN") == "1" {
+		main()
+	}
+}
+
+// serveProc is a running `lunbridge serve`.
+type serveProc struct {
+	cmd    *exec.Cmd
+	stdout *bufio.Reader
+	stderr *bytes.Buffer
+	line   string // first stdout line
+	exited chan struct{}
+	code   int
+}
+
+func startServe(t *testing.T, env []string, args ...string) *serveProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, append([]string{"--log-level", "info"}, args...)...)
+	cmd.Env = append(append(os.Environ(), "LUNBRIDGE_SERVETEST_MAIN=1"), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &serveProc{cmd: cmd, stdout: bufio.NewReader(out), stderr: new(bytes.Buffer), exited: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+	})
+	lineCh := make(chan string, 1)
+	go func() {
+		l, _ := p.stdout.ReadString('\n')
+		lineCh <- strings.TrimSpace(l)
+		io.Copy(io.Discard, p.stdout)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			p.code = ee.ExitCode()
+		}
+		close(p.exited)
+	}()
+	select {
+	case p.line = <-lineCh:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve printed nothing in 20s; stderr: %s", p.stderr)
+	}
+	if p.line == "" {
+		<-p.exited
+		t.Fatalf("serve exited (%d) without printing a URI; stderr: %s", p.code, p.stderr)
+	}
+	return p
+}
+
+func (p *serveProc) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.code
+	case <-time.After(limit):
+		t.Fatalf("serve still running after %v; stderr: %s", limit, p.stderr)
+		return -1
+	}
+}
+
+func serveImage(t *testing.T, size int) (string, []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "disk.img")
+	want := make([]byte, size)
+	for i := 0; i < size; i += 3 * 65536 {
+		for j := i; j < i+65536 && j < size; j++ {
+			want[j] = byte(j*13 + j>>16)
+		}
+	}
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, want
+}
+
+func toolOut(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	testenv.RequireTool(t, name)
+	cmd := exec.Command(name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s%s", name, args, err, out, stderr.String())
+	}
+	return string(out)
+}
+
+func TestServeCLIUnixPersistent(t *testing.T) {
+	testenv.RequireTool(t, "nbdinfo")
+	testenv.RequireTool(t, "qemu-img")
+	testenv.RequireTool(t, "qemu-io")
+	img, want := serveImage(t, 8<<20)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	pidf := filepath.Join(dir, "pid")
+	p := startServe(t, nil, "serve", "--listen", "unix:"+sock, "--export-name", "lun1", "--persistent",
+		"--pid-file", pidf, "--description", "cli test", "file://"+img)
+	if wantURI := "nbd+unix:///lun1?socket=" + sock; p.line != wantURI {
+		t.Fatalf("printed %q, want %q", p.line, wantURI)
+	}
+	if b, err := os.ReadFile(pidf); err != nil || strings.TrimSpace(string(b)) == "" {
+		t.Fatalf("pid file: %q %v", b, err)
+	}
+	info := toolOut(t, "nbdinfo", p.line)
+	for _, w := range []string{"export-size: 8388608", "description: cli test", "can_multi_conn: true", "block_size_minimum: 512"} {
+		if !strings.Contains(info, w) {
+			t.Errorf("nbdinfo lacks %q:\n%s", w, info)
+		}
+	}
+	// Persistent: a second and third client after the first left.
+	out := filepath.Join(dir, "copy.raw")
+	toolOut(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", p.line, out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatal("qemu-img convert from the export differs from the image")
+	}
+	toolOut(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5c 1M 64k", p.line)
+	// SIGTERM: drain, flush, exit 0, remove the socket and pid file.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM; stderr: %s", code, p.stderr)
+	}
+	got, _ := os.ReadFile(img)
+	if got[1<<20] != 0x5c || got[1<<20+65535] != 0x5c || got[1<<20+65536] != want[1<<20+65536] {
+		t.Fatal("write through the export did not land in the image")
+	}
+	for _, f := range []string{sock, pidf} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+}
+
+// nbdHold opens a raw NBD connection through OPT_GO and keeps it open.
+func nbdHold(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	g := make([]byte, 18)
+	if _, err := io.ReadFull(nc, g); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte{0, 0, 0, 3}
+	msg = binary.BigEndian.AppendUint64(msg, 0x49484156454F5054)
+	msg = binary.BigEndian.AppendUint32(msg, 7) // NBD_OPT_GO
+	msg = binary.BigEndian.AppendUint32(msg, 6)
+	msg = append(msg, 0, 0, 0, 0, 0, 0)
+	nc.Write(msg)
+	for {
+		h := make([]byte, 20)
+		if _, err := io.ReadFull(nc, h); err != nil {
+			t.Fatal(err)
+		}
+		io.CopyN(io.Discard, nc, int64(binary.BigEndian.Uint32(h[16:])))
+		if typ := binary.BigEndian.Uint32(h[12:]); typ == 1 { // ACK
+			break
+		} else if typ != 3 {
+			t.Fatalf("GO answered %#x", typ)
+		}
+	}
+	nc.SetDeadline(time.Time{})
+	return nc
+}
+
+func TestServeCLIOneShotShared(t *testing.T) {
+	testenv.RequireTool(t, "nbdinfo")
+	img, _ := serveImage(t, 1<<20)
+	xdg := t.TempDir()
+	// Default socket path under $XDG_RUNTIME_DIR; one client at a time.
+	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + xdg}, "serve", "--read-only", "file://"+img)
+	sock := filepath.Join(xdg, "lunbridge", "lunbridge.sock")
+	if p.line != "nbd+unix:///?socket="+sock {
+		t.Fatalf("printed %q", p.line)
+	}
+	first := nbdHold(t, "unix", sock)
+	cmd := exec.Command("nbdinfo", p.line)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "opt_go") {
+		t.Fatalf("second client while --shared 1 is busy: err=%v\n%s", err, out)
+	}
+	select {
+	case <-p.exited:
+		t.Fatal("server exited while its first client is connected")
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close()
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after the only client left; stderr: %s", code, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "connection limit") {
+		t.Errorf("the refused client was not logged: %s", p.stderr)
+	}
+}
+
+func TestServeCLITCPJSON(t *testing.T) {
+	testenv.RequireTool(t, "nbdinfo")
+	img, _ := serveImage(t, 1<<20)
+	p := startServe(t, nil, "serve", "--listen", "tcp:127.0.0.1:0", "--json", "--shared", "2", "-x", "e", "file://"+img)
+	var ep struct {
+		URI, Address, Export string
+		Size                 int64
+		PID                  int
+	}
+	if err := json.Unmarshal([]byte(p.line), &ep); err != nil {
+		t.Fatalf("--json printed %q: %v", p.line, err)
+	}
+	if !strings.HasPrefix(ep.URI, "nbd://127.0.0.1:") || ep.URI != "nbd://"+ep.Address+"/e" || ep.Size != 1<<20 || ep.PID != p.cmd.Process.Pid {
+		t.Fatalf("endpoint %+v", ep)
+	}
+	a := nbdHold(t, "tcp", ep.Address)
+	if out := toolOut(t, "nbdinfo", ep.URI); !strings.Contains(out, "export-size: 1048576") {
+		t.Fatalf("nbdinfo: %s", out)
+	}
+	a.Close()
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, p.stderr)
+	}
+}
+
+func TestServeCLIUsage(t *testing.T) {
+	exe, _ := os.Executable()
+	for _, args := range [][]string{
+		{"serve"},
+		{"serve", "--listen", "udp:1.2.3.4:5", "file:///nonexistent"},
+		{"attach", "file:///x", "/dev/sda"},
+		{"detach", "nbd"},
+	} {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), "LUNBRIDGE_SERVETEST_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage {
+			t.Errorf("%v: %v, want exit %d\n%s", args, err, ExitUsage, out)
+		}
+	}
+}
+
+func TestAttachCLIWithoutKernelNBD(t *testing.T) {
+	if _, err := os.Stat("/sys/module/nbd"); err == nil {
+		t.Skip("kernel has nbd: the VM lab exercises attach")
+	}
+	img, _ := serveImage(t, 1<<20)
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "attach", "file://"+img, "/dev/nbd0")
+	cmd.Env = append(os.Environ(), "LUNBRIDGE_SERVETEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitFailure || !strings.Contains(string(out), "modprobe nbd") {
+		t.Fatalf("attach without kernel nbd: %v\n%s", err, out)
+	}
+}

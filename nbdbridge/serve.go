@@ -1,0 +1,282 @@
+package nbdbridge
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/lunbridge/lunbridge/blockdev"
+)
+
+// serve performs one validated request and sends its reply.
+func (c *conn) serve(ctx context.Context, r *request) {
+	defer c.release(r)
+	s := c.s
+	dev := s.dev
+	off := int64(r.off)
+	n := int64(r.length)
+	fua := r.flags&cmdFlagFUA != 0
+	var data []byte
+	if r.buf != nil {
+		data = *r.buf
+	}
+	var err error
+	switch r.typ {
+	case cmdRead:
+		if n > 0 {
+			err = dev.ReadAt(ctx, data, off)
+		}
+		if err == nil {
+			c.finish(r, n, c.replyRead(r, data))
+			return
+		}
+	case cmdWrite:
+		if n > 0 {
+			err = dev.WriteAt(ctx, data, off, fua)
+		} else if fua {
+			err = dev.Flush(ctx)
+		}
+		if err == nil {
+			c.finish(r, n, c.replyOK(r))
+			return
+		}
+	case cmdFlush:
+		err = dev.Flush(ctx)
+	case cmdTrim:
+		if n > 0 {
+			err = s.trimmer.Trim(ctx, off, n)
+			if errors.Is(err, blockdev.ErrNotSupported) {
+				err = nil // trimming is advisory: "the server MAY ... ignore"
+			}
+		}
+		if err == nil && fua {
+			err = dev.Flush(ctx)
+		}
+	case cmdWriteZeroes:
+		if n > 0 {
+			err = s.writeZeroes(ctx, off, n, r.flags&cmdFlagNoHole == 0)
+		}
+		if err == nil && fua {
+			err = dev.Flush(ctx)
+		}
+	case cmdCache:
+		// Advisory prefetch: nothing to do for a remote LUN.
+	case cmdBlockStatus:
+		var werr error
+		werr, err = c.blockStatus(ctx, r)
+		if err == nil {
+			c.finish(r, 0, werr)
+			return
+		}
+	}
+	if err != nil {
+		s.stats.op(r.typ).errors.Add(1)
+		c.log.WithError(err).WithField("op", cmdName(r.typ)).Debug("nbd: request failed")
+		c.finish(r, 0, c.replyError(r, errnoOf(r.typ, err), err.Error()))
+		return
+	}
+	c.finish(r, n, c.replyOK(r))
+}
+
+func (c *conn) finish(r *request, n int64, werr error) {
+	st := c.s.stats.op(r.typ)
+	st.requests.Add(1)
+	if n > 0 && (r.typ == cmdRead || r.typ == cmdWrite) {
+		st.bytes.Add(uint64(n))
+	}
+	st.latencyNs.Add(uint64(time.Since(r.start)))
+	_ = werr // a write error already closed the connection
+}
+
+// writeZeroes uses the device's Zeroer, else writes zero buffers.
+func (s *Server) writeZeroes(ctx context.Context, off, n int64, mayTrim bool) error {
+	if s.zeroer != nil {
+		err := s.zeroer.WriteZeroes(ctx, off, n, mayTrim)
+		if !errors.Is(err, blockdev.ErrNotSupported) {
+			return err
+		}
+	}
+	s.zeroOnce.Do(func() {
+		sz := 1 << 20
+		if sz < s.minBS {
+			sz = s.minBS
+		}
+		sz -= sz % s.minBS
+		s.zeroBuf = make([]byte, sz)
+	})
+	for n > 0 {
+		chunk := int64(len(s.zeroBuf))
+		if chunk > n {
+			chunk = n
+		}
+		if err := s.dev.WriteAt(ctx, s.zeroBuf[:chunk], off, false); err != nil {
+			return err
+		}
+		off += chunk
+		n -= chunk
+	}
+	return nil
+}
+
+// maxStatusDescriptors caps one BLOCK_STATUS reply (8 bytes per descriptor).
+const maxStatusDescriptors = 64 << 10
+
+// blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation. err is a
+// per-request error to report; werr a reply write error.
+func (c *conn) blockStatus(ctx context.Context, r *request) (werr, err error) {
+	off := int64(r.off)
+	end := off + int64(r.length)
+	var exts []blockdev.Extent
+	if c.s.extenter != nil {
+		exts, err = c.s.extenter.Extents(ctx, off, int64(r.length))
+		if errors.Is(err, blockdev.ErrNotSupported) {
+			exts, err = nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	limit := maxStatusDescriptors
+	if r.flags&cmdFlagReqOne != 0 {
+		limit = 1
+	}
+	p := make([]byte, 0, 4+8*min(len(exts)+1, limit))
+	p = binary.BigEndian.AppendUint32(p, metaAllocationID)
+	type desc struct {
+		n     int64
+		flags uint32
+	}
+	var ds []desc
+	pos := off
+	for _, e := range exts {
+		if e.Offset != pos || e.Length <= 0 {
+			break // not contiguous: report what we have (or data below)
+		}
+		l := e.Length
+		if pos+l > end {
+			l = end - pos
+		}
+		f := uint32(e.Flags) & uint32(blockdev.ExtentHole|blockdev.ExtentZero)
+		if k := len(ds) - 1; k >= 0 && ds[k].flags == f {
+			ds[k].n += l
+		} else {
+			if len(ds) == limit {
+				break
+			}
+			ds = append(ds, desc{l, f})
+		}
+		pos += l
+		if pos >= end {
+			break
+		}
+	}
+	if len(ds) == 0 {
+		// "Reporting a range as data is always a safe answer."
+		ds = append(ds, desc{end - off, 0})
+	}
+	for _, d := range ds {
+		p = binary.BigEndian.AppendUint32(p, uint32(d.n)) // d.n <= r.length: fits
+		p = binary.BigEndian.AppendUint32(p, d.flags)
+	}
+	h := c.chunkHeader(r.cookie, replyFlagDone, replyBlockStatus, len(p))
+	return c.write(h, p), nil
+}
+
+func (c *conn) chunkHeader(cookie uint64, flags, typ uint16, n int) []byte {
+	h := make([]byte, 0, structuredHeaderLen+8)
+	h = binary.BigEndian.AppendUint32(h, structuredMagic)
+	h = binary.BigEndian.AppendUint16(h, flags)
+	h = binary.BigEndian.AppendUint16(h, typ)
+	h = binary.BigEndian.AppendUint64(h, cookie)
+	h = binary.BigEndian.AppendUint32(h, uint32(n))
+	return h
+}
+
+func (c *conn) replyRead(r *request, data []byte) error {
+	if !c.structured {
+		return c.write(c.simpleHeader(r.cookie, 0), data)
+	}
+	if len(data) == 0 {
+		return c.write(c.chunkHeader(r.cookie, replyFlagDone, replyNone, 0))
+	}
+	// One OFFSET_DATA chunk: never fragmented, so NBD_CMD_FLAG_DF holds.
+	h := c.chunkHeader(r.cookie, replyFlagDone, replyOffsetData, 8+len(data))
+	h = binary.BigEndian.AppendUint64(h, r.off)
+	return c.write(h, data)
+}
+
+func (c *conn) replyOK(r *request) error {
+	return c.write(c.simpleHeader(r.cookie, 0))
+}
+
+func (c *conn) replyError(r *request, errno uint32, msg string) error {
+	if !c.structured {
+		return c.write(c.simpleHeader(r.cookie, errno))
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024]
+	}
+	p := make([]byte, 0, 6+len(msg))
+	p = binary.BigEndian.AppendUint32(p, errno)
+	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
+	p = append(p, msg...)
+	return c.write(c.chunkHeader(r.cookie, replyFlagDone, replyError, len(p)), p)
+}
+
+func (c *conn) simpleHeader(cookie uint64, errno uint32) []byte {
+	h := make([]byte, 0, simpleReplyLen)
+	h = binary.BigEndian.AppendUint32(h, simpleMagic)
+	h = binary.BigEndian.AppendUint32(h, errno)
+	h = binary.BigEndian.AppendUint64(h, cookie)
+	return h
+}
+
+// write sends one reply with a single writev under the write mutex. After
+// the first failure the connection is closed and later replies dropped.
+func (c *conn) write(bufs ...[]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	nb := net.Buffers(bufs)
+	if _, err := nb.WriteTo(c.nc); err != nil {
+		c.werr = err
+		c.nc.Close() // unblocks the read loop
+		return err
+	}
+	return nil
+}
+
+// errnoOf maps a device error to an NBD error value at the edge.
+func errnoOf(typ uint16, err error) uint32 {
+	switch {
+	case errors.Is(err, blockdev.ErrReadOnly):
+		return errPerm
+	case errors.Is(err, blockdev.ErrOutOfRange):
+		if typ == cmdWrite || typ == cmdWriteZeroes {
+			return errNoSpc
+		}
+		return errInval
+	case errors.Is(err, blockdev.ErrInvalid):
+		return errInval
+	case errors.Is(err, blockdev.ErrNoSpace):
+		return errNoSpc
+	case errors.Is(err, blockdev.ErrNotSupported):
+		// NBD_ENOTSUP is reserved for fast-zero requests.
+		return errInval
+	case errors.Is(err, blockdev.ErrMedium):
+		return errIO
+	default:
+		return errIO
+	}
+}
+
+func cmdName(t uint16) string {
+	if int(t) < len(cmdNames) {
+		return cmdNames[t]
+	}
+	return "unknown"
+}
