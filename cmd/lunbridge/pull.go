@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/lunbridge/lunbridge/blockcopy"
+	"github.com/lunbridge/lunbridge/blockdev"
+)
+
+func init() {
+	register(catCopy, &cli.Command{
+		Name:      "pull",
+		Usage:     "copy a LUN to an image file or to stdout (backup)",
+		UsageText: "lunbridge pull [options] URL FILE|-",
+		Description: `Reads the whole LUN (or --offset/--length of it) with many reads in flight and
+writes it to FILE, keeping holes: ranges the target reports unmapped and
+all-zero chunks are not written, so FILE is sparse. With - the image goes to
+stdout, strictly in order, zeroes included (pipe it to a compressor).
+
+The SHA-256 of the image is computed in order and written to FILE.sha256
+(sha256sum format) unless --checksum none.
+
+A pull to a file is resumable: FILE.lunbridge-resume records how far it got
+(synced every few seconds). After Ctrl-C, a kill or a lost target, rerun the
+same command with --resume; it re-reads the last chunk before the resume
+point, refuses if the LUN changed, and still produces the whole-image
+checksum. An existing non-empty FILE is never overwritten without --force.
+
+Examples:
+   lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
+   lunbridge pull --resume iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
+   lunbridge pull --rate-limit 50M --json iscsi://san1/iqn.2001-05.com.example:db/0 db.img
+   lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 - | zstd > backup.img.zst
+   lunbridge pull --offset 1M --length 64M file:///dev/shm/disk.img part.img`,
+		Flags: append(copyFlags(),
+			&cli.StringFlag{Name: "length", Usage: "copy this many bytes from --offset (default: to the end)"},
+			checksumFlag(),
+			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},
+			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing non-empty FILE"},
+		),
+		Action: pullAction,
+	})
+}
+
+// sourceID names a device for resume checks: its WWID/serial when it has
+// them, else the URL, plus the size.
+func sourceID(d blockdev.Device, url string) string {
+	if idr, ok := d.(blockdev.Identifier); ok {
+		if id := idr.Identity(); id.WWID != "" || id.Serial != "" {
+			return fmt.Sprintf("wwid=%s serial=%s size=%d block=%d", id.WWID, id.Serial, d.Size(), d.BlockSize())
+		}
+	}
+	return fmt.Sprintf("url=%s size=%d block=%d", url, d.Size(), d.BlockSize())
+}
+
+func pullAction(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return usageErrorf("pull needs URL and FILE (or - for stdout), got %d arguments", c.NArg())
+	}
+	url, file := c.Args().Get(0), c.Args().Get(1)
+	opts, err := copyOptions(c)
+	if err != nil {
+		return err
+	}
+	toStdout := file == "-"
+	if toStdout && (c.Bool("resume") || c.Bool("force")) {
+		return usageErrorf("--resume and --force need a FILE, not -")
+	}
+	if !toStdout && !c.Bool("force") && !c.Bool("resume") {
+		// Refuse before connecting to anything.
+		if st, err := os.Stat(file); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+			return usageErrorf("%s exists (%s); use --force to overwrite or --resume to continue", file, formatBytes(st.Size()))
+		}
+	}
+	dev, err := openDevice(c, url, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+
+	bar := newProgress(c, "pull")
+	opts.Progress = bar.callback()
+	ctx := c.Context
+	var res *blockcopy.Result
+	if toStdout {
+		res, err = blockcopy.ToWriter(ctx, dev, os.Stdout, opts)
+	} else {
+		res, err = blockcopy.PullFile(ctx, dev, file, blockcopy.PullOptions{
+			Options:      opts,
+			SourceID:     sourceID(dev, url),
+			Resume:       c.Bool("resume"),
+			Force:        c.Bool("force"),
+			ChecksumFile: opts.Checksum,
+		})
+	}
+	bar.done()
+	if err != nil {
+		return copyError(ctx, err, res, file, !toStdout)
+	}
+	if c.Bool("json") {
+		w := os.Stdout
+		if toStdout {
+			w = os.Stderr // stdout carries the image
+		}
+		return printJSON(w, summarize(res, file, url))
+	}
+	return nil
+}
+
+// copyError maps an engine error to an exit code and a readable note.
+func copyError(ctx context.Context, err error, res *blockcopy.Result, file string, resumable bool) error {
+	switch {
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		note := "interrupted"
+		if res != nil {
+			note = fmt.Sprintf("interrupted at %s of %s", formatBytes(res.Done), formatBytes(res.Total))
+		}
+		if resumable {
+			note += "; rerun with --resume to continue"
+		}
+		return withCode(ExitInterrupted, errors.New(note))
+	case errors.Is(err, blockcopy.ErrExists), errors.Is(err, blockcopy.ErrNoResumeState),
+		errors.Is(err, blockcopy.ErrUnaligned), errors.Is(err, blockdev.ErrOutOfRange):
+		return withCode(ExitUsage, err)
+	}
+	if resumable && res != nil && res.Done > 0 {
+		return fmt.Errorf("%w (progress saved in %s%s; rerun with --resume)", err, file, blockcopy.ResumeSuffix)
+	}
+	return err
+}

@@ -1,0 +1,202 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/lunbridge/lunbridge/blockdev"
+)
+
+// DefaultName is the file name used when Options.Name is empty.
+const DefaultName = "disk.img"
+
+// FSType is the file system type the mount shows in /proc/self/mountinfo
+// ("fuse." + the subtype); ClearStale looks for it.
+const FSType = "fuse.lunbridge"
+
+const (
+	maxWrite      = 1 << 20 // bytes per READ/WRITE request
+	maxBackground = 64      // async requests the kernel keeps in flight
+	cacheTimeout  = time.Hour
+	flushTimeout  = 30 * time.Second // bound on the flush done by Unmount
+)
+
+// Options configure a Mount. The zero value is a writable, direct-I/O mount
+// of "disk.img" visible to the mounting user only.
+type Options struct {
+	// Name of the file inside the mountpoint (default "disk.img").
+	Name string
+	// ReadOnly exposes the file 0444 and refuses writes with EROFS. A
+	// device that reports ReadOnly() true is always exposed read-only.
+	ReadOnly bool
+	// Cache uses the kernel page cache instead of direct I/O; see the
+	// package documentation for the trade-off.
+	Cache bool
+	// AllowOther lets other users access the mount (subject to the file's
+	// mode: the mount uses default_permissions). Non-root users need
+	// user_allow_other in /etc/fuse.conf.
+	AllowOther bool
+	// Logger receives request errors (debug level) and go-fuse's own
+	// diagnostics. Nil means silent.
+	Logger *logrus.Entry
+}
+
+// MountPoint is a mounted device file, returned by Mount. (The type cannot
+// share the function's name.) Its methods are safe for concurrent use.
+type MountPoint struct {
+	dir    string
+	file   string
+	dev    blockdev.Device
+	io     *blockIO
+	server *fuse.Server
+	log    *logrus.Entry
+
+	mu        sync.Mutex // serialises Unmount
+	unmounted bool
+}
+
+// Mount mounts a file system exposing dev as one file at dir and starts
+// serving it. It returns once the kernel has the mount. The device stays
+// owned by the caller: close it after Wait returns.
+func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
+	if dev == nil {
+		return nil, errors.New("fusefs: nil device")
+	}
+	if dev.Size() <= 0 {
+		return nil, fmt.Errorf("fusefs: device has no capacity (size %d)", dev.Size())
+	}
+	name := opts.Name
+	if name == "" {
+		name = DefaultName
+	}
+	if name == "." || name == ".." || filepath.Base(name) != name || len(name) > 255 {
+		return nil, fmt.Errorf("fusefs: invalid file name %q", name)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: %w", err)
+	}
+	readOnly := opts.ReadOnly
+	if ro, ok := dev.(blockdev.ReadOnlyer); ok && ro.ReadOnly() {
+		readOnly = true
+	}
+	bio := newBlockIO(dev)
+	now := time.Now()
+	file := &fileNode{
+		io:       bio,
+		readOnly: readOnly,
+		cache:    opts.Cache,
+		log:      opts.Logger,
+		born:     now,
+		uid:      uint32(os.Getuid()),
+		gid:      uint32(os.Getgid()),
+		mode:     0o644,
+		atime:    now,
+		ctime:    now,
+	}
+	if readOnly {
+		file.mode = 0o444
+	}
+	file.mtime.Store(now.UnixNano())
+	root := &rootNode{name: name, file: file}
+
+	mo := fuse.MountOptions{
+		FsName:        "lunbridge",
+		Name:          "lunbridge",
+		AllowOther:    opts.AllowOther,
+		Options:       []string{"default_permissions"},
+		MaxWrite:      maxWrite,
+		DisableSplice: true, // with 1 MiB requests splice is slower and logs EINVAL floods
+		MaxBackground: maxBackground,
+		DisableXAttrs: true, // no GETXATTR(security.capability) round trip per write
+		DirectMount:   true, // mount(2) as root, fusermount3 otherwise
+	}
+	if readOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	fo := &fs.Options{MountOptions: mo}
+	if opts.Cache {
+		t := cacheTimeout
+		fo.AttrTimeout, fo.EntryTimeout = &t, &t
+		fo.MountOptions.MaxReadAhead = 128 << 10
+	} else {
+		// Attributes never change size; a second of caching is harmless
+		// and saves a GETATTR per stat.
+		t := time.Second
+		fo.AttrTimeout, fo.EntryTimeout = &t, &t
+	}
+	if opts.Logger != nil {
+		w := opts.Logger.WriterLevel(logrus.DebugLevel)
+		fo.Logger = log.New(w, "", 0)
+		fo.MountOptions.Logger = log.New(w, "", 0)
+	} else {
+		fo.Logger = log.New(io.Discard, "", 0)
+		fo.MountOptions.Logger = log.New(io.Discard, "", 0)
+	}
+	server, err := fs.Mount(abs, root, fo)
+	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
+	}
+	m := &MountPoint{dir: abs, file: filepath.Join(abs, name), dev: dev, io: bio, server: server, log: opts.Logger}
+	if m.log != nil {
+		m.log.WithFields(logrus.Fields{"dir": abs, "file": name, "size": dev.Size(), "block": bio.bs, "read_only": readOnly, "cache": opts.Cache}).Info("fusefs: mounted")
+	}
+	return m, nil
+}
+
+// Dir is the mountpoint (absolute).
+func (m *MountPoint) Dir() string { return m.dir }
+
+// File is the absolute path of the device file.
+func (m *MountPoint) File() string { return m.file }
+
+// Unmount flushes the device and unmounts. It fails (and stays mounted)
+// when the file is busy — open, or attached to a loop device. The device
+// is flushed again once the mount is gone, so no write acknowledged through
+// the mount escapes the flush. A flush error is returned but does not stop
+// the unmount. Unmount after a successful Unmount is a no-op.
+func (m *MountPoint) Unmount() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.unmounted {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	ferr := m.io.Flush(ctx, false)
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("fusefs: unmount %s: %w", m.dir, err)
+	}
+	m.unmounted = true
+	if m.io.dirty.Load() {
+		ferr = m.io.Flush(ctx, false)
+	}
+	if ferr != nil {
+		return fmt.Errorf("fusefs: flush before unmount of %s: %w", m.dir, ferr)
+	}
+	if m.log != nil {
+		m.log.WithField("dir", m.dir).Info("fusefs: unmounted")
+	}
+	return nil
+}
+
+// Wait blocks until the file system is unmounted, by Unmount or from
+// outside (umount, fusermount3 -u, lunbridge umount).
+func (m *MountPoint) Wait() { m.server.Wait() }
+
+// Flush flushes the device if anything was written since the last flush.
+// The CLI calls it after Wait, before closing the device.
+func (m *MountPoint) Flush(ctx context.Context) error {
+	return m.io.Flush(ctx, true)
+}

@@ -1,0 +1,249 @@
+package fusefs
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// rootNode is the mount's root directory; it holds the one file.
+type rootNode struct {
+	fs.Inode
+	name string
+	file *fileNode
+}
+
+var (
+	_ fs.NodeOnAdder    = (*rootNode)(nil)
+	_ fs.NodeGetattrer  = (*rootNode)(nil)
+	_ fs.NodeGetattrer  = (*fileNode)(nil)
+	_ fs.NodeSetattrer  = (*fileNode)(nil)
+	_ fs.NodeOpener     = (*fileNode)(nil)
+	_ fs.NodeReader     = (*fileNode)(nil)
+	_ fs.NodeWriter     = (*fileNode)(nil)
+	_ fs.NodeFsyncer    = (*fileNode)(nil)
+	_ fs.NodeFlusher    = (*fileNode)(nil)
+	_ fs.NodeAllocater  = (*fileNode)(nil)
+	_ fs.NodeLseeker    = (*fileNode)(nil)
+	_ fs.NodeStatfser   = (*rootNode)(nil)
+)
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+	r.AddChild(r.name, ch, false)
+}
+
+func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	out.Nlink = 2
+	out.Uid, out.Gid = r.file.uid, r.file.gid
+	t := r.file.born
+	out.SetTimes(&t, &t, &t)
+	return 0
+}
+
+// Statfs reports the device as the file system's capacity, all of it used,
+// so df shows the LUN's size.
+func (r *rootNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	bs := uint64(r.file.io.bs)
+	out.Bsize = uint32(bs)
+	out.Frsize = uint32(bs)
+	out.Blocks = uint64(r.file.io.size) / bs
+	out.Files = 2
+	out.NameLen = 255
+	return 0
+}
+
+// fileNode is the image file. Its attributes besides the size live in
+// memory only.
+type fileNode struct {
+	fs.Inode
+	io       *blockIO
+	readOnly bool
+	cache    bool
+	log      *logrus.Entry
+	born     time.Time
+	uid, gid uint32
+
+	mu    sync.Mutex // guards the in-memory attributes below
+	mode  uint32     // permission bits
+	atime time.Time
+	ctime time.Time
+	mtime atomic.Int64 // UnixNano; writes bump it without taking mu
+}
+
+func (f *fileNode) fail(op string, off, n int64, err error) syscall.Errno {
+	errno := ToErrno(err)
+	if f.log != nil && errno != syscall.EINTR {
+		f.log.WithFields(logrus.Fields{"op": op, "off": off, "len": n, "errno": errno.Error()}).WithError(err).Debug("fusefs: request failed")
+	}
+	return errno
+}
+
+func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.fillAttr(&out.Attr)
+	return 0
+}
+
+func (f *fileNode) fillAttr(a *fuse.Attr) {
+	f.mu.Lock()
+	a.Mode = syscall.S_IFREG | f.mode
+	at, ct := f.atime, f.ctime
+	f.mu.Unlock()
+	mt := time.Unix(0, f.mtime.Load())
+	a.Size = uint64(f.io.size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = uint32(max(f.io.bs, 4096))
+	a.Nlink = 1
+	a.Uid, a.Gid = f.uid, f.gid
+	a.SetTimes(&at, &mt, &ct)
+}
+
+// Setattr refuses size changes (the device has a fixed size) and keeps the
+// rest — mode, owner, times — in memory.
+func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && sz != uint64(f.io.size) {
+		return syscall.EPERM
+	}
+	now := time.Now()
+	f.mu.Lock()
+	if m, ok := in.GetMode(); ok {
+		f.mode = m & 0o7777
+		if f.readOnly {
+			f.mode &^= 0o222
+		}
+	}
+	if u, ok := in.GetUID(); ok {
+		f.uid = u
+	}
+	if g, ok := in.GetGID(); ok {
+		f.gid = g
+	}
+	if t, ok := in.GetATime(); ok {
+		f.atime = t
+	}
+	if t, ok := in.GetMTime(); ok {
+		f.mtime.Store(t.UnixNano())
+	}
+	f.ctime = now
+	f.mu.Unlock()
+	f.fillAttr(&out.Attr)
+	return 0
+}
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if f.readOnly && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	if f.cache {
+		return nil, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES, 0
+}
+
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := f.io.ReadAt(ctx, dest, off)
+	if err != nil {
+		return nil, f.fail("read", off, int64(len(dest)), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if f.readOnly {
+		return 0, syscall.EROFS
+	}
+	n, err := f.io.WriteAt(ctx, data, off)
+	if err != nil {
+		return 0, f.fail("write", off, int64(len(data)), err)
+	}
+	f.mtime.Store(time.Now().UnixNano())
+	return uint32(n), 0
+}
+
+func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if f.readOnly {
+		return 0
+	}
+	if err := f.io.Flush(ctx, false); err != nil {
+		return f.fail("fsync", 0, 0, err)
+	}
+	return 0
+}
+
+// Flush is close(2): it flushes the device when anything was written since
+// the last flush, so that close reports write-back errors as NFS does.
+func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if f.readOnly {
+		return 0
+	}
+	if err := f.io.Flush(ctx, true); err != nil {
+		return f.fail("flush", 0, 0, err)
+	}
+	return 0
+}
+
+func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	if off > uint64(f.io.size)*2 || size > uint64(f.io.size)*2 {
+		// Way past the end; also keeps the int64 arithmetic below safe.
+		if mode&unix.FALLOC_FL_KEEP_SIZE != 0 && mode&^unix.FALLOC_FL_KEEP_SIZE == 0 {
+			return 0
+		}
+		return syscall.EFBIG
+	}
+	o, n := int64(off), int64(size)
+	beyond := o+n > f.io.size
+	var err error
+	switch mode {
+	case 0:
+		if beyond {
+			return syscall.EFBIG
+		}
+		return 0
+	case unix.FALLOC_FL_KEEP_SIZE:
+		return 0
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
+		err = f.io.ZeroRange(ctx, o, n, zeroPunch)
+	case unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
+		if beyond && mode&unix.FALLOC_FL_KEEP_SIZE == 0 {
+			return syscall.EFBIG
+		}
+		err = f.io.ZeroRange(ctx, o, n, zeroKeep)
+	default: // PUNCH_HOLE without KEEP_SIZE, COLLAPSE, INSERT, UNSHARE
+		return syscall.EOPNOTSUPP
+	}
+	if err != nil {
+		return f.fail("fallocate", o, n, err)
+	}
+	f.mtime.Store(time.Now().UnixNano())
+	return 0
+}
+
+func (f *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	var data bool
+	switch whence {
+	case unix.SEEK_DATA:
+		data = true
+	case unix.SEEK_HOLE:
+	default:
+		return 0, syscall.EINVAL
+	}
+	if off >= uint64(f.io.size) {
+		return 0, syscall.ENXIO
+	}
+	pos, err := f.io.Seek(ctx, int64(off), data)
+	if err != nil {
+		return 0, f.fail("lseek", int64(off), 0, err)
+	}
+	return uint64(pos), 0
+}
