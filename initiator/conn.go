@@ -54,6 +54,7 @@ func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, 
 	c.log = s.log.WithField("conn", cid)
 	c.expStatSN.Store(expStatSN)
 	c.lastRx.Store(time.Now().UnixNano())
+	r.RejectAHS = true
 	r.HeaderDigest, r.DataDigest = p.HeaderDigest, p.DataDigest
 	w.HeaderDigest, w.DataDigest = p.HeaderDigest, p.DataDigest
 	r.MaxData = p.MaxRecvDSL
@@ -116,6 +117,11 @@ func (c *conn) readLoop() {
 		if err = c.dispatch(&c.bhs); err != nil {
 			break
 		}
+	}
+	var fe pdu.FormatError
+	if !errors.Is(err, ErrProtocol) && (errors.As(err, &fe) || errors.Is(err, pdu.ErrHeaderDigest) ||
+		errors.Is(err, pdu.ErrDataDigest) || errors.Is(err, pdu.ErrDataTooLong)) {
+		err = fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	select {
 	case <-c.done: // closed on purpose (logout, Close, a writer's error)

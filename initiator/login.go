@@ -46,6 +46,7 @@ func (s *Session) login(ctx context.Context, nc net.Conn, cid uint16, tsih uint1
 	}
 	l := &loginConn{s: s, cfg: &s.cfg, nc: nc, r: pdu.NewReader(nc), w: pdu.NewWriter(nc)}
 	l.r.MaxData = max(8192, s.cfg.MaxRecvDataSegmentLength)
+	l.r.RejectAHS = true
 	l.neg = newNegotiator(&s.cfg, s.discovery)
 	l.req = pdu.LoginRequest{ISID: s.isid, TSIH: tsih, CID: cid, CmdSN: cmdSN}
 	l.req.ITT = s.allocLoginITT()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -202,6 +204,13 @@ func (s *Session) allocLoginITT() uint32 {
 // register assigns an ITT and enters t into the task table.
 func (s *Session) register(t *task) {
 	s.taskMu.Lock()
+	if t.itt != 0 {
+		if _, busy := s.tasks[t.itt]; !busy {
+			s.tasks[t.itt] = t
+			s.taskMu.Unlock()
+			return
+		}
+	}
 	for {
 		itt := s.nextITT
 		s.nextITT++
@@ -638,11 +647,17 @@ func (s *Session) Text(ctx context.Context, kvs []pdu.KV) ([]pdu.KV, error) {
 	req := pdu.TextRequest{Header: pdu.Header{Final: true}, TTT: pdu.ReservedTag}
 	data := pdu.AppendText(nil, kvs...)
 	var all []byte
+	t := newTask(kindText)
 	for i := 0; ; i++ {
-		t := newTask(kindText)
 		// Non-immediate: istgt advances ExpCmdSN even after an immediate
 		// Text Request (real-targets.md), which would make our next
-		// command look stale to it.
+		// command look stale to it. Every request of one exchange keeps
+		// the first ITT (Section 11.10.3).
+		if i > 0 {
+			itt := t.itt
+			t = newTask(kindText)
+			t.itt = itt
+		}
 		if err := s.control(ctx, c, t, false, &req, data); err != nil {
 			return nil, err
 		}
@@ -749,6 +764,13 @@ func (s *Session) CloseContext(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := s.logoutConn(ctx, c)
+	if err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
+		// Some targets (istgt, now and then) close the connection after
+		// processing the Logout instead of answering it; the session
+		// is gone either way.
+		s.log.Debug("target closed the connection instead of answering the Logout")
+		err = nil
+	}
 	c.fail(ErrSessionClosed)
 	<-c.exit
 	if err != nil {
@@ -759,3 +781,24 @@ func (s *Session) CloseContext(ctx context.Context) error {
 
 // Config returns the session's configuration (with defaults applied).
 func (s *Session) Config() Config { return s.cfg }
+
+// Done is closed when the session's current connection has failed or the
+// session was closed (recovery, when enabled, replaces the connection).
+func (s *Session) Done() <-chan struct{} {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.conn.done
+}
+
+// Err returns the current connection's error once Done is closed.
+func (s *Session) Err() error {
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}

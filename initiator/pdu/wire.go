@@ -27,6 +27,10 @@ type Reader struct {
 	scratch [8]byte
 	// AHS holds the AHS of the last header read (aliases an internal buffer).
 	AHS []byte
+	// RejectAHS fails a header announcing an AHS at once, before reading
+	// it (target PDUs never carry one, RFC 7143 Section 11.2), so garbage
+	// cannot make the reader wait for bytes that will never come.
+	RejectAHS bool
 }
 
 // NewReader returns a Reader with MaxData 8192 (the login-phase default).
@@ -38,6 +42,9 @@ func (r *Reader) ReadHeader(b *BHS) error {
 		return err
 	}
 	ahsLen := b.TotalAHSLength()
+	if ahsLen > 0 && r.RejectAHS {
+		return FormatError{b.Opcode(), "AHS in a target PDU"}
+	}
 	r.AHS = r.ahs[:ahsLen]
 	if ahsLen > 0 {
 		if _, err := io.ReadFull(r.r, r.AHS); err != nil {

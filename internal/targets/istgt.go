@@ -11,10 +11,12 @@ import (
 )
 
 // istgt keys that may be set per target (LogicalUnit section); values are
-// checked by istgt_lu_set_local_settings.
+// checked by istgt_lu_set_local_settings. istgt also parses a per-LU
+// MaxRecvDataSegmentLength but declares the [Global] one on the wire
+// (checked by TestParamsOnTheWire), so that key is global here.
 var istgtPerLU = map[string]bool{
 	"MaxOutstandingR2T": true, "DefaultTime2Wait": true, "DefaultTime2Retain": true,
-	"FirstBurstLength": true, "MaxBurstLength": true, "MaxRecvDataSegmentLength": true,
+	"FirstBurstLength": true, "MaxBurstLength": true,
 	"InitialR2T": true, "ImmediateData": true, "DataPDUInOrder": true,
 	"DataSequenceInOrder": true, "ErrorRecoveryLevel": true,
 }
@@ -22,6 +24,7 @@ var istgtPerLU = map[string]bool{
 // istgt keys that exist only in [Global].
 var istgtGlobalOnly = map[string]bool{
 	"MaxConnections": true, "MaxSessions": true, "MaxR2T": true, "NopInInterval": true, "Timeout": true,
+	"MaxRecvDataSegmentLength": true,
 }
 
 // IstgtGlobalKeys lists the Target.Params keys that istgt only has in
@@ -233,8 +236,8 @@ func (s *Server) startIstgt(deadline time.Time) (retry bool, err error) {
 	for {
 		if !s.alive() {
 			out := logSince(s.LogFile, off)
-			if strings.Contains(out, "Address already in use") || strings.Contains(out, "bind") {
-				return true, fmt.Errorf("targets: istgt: port %d in use; log tail:\n%s", s.Port, s.LogTail(5))
+			if strings.Contains(out, "Address already in use") || strings.Contains(out, "listen error") || strings.Contains(out, "istgt_open_portal() failed") {
+				return true, fmt.Errorf("targets: istgt: %s: %w; log tail:\n%s", s.Portal, errPortInUse, s.LogTail(5))
 			}
 			return false, fmt.Errorf("targets: istgt exited at start (%v); log tail:\n%s", s.waitErrValue(), s.LogTail(20))
 		}

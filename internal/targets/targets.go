@@ -31,11 +31,15 @@
 //     There is no way to refuse CRC32C, so HeaderDigest/DataDigest=None is
 //     unsupported ("None,CRC32C" / "CRC32C,None" map to Auto, "CRC32C" forces).
 //   - per target (LogicalUnit section): MaxOutstandingR2T, DefaultTime2Wait,
-//     DefaultTime2Retain, FirstBurstLength, MaxBurstLength,
-//     MaxRecvDataSegmentLength, InitialR2T, ImmediateData, DataPDUInOrder,
-//     DataSequenceInOrder, ErrorRecoveryLevel.
+//     DefaultTime2Retain, FirstBurstLength, MaxBurstLength, InitialR2T,
+//     ImmediateData, DataPDUInOrder, DataSequenceInOrder, ErrorRecoveryLevel.
 //     Global only ([Global]): MaxConnections, MaxSessions, MaxR2T,
-//     NopInInterval, Timeout — all targets of one server must agree on them.
+//     NopInInterval, Timeout, MaxRecvDataSegmentLength (istgt ignores a
+//     per-LU value on the wire) — all targets of one server must agree on
+//     them (IstgtGlobalKeys); a conflict is ErrUnsupported.
+//   - istgt defaults written to [Global]: MaxRecvDataSegmentLength 262144,
+//     FirstBurstLength 262144, MaxBurstLength 1048576, MaxConnections 4,
+//     ImmediateData Yes, InitialR2T Yes (tgtd: 8192 / 65536 / 262144 / 1).
 //   - AddPortal on a running istgt: use Options.ExtraPortals at start instead.
 package targets
 
@@ -71,6 +75,8 @@ var ErrUnsupported = errors.New("unsupported by this target")
 // ErrUnavailable marks a missing binary or privilege.
 var ErrUnavailable = errors.New("target unavailable")
 
+var errPortInUse = errors.New("port already in use")
+
 // Wait bounds.
 const (
 	readyTimeout = 10 * time.Second
@@ -88,7 +94,7 @@ type LUN struct {
 	Size      int64  // bytes; the file is created sparse with truncate
 	BlockSize int    // 0 = 512; 512/1024/2048/4096
 	ReadOnly  bool   // tgtd: readonly=1; istgt: ReadOnly Yes (per target)
-	Thin      bool   // tgtd only: thin_provisioning=1 (UNMAP, GET LBA STATUS, LBPME=1)
+	Thin      bool   // tgtd only: thin_provisioning=1 (LBPME=1, UNMAP; tgtd answers GET LBA STATUS on any file LUN)
 	BSType    string // tgtd backing store: "" = rdwr (file); "null" = null LUN (tgtd fixes its size at 1 TiB)
 	Path      string // filled in: backing file path ("" for a null LUN)
 }
@@ -140,11 +146,11 @@ type Server struct {
 	Detached     bool
 
 	mu          sync.Mutex
-	portalSpecs []string // ExtraPortals as given (a port may be missing)
-	exited  chan struct{} // closed when our child exits; nil when not our child
-	waitErr error
-	logf    func(string, ...any)
-	stopped bool
+	portalSpecs []string      // ExtraPortals as given (a port may be missing)
+	exited      chan struct{} // closed when our child exits; nil when not our child
+	waitErr     error
+	logf        func(string, ...any)
+	stopped     bool
 }
 
 // Available reports whether a kind of server can be started here.
@@ -231,9 +237,9 @@ func Launch(kind string, opts Options, targets ...Target) (*Server, error) {
 	}
 	s.WorkDir = dir
 	s.LogFile = filepath.Join(dir, kind+".log")
-	if !opts.Detached {
-		_ = os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-	}
+	// owner: pids whose death makes the dir stale (see sweepStale); the
+	// daemon's pid is added once it runs.
+	_ = os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	for i := range s.Targets {
 		for j := range s.Targets[i].LUNs {
 			l := &s.Targets[i].LUNs[j]
@@ -248,7 +254,7 @@ func Launch(kind string, opts Options, targets ...Target) (*Server, error) {
 		}
 	}
 	s.portalSpecs = append([]string(nil), opts.ExtraPortals...) // resolved to IP:PORT once the port is known
-	if err := s.start(opts.Port, opts.PreferPort); err != nil {
+	if err := s.start(opts.Port, opts.PreferPort, false); err != nil {
 		s.Close()
 		os.RemoveAll(dir)
 		return nil, err
@@ -289,8 +295,10 @@ func (s *Server) log(format string, args ...any) {
 }
 
 // start launches the daemon, retrying with fresh port / control numbers when
-// it loses a race. fixedPort != 0 keeps the port (Restart, --port).
-func (s *Server) start(fixedPort, preferPort int) error {
+// it loses a race. fixedPort != 0 keeps the port (Restart, --port); a taken
+// fixed port fails at once, except on restart, where the old daemon's port
+// may take a moment to become free.
+func (s *Server) start(fixedPort, preferPort int, restarting bool) error {
 	deadline := time.Now().Add(readyTimeout)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -324,6 +332,9 @@ func (s *Server) start(fixedPort, preferPort int) error {
 		}
 		lastErr = err
 		s.kill()
+		if retry && fixedPort != 0 && !restarting && errors.Is(err, errPortInUse) {
+			retry = false
+		}
 		if !retry || time.Now().After(deadline) || attempt >= 20 {
 			return lastErr
 		}
@@ -571,7 +582,7 @@ func (s *Server) RestartErr() error {
 			}
 		}
 	}
-	return s.start(s.Port, 0)
+	return s.start(s.Port, 0, true)
 }
 
 // Running reports whether the daemon is alive.

@@ -1,6 +1,7 @@
 package targets
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,7 +165,7 @@ func TestTgtd(t *testing.T) {
 		}
 	}
 	params, _ := s.tgtadm("--lld", "iscsi", "--mode", "target", "--op", "show", "--tid", "3")
-	for _, want := range []string{"HeaderDigest=CRC32C,None", "MaxRecvDataSegmentLength=4096", "ImmediateData=No"} {
+	for _, want := range []string{"HeaderDigest=CRC32C", "MaxRecvDataSegmentLength=4096", "ImmediateData=No"} {
 		if !strings.Contains(params, want) {
 			t.Errorf("tid 3 params lack %q:\n%s", want, params)
 		}
@@ -180,6 +182,13 @@ func TestTgtd(t *testing.T) {
 	marker := []byte("lunbridge-marker-" + t.Name())
 	writeMarker(t, s.BackingFile(1, 0), 4096, marker)
 	oldPid, oldPortal := s.Pid, s.Portal
+	// an initiator connected across the reboot: the server side of that
+	// connection lingers in TIME_WAIT on the portal port
+	held, err := net.Dial("tcp", s.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	s.Restart(t)
 	if s.Portal != oldPortal || s.Pid == oldPid || pidAlive(oldPid) {
 		t.Fatalf("restart: portal %s->%s pid %d->%d (old alive %v)", oldPortal, s.Portal, oldPid, s.Pid, pidAlive(oldPid))
@@ -238,6 +247,13 @@ func TestIstgt(t *testing.T) {
 	marker := []byte("lunbridge-marker-" + t.Name())
 	writeMarker(t, s.BackingFile(1, 1), 8192, marker)
 	oldPid, oldPortal := s.Pid, s.Portal
+	// an initiator connected across the reboot: the server side of that
+	// connection lingers in TIME_WAIT on the portal port
+	held, err := net.Dial("tcp", s.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	s.Restart(t)
 	if s.Portal != oldPortal || s.Pid == oldPid || pidAlive(oldPid) {
 		t.Fatalf("restart: portal %s->%s pid %d->%d", oldPortal, s.Portal, oldPid, s.Pid)
@@ -273,18 +289,18 @@ func TestIstgtUnsupported(t *testing.T) {
 		{"unknown key", Target{LUNs: []LUN{{Size: mib}}, Params: map[string]string{"MaxXmitDataSegmentLength": "1"}}, "MaxXmit"},
 	}
 	for _, c := range cases {
+		c.t.Name = "iqn.2026-01.x:c"
 		_, err := istgtConfig(&Server{Targets: []Target{c.t}})
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "istgt cannot") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
 	// global-only keys must agree
-	a := Target{LUNs: []LUN{{Size: mib}}, Params: map[string]string{"MaxConnections": "2"}}
-	b := Target{LUNs: []LUN{{Size: mib}}, Params: map[string]string{"MaxConnections": "4"}}
+	a := Target{Name: "iqn.2026-01.x:a", LUNs: []LUN{{Size: mib}}, Params: map[string]string{"MaxConnections": "2"}}
+	b := Target{Name: "iqn.2026-01.x:b", LUNs: []LUN{{Size: mib}}, Params: map[string]string{"MaxConnections": "4"}}
 	if _, err := istgtConfig(&Server{Targets: []Target{a, b}}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("conflicting global key: %v", err)
 	}
-	a.Name, b.Name = "iqn.2026-01.x:a", "iqn.2026-01.x:b"
 	b.Params = map[string]string{"MaxConnections": "2", "FirstBurstLength": "8192", "DataDigest": "CRC32C", "HeaderDigest": "CRC32C"}
 	conf, err := istgtConfig(&Server{Portal: "127.0.0.1:1", Targets: []Target{a, b}})
 	if err != nil {
@@ -419,5 +435,89 @@ func TestPortHelpers(t *testing.T) {
 	}
 	if portFree("127.0.0.1", p) {
 		t.Fatal("taken port reported free")
+	}
+}
+
+// A test binary that dies without running its cleanups (SIGKILL, -timeout
+// panic) must not leave daemons behind: they are started with
+// PR_SET_PDEATHSIG=SIGKILL from a thread that never exits.
+func TestDaemonsDieWithTestBinary(t *testing.T) {
+	if os.Getenv("LB_TARGETS_HELPER") == "1" {
+		kind := os.Getenv("LB_TARGETS_KIND")
+		s, err := Launch(kind, Options{}, Target{LUNs: []LUN{{Size: mib}}})
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Printf("PID %d %s\n", s.Pid, s.WorkDir)
+		time.Sleep(time.Minute)
+		os.Exit(1)
+	}
+	t.Parallel()
+	testenv.RequireRoot(t)
+	for _, kind := range []string{KindTgtd, KindIstgt} {
+		if err := Available(kind); err != nil {
+			testenv.Unavailable(t, "%v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestDaemonsDieWithTestBinary$")
+		cmd.Env = append(os.Environ(), "LB_TARGETS_HELPER=1", "LB_TARGETS_KIND="+kind)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		var dir string
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if _, err := fmt.Sscanf(line, "PID %d %s", &pid, &dir); err != nil {
+			cancel()
+			cmd.Wait()
+			t.Fatalf("%s helper: %q", kind, line)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if !pidAlive(pid) {
+			t.Fatalf("%s pid %d not running", kind, pid)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		cancel()
+		end := time.Now().Add(5 * time.Second)
+		for pidAlive(pid) && time.Now().Before(end) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if pidAlive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("%s pid %d survived its test binary", kind, pid)
+		}
+	}
+}
+
+// A fixed port that someone else holds fails fast with a clear error.
+func TestFixedPortTaken(t *testing.T) {
+	t.Parallel()
+	testenv.RequireRoot(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	for _, kind := range []string{KindTgtd, KindIstgt} {
+		if err := Available(kind); err != nil {
+			testenv.Unavailable(t, "%v", err)
+		}
+		start := time.Now()
+		s, err := Launch(kind, Options{Port: port}, Target{LUNs: []LUN{{Size: mib}}})
+		if err == nil {
+			s.Close()
+			s.Remove()
+			t.Fatalf("%s started on a taken port", kind)
+		}
+		if !errors.Is(err, errPortInUse) || time.Since(start) > 5*time.Second {
+			t.Errorf("%s on a taken port: after %v: %v", kind, time.Since(start), err)
+		}
 	}
 }

@@ -33,13 +33,14 @@ func controlFree(n int) bool {
 }
 
 func pickControl() int {
+	// tgtd accepts -C 0..32767; low numbers are left to people typing them.
 	for i := 0; i < 100; i++ {
-		n := 10000 + rand.IntN(1<<30)
+		n := 1000 + rand.IntN(32768-1000)
 		if controlFree(n) {
 			return n
 		}
 	}
-	return 10000 + rand.IntN(1<<30)
+	return 1000 + rand.IntN(32768-1000)
 }
 
 func (s *Server) tgtadm(args ...string) (string, error) {
@@ -93,7 +94,7 @@ func (s *Server) startTgtd(deadline time.Time) (retry bool, err error) {
 			return false, fmt.Errorf("targets: tgtd exited at start (%v); log tail:\n%s", s.waitErrValue(), s.LogTail(20))
 		}
 		if strings.Contains(out, "Address already in use") {
-			return true, fmt.Errorf("targets: tgtd: port %d already in use", s.Port)
+			return true, fmt.Errorf("targets: tgtd: %s: %w", s.Portal, errPortInUse)
 		}
 		if _, err := s.tgtadm("--mode", "system", "--op", "show"); err == nil && listenerOwnedBy(s.Portal, s.Pid) {
 			break

@@ -53,7 +53,7 @@ func startTgtd(t *testing.T, size int64) (portal, iqn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl := strconv.Itoa(port)
+	ctl := strconv.Itoa(20000 + port%10000) // tgtd control ports stop at 32767
 	iqn = "iqn.2026-11.org.lunbridge.vmlab:nbd"
 	portal = fmt.Sprintf("127.0.0.1:%d", port)
 	img := filepath.Join("/dev/shm", fmt.Sprintf("vmlab-tgtd-%d.img", port))

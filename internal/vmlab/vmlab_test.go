@@ -192,14 +192,64 @@ func TestNBDScenarioGate(t *testing.T) {
 func TestNBDScenariosStandin(t *testing.T) {
 	Require(t)
 	bin := BuildStatic(t, "./internal/vmlab/nbdstandin")
-	for _, sc := range []string{"nbd-attach", "nbd-reconnect"} {
-		t.Run(sc, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, scenario string
+		args           []string
+	}{
+		{"attach", "nbd-attach", nil},
+		{"reconnect", "nbd-reconnect", nil},
+		// With a backend identifier on CONNECT, Linux 6.1 rejects a RECONFIGURE that does not
+		// repeat it ("block nbdN: must specify backend", EINVAL).
+		{"reconnect-backend", "nbd-reconnect", []string{"--backend=vmlab-standin"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			r, _ := RunNBD(t, NBDOptions{Scenario: sc, Lunbridge: bin, URL: "file:///tmp/standin.img", Timeout: 4 * time.Minute})
+			r, _ := RunNBD(t, NBDOptions{Scenario: tc.scenario, Lunbridge: bin, URL: "file:///tmp/standin.img",
+				AttachArgs: tc.args, Timeout: 4 * time.Minute})
 			if !r.Pass {
-				t.Errorf("%s: %v", sc, r)
+				t.Errorf("%s: %v", tc.scenario, r)
 			}
-			t.Logf("%s: %v", sc, time.Since(start).Round(time.Millisecond))
+			t.Logf("%s: %v", tc.name, time.Since(start).Round(time.Millisecond))
 		})
+	}
+}
+
+// TestLIOCHAPDemo: one-way CHAP on the TPG's demo-mode auth (any initiator name).
+func TestLIOCHAPDemo(t *testing.T) {
+	Require(t)
+	requirePeers(t)
+	lt := BootLIO(t, LIOOptions{CHAP: &CHAP{User: "inituser", Secret: "initsecret12"}})
+	out := mustTool(t, time.Minute, "iscsi-inq", lt.URL(0))
+	if !strings.Contains(out, "LIO-ORG") {
+		t.Errorf("INQUIRY with CHAP:\n%s", out)
+	}
+	out = mustTool(t, 2*time.Minute, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 64k", "-c", "read -P 0x11 0 64k", lt.URL(1))
+	if strings.Contains(out, "fail") || !strings.Contains(out, "read 65536/65536") {
+		t.Errorf("qemu-io with CHAP:\n%s", out)
+	}
+	if out, err := tool(t, time.Minute, "iscsi-inq", lt.PlainURL(0)); err == nil {
+		t.Errorf("login without credentials succeeded:\n%s", out)
+	}
+	if r := lt.Stop(); !r.Pass {
+		t.Errorf("scenario result: %v", r)
+	}
+}
+
+// TestLIODigestBoth: lunbridge.lio.digest=crc32c requires both digests; libiscsi never offers a
+// data digest, so its login is refused (a lunbridge test can use this variant for DataDigest).
+func TestLIODigestBoth(t *testing.T) {
+	Require(t)
+	requirePeers(t)
+	lt := BootLIO(t, LIOOptions{Digest: "crc32c"})
+	tpg := "/sys/kernel/config/target/iscsi/" + lt.IQN + "/tpgt_1/param/"
+	out, rc, err := lt.VM.Run("cat "+tpg+"HeaderDigest "+tpg+"DataDigest", 30*time.Second)
+	if err != nil || rc != 0 || strings.Fields(out)[0] != "CRC32C" || strings.Fields(out)[1] != "CRC32C" {
+		t.Fatalf("digest params: %q rc %d err %v", out, rc, err)
+	}
+	if out, err := tool(t, time.Minute, "iscsi-inq", lt.URL(1)); err == nil {
+		t.Errorf("login without a data digest succeeded:\n%s", out)
+	}
+	if r := lt.Stop(); !r.Pass {
+		t.Errorf("scenario result: %v", r)
 	}
 }

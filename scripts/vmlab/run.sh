@@ -29,7 +29,7 @@ eval "$("$HERE/build.sh" | grep '^VMLAB_')"
 INITRD=$(mktemp "${TMPDIR:-/tmp}/vmlab-initrd.XXXXXX")
 trap 'rm -f "$INITRD"' EXIT
 "$HERE/initramfs.sh" "$INITRD" "$VMLAB_BASE" ${LUNBRIDGE:+--lunbridge "$LUNBRIDGE"}
-set -x
+echo "vmlab: kernel $VMLAB_KVER, scenario $SCENARIO, guest port 3260 at 127.0.0.1:$PORT, log on this console" >&2
 timeout --foreground -k 5 "$((TIMEOUT + 30))" qemu-system-x86_64 -accel tcg -m "$MEM" -smp 1 \
   -nographic -no-reboot -nodefaults -serial stdio -monitor none \
   -kernel "$VMLAB_KERNEL" -initrd "$INITRD" \

@@ -5,11 +5,11 @@
 // attach, reconnect after kill -9, mke2fs/mount — before the real attach command exists.
 //
 //	nbdstandin help attach|detach
-//	nbdstandin attach [--reconnect] file:///PATH /dev/nbdN    (serves until detached)
+//	nbdstandin attach [--reconnect] [--backend=ID] file:///PATH /dev/nbdN    (serves until detached)
 //	nbdstandin detach /dev/nbdN
 //
-// NBDSTANDIN_BACKEND=ID sets NBD_ATTR_BACKEND_IDENTIFIER on CONNECT (Linux 6.1 then insists on
-// the same identifier in RECONFIGURE: "must specify backend").
+// --backend=ID (or NBDSTANDIN_BACKEND=ID) sets NBD_ATTR_BACKEND_IDENTIFIER (AttachOptions.Backend).
+// Linux 6.1 then insists on the same identifier in RECONFIGURE ("must specify backend").
 package main
 
 import (
@@ -51,10 +51,18 @@ func run(args []string) error {
 		}
 		return nbdbridge.Detach(idx)
 	case "attach":
-		reconnect := false
+		reconnect, backend := false, os.Getenv("NBDSTANDIN_BACKEND")
 		rest := args[1:]
-		if len(rest) > 0 && rest[0] == "--reconnect" {
-			reconnect, rest = true, rest[1:]
+		for len(rest) > 0 && strings.HasPrefix(rest[0], "--") {
+			switch {
+			case rest[0] == "--reconnect":
+				reconnect = true
+			case strings.HasPrefix(rest[0], "--backend="):
+				backend = strings.TrimPrefix(rest[0], "--backend=")
+			default:
+				return fmt.Errorf("unknown flag %s", rest[0])
+			}
+			rest = rest[1:]
 		}
 		if len(rest) != 2 || !strings.HasPrefix(rest[0], "file://") {
 			return fmt.Errorf("usage: attach [--reconnect] file:///PATH /dev/nbdN")
@@ -81,7 +89,7 @@ func run(args []string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		a, err := srv.Attach(ctx, idx, nbdbridge.AttachOptions{
-			Reconnect: reconnect, DeadConnTimeout: 2 * time.Minute, Backend: os.Getenv("NBDSTANDIN_BACKEND"),
+			Reconnect: reconnect, DeadConnTimeout: 2 * time.Minute, Backend: backend,
 		})
 		if err != nil {
 			return err
