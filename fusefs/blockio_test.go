@@ -198,7 +198,7 @@ func TestZeroRange(t *testing.T) {
 func TestSeek(t *testing.T) {
 	ctx := context.Background()
 	m := blockdevtest.NewMem(1<<20, 512)
-	m.WriteAt(ctx, make([]byte, 4096), 8192, false)   // data [8192, 12288)
+	m.WriteAt(ctx, make([]byte, 4096), 8192, false)     // data [8192, 12288)
 	m.WriteAt(ctx, make([]byte, 512), 1<<20-512, false) // data in the last block
 	b := newBlockIO(m)
 	for _, tc := range []struct {

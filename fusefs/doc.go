@@ -38,8 +38,11 @@
 // deallocates the aligned middle: with Trim when the device promises that
 // trimmed blocks read back as zeroes (a ReadZeroesAfterTrim() bool method),
 // else with WriteZeroes(mayTrim=true), else by writing zero buffers.
-// ZERO_RANGE uses WriteZeroes(mayTrim=false) or zero buffers. Other modes
-// (COLLAPSE, INSERT, UNSHARE) are EOPNOTSUPP.
+// ZERO_RANGE uses WriteZeroes(mayTrim=false) or zero buffers; across the
+// end it is EFBIG unless KEEP_SIZE (then clipped). PUNCH_HOLE without
+// KEEP_SIZE and the other modes (COLLAPSE, INSERT, UNSHARE) are EOPNOTSUPP.
+// When Trim or WriteZeroes answer blockdev.ErrNotSupported the next way down
+// the list is used.
 //
 // Lseek SEEK_DATA/SEEK_HOLE come from the device's Extenter (a range
 // flagged ExtentHole is a hole); without one the whole file is data.
@@ -57,8 +60,8 @@
 // file system on top of a loop device already caches), and every read sees
 // the device — which matters when the LUN is shared or changed behind our
 // back. The costs: small buffered reads by applications that do not do
-// their own caching each become a round trip to the device, and mmap of the
-// file is limited (shared writable mappings are refused by the kernel).
+// their own caching each become a round trip to the device, and shared
+// writable mmap of the file is refused (ENODEV).
 //
 // With Options.Cache the kernel page cache is used (FOPEN_KEEP_CACHE, long
 // attribute and entry timeouts, 128 KiB readahead): repeated reads are
@@ -68,4 +71,9 @@
 // the cache is dropped. Writes are write-through in both modes (no writeback
 // cache), so an acknowledged write has reached the device (its own volatile
 // cache; fsync flushes that).
+//
+// The serving process itself must not mmap the file: a page fault on it
+// blocks a thread the Go runtime cannot preempt, and the next
+// stop-the-world then stops the goroutines that would answer the fault.
+// Plain read/write system calls from the serving process are fine.
 package fusefs

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -123,5 +125,104 @@ func TestClearStale(t *testing.T) {
 	mp := fusefstest.Mount(t, blockdevtest.NewMem(mib, 512), fusefs.Options{})
 	if err := fusefs.ClearStale(mp.Dir()); !errors.Is(err, fusefs.ErrMounted) {
 		t.Fatalf("live mount: %v, want ErrMounted", err)
+	}
+}
+
+// mmapHelperEnv makes the test binary a helper that maps a file shared
+// and writable, writes through the mapping and msyncs. Faulting on a FUSE
+// mapping from the serving process itself deadlocks (the faulting thread
+// blocks the Go runtime's stop-the-world), hence a separate process.
+const mmapHelperEnv = "FUSEFS_TEST_MMAP_FILE"
+
+func init() {
+	path := os.Getenv(mmapHelperEnv)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err == nil {
+		var mem []byte
+		mem, err = unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err == nil {
+			os.Stdout.Write(mem[1001:1013])
+			copy(mem[5000:], "via mmap")
+			err = unix.Msync(mem, unix.MS_SYNC)
+		}
+	}
+	if err != nil {
+		os.Stderr.WriteString(err.Error())
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// TestCacheMode: the page-cache mode reads and writes correctly and
+// supports shared writable mmap (direct I/O mode does not).
+func TestCacheMode(t *testing.T) {
+	m := blockdevtest.NewMem(8*mib, 512)
+	mp := fusefstest.Mount(t, m, fusefs.Options{Cache: true})
+	f, err := os.OpenFile(mp.File(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("cached write"), 1001); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), mmapHelperEnv+"="+mp.File())
+	cmd.WaitDelay = 5 * time.Second
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.Output(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("mmap helper hung")
+	}
+	if err != nil || string(out) != "cached write" {
+		t.Fatalf("shared mmap in cache mode: %v, read %q", err, out)
+	}
+	got := make([]byte, 8192)
+	m.ReadAt(context.Background(), got, 0)
+	if string(got[1001:1013]) != "cached write" || string(got[5000:5008]) != "via mmap" {
+		t.Errorf("device has %q / %q", got[1001:1013], got[5000:5008])
+	}
+}
+
+func TestFallocateModes(t *testing.T) {
+	m := blockdevtest.NewMem(4*mib, 512)
+	mp := fusefstest.Mount(t, m, fusefs.Options{})
+	f, err := os.OpenFile(mp.File(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	const keep, punch, zero = unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE
+	for _, tc := range []struct {
+		mode    uint32
+		off, n  int64
+		want    error
+		comment string
+	}{
+		{0, 0, 4 * mib, nil, "allocate inside"},
+		{0, 4*mib - 1, 2, syscall.EFBIG, "allocate across the end"},
+		{keep, 4*mib - 1, 1 << 40, nil, "allocate keep-size past the end"},
+		{punch | keep, 8 * mib, mib, nil, "punch past the end"},
+		{punch | keep, 4*mib - 100, 1 << 40, nil, "punch across the end"},
+		{punch, 0, 4096, syscall.EOPNOTSUPP, "punch without keep-size"},
+		{zero, 4*mib - 100, 200, syscall.EFBIG, "zero-range across the end"},
+		{zero | keep, 4*mib - 100, 200, nil, "zero-range keep-size across the end"},
+		{unix.FALLOC_FL_COLLAPSE_RANGE, 0, 4096, syscall.EOPNOTSUPP, "collapse"},
+		{unix.FALLOC_FL_INSERT_RANGE, 0, 4096, syscall.EOPNOTSUPP, "insert"},
+	} {
+		err := unix.Fallocate(fd, tc.mode, tc.off, tc.n)
+		if !errors.Is(err, tc.want) && err != tc.want {
+			t.Errorf("%s: %v, want %v", tc.comment, err, tc.want)
+		}
 	}
 }

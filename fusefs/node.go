@@ -10,7 +10,15 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
+)
+
+// Linux fallocate(2) modes and lseek(2) whences (not in package syscall).
+const (
+	fallocKeepSize  = 0x1
+	fallocPunchHole = 0x2
+	fallocZeroRange = 0x10
+	seekData        = 3
+	seekHole        = 4
 )
 
 // rootNode is the mount's root directory; it holds the one file.
@@ -21,18 +29,18 @@ type rootNode struct {
 }
 
 var (
-	_ fs.NodeOnAdder    = (*rootNode)(nil)
-	_ fs.NodeGetattrer  = (*rootNode)(nil)
-	_ fs.NodeGetattrer  = (*fileNode)(nil)
-	_ fs.NodeSetattrer  = (*fileNode)(nil)
-	_ fs.NodeOpener     = (*fileNode)(nil)
-	_ fs.NodeReader     = (*fileNode)(nil)
-	_ fs.NodeWriter     = (*fileNode)(nil)
-	_ fs.NodeFsyncer    = (*fileNode)(nil)
-	_ fs.NodeFlusher    = (*fileNode)(nil)
-	_ fs.NodeAllocater  = (*fileNode)(nil)
-	_ fs.NodeLseeker    = (*fileNode)(nil)
-	_ fs.NodeStatfser   = (*rootNode)(nil)
+	_ fs.NodeOnAdder   = (*rootNode)(nil)
+	_ fs.NodeGetattrer = (*rootNode)(nil)
+	_ fs.NodeGetattrer = (*fileNode)(nil)
+	_ fs.NodeSetattrer = (*fileNode)(nil)
+	_ fs.NodeOpener    = (*fileNode)(nil)
+	_ fs.NodeReader    = (*fileNode)(nil)
+	_ fs.NodeWriter    = (*fileNode)(nil)
+	_ fs.NodeFsyncer   = (*fileNode)(nil)
+	_ fs.NodeFlusher   = (*fileNode)(nil)
+	_ fs.NodeAllocater = (*fileNode)(nil)
+	_ fs.NodeLseeker   = (*fileNode)(nil)
+	_ fs.NodeStatfser  = (*rootNode)(nil)
 )
 
 func (r *rootNode) OnAdd(ctx context.Context) {
@@ -190,36 +198,36 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	return 0
 }
 
+// Allocate implements fallocate(2) on a file whose size cannot change; see
+// the package documentation for the table of modes.
 func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
 	if f.readOnly {
 		return syscall.EROFS
 	}
-	if off > uint64(f.io.size)*2 || size > uint64(f.io.size)*2 {
-		// Way past the end; also keeps the int64 arithmetic below safe.
-		if mode&unix.FALLOC_FL_KEEP_SIZE != 0 && mode&^unix.FALLOC_FL_KEEP_SIZE == 0 {
-			return 0
-		}
-		return syscall.EFBIG
-	}
-	o, n := int64(off), int64(size)
-	beyond := o+n > f.io.size
+	devSize := uint64(f.io.size)
+	keep := mode&fallocKeepSize != 0
+	// Clamp to the device first: [o, o+n) is then within it, no overflow.
+	beyond := off > devSize || size > devSize-off
+	o := int64(min(off, devSize))
+	n := int64(min(size, devSize-uint64(o)))
 	var err error
-	switch mode {
-	case 0:
-		if beyond {
+	switch mode &^ fallocKeepSize {
+	case 0: // preallocate: every byte of a device is allocated already
+		if beyond && !keep {
 			return syscall.EFBIG
 		}
 		return 0
-	case unix.FALLOC_FL_KEEP_SIZE:
-		return 0
-	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
+	case fallocPunchHole:
+		if !keep {
+			return syscall.EOPNOTSUPP // fallocate(2): PUNCH_HOLE needs KEEP_SIZE
+		}
 		err = f.io.ZeroRange(ctx, o, n, zeroPunch)
-	case unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
-		if beyond && mode&unix.FALLOC_FL_KEEP_SIZE == 0 {
+	case fallocZeroRange:
+		if beyond && !keep {
 			return syscall.EFBIG
 		}
 		err = f.io.ZeroRange(ctx, o, n, zeroKeep)
-	default: // PUNCH_HOLE without KEEP_SIZE, COLLAPSE, INSERT, UNSHARE
+	default: // COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE, combinations
 		return syscall.EOPNOTSUPP
 	}
 	if err != nil {
@@ -232,9 +240,9 @@ func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, s
 func (f *fileNode) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
 	var data bool
 	switch whence {
-	case unix.SEEK_DATA:
+	case seekData:
 		data = true
-	case unix.SEEK_HOLE:
+	case seekHole:
 	default:
 		return 0, syscall.EINVAL
 	}

@@ -2,7 +2,9 @@ package fusefs_test
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -77,4 +79,49 @@ func TestParallelDirectWrites(t *testing.T) {
 // would lose updates almost every time.
 func TestConcurrentWritersSlow(t *testing.T) {
 	fusefstest.RunConcurrentWriters(t, slowDev{blockdevtest.NewMem(1<<20, 4096), 200 * time.Microsecond})
+}
+
+// stuckDev blocks reads of its first block until the request is cancelled.
+type stuckDev struct {
+	blockdev.Device
+	started   chan struct{}
+	cancelled chan error
+}
+
+func (d *stuckDev) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if off != 0 {
+		return d.Device.ReadAt(ctx, p, off)
+	}
+	close(d.started)
+	<-ctx.Done()
+	d.cancelled <- ctx.Err()
+	return ctx.Err()
+}
+
+// TestInterruptCancelsDevice: killing a process stuck in a read sends
+// FUSE_INTERRUPT, which cancels the device call's context.
+func TestInterruptCancelsDevice(t *testing.T) {
+	d := &stuckDev{Device: blockdevtest.NewMem(1<<20, 512), started: make(chan struct{}), cancelled: make(chan error, 1)}
+	mp := fusefstest.Mount(t, d, fusefs.Options{})
+	cmd := exec.Command("dd", "if="+mp.File(), "of=/dev/null", "bs=4096", "count=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.started:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("the read never reached the device")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	select {
+	case err := <-d.cancelled:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("device call ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device call was not cancelled after the reader was killed")
+	}
 }

@@ -9,9 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrMounted is returned by ClearStale when a live lunbridge mount sits on
@@ -80,14 +79,16 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// statAlive stats dir with a time limit: a FUSE mount whose server is hung
-// would block stat forever. The error is nil for a live directory,
+// statAlive asks the file system on dir for its statfs, with a time limit:
+// a FUSE mount whose server is hung would block forever. (statfs, unlike
+// stat, is never answered from the kernel's attribute cache, so a dead
+// connection shows at once.) The error is nil for a live directory,
 // ENOTCONN for a dead FUSE connection, os.ErrDeadlineExceeded when hung.
 func statAlive(dir string) error {
 	done := make(chan error, 1)
 	go func() {
-		var st unix.Stat_t
-		done <- unix.Stat(dir, &st)
+		var st syscall.Statfs_t
+		done <- syscall.Statfs(dir, &st)
 	}()
 	select {
 	case err := <-done:
@@ -118,7 +119,7 @@ func ClearStale(dir string) error {
 			top = mounts[len(mounts)-1]
 		}
 		switch {
-		case errors.Is(serr, unix.ENOTCONN), errors.Is(serr, unix.ECONNABORTED):
+		case errors.Is(serr, syscall.ENOTCONN), errors.Is(serr, syscall.ECONNABORTED):
 		case top.fstype == FSType && errors.Is(serr, os.ErrDeadlineExceeded):
 		case top.fstype == FSType && serr == nil:
 			return fmt.Errorf("%w on %s (run `lunbridge umount %s` first)", ErrMounted, abs, abs)
@@ -137,8 +138,8 @@ func ClearStale(dir string) error {
 // detach lazily unmounts dir: umount2(MNT_DETACH) as root, fusermount3 -uz
 // otherwise.
 func detach(dir string) error {
-	err := unix.Unmount(dir, unix.MNT_DETACH)
-	if err == nil || !errors.Is(err, unix.EPERM) {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil || !errors.Is(err, syscall.EPERM) {
 		return err
 	}
 	return fusermount(dir, true)
@@ -148,7 +149,7 @@ func fusermount(dir string, lazy bool) error {
 	bin, lerr := exec.LookPath("fusermount3")
 	if lerr != nil {
 		if bin, lerr = exec.LookPath("fusermount"); lerr != nil {
-			return unix.EPERM
+			return syscall.EPERM
 		}
 	}
 	args := []string{"-u"}
@@ -192,14 +193,14 @@ func Unmount(dir string, lazy bool) error {
 	syncFiles(abs)
 	flags := 0
 	if lazy {
-		flags = unix.MNT_DETACH
+		flags = syscall.MNT_DETACH
 	}
-	err = unix.Unmount(abs, flags)
-	if errors.Is(err, unix.EPERM) {
+	err = syscall.Unmount(abs, flags)
+	if errors.Is(err, syscall.EPERM) {
 		err = fusermount(abs, lazy)
 	}
 	if err != nil {
-		if errors.Is(err, unix.EBUSY) {
+		if errors.Is(err, syscall.EBUSY) {
 			return fmt.Errorf("fusefs: unmount %s: %w (detach loop devices / close users, or use --lazy)", abs, err)
 		}
 		return fmt.Errorf("fusefs: unmount %s: %w", abs, err)

@@ -95,6 +95,11 @@ func encodeReconfigure(c nlConfig) ([]byte, error) {
 	if c.DeadConnTimeout > 0 {
 		ae.Uint64(nlAttrDeadConnTimeout, seconds(c.DeadConnTimeout))
 	}
+	// A device connected with a backend identifier must be reconfigured
+	// with the same one (Linux: "must specify backend", EINVAL).
+	if c.Backend != "" {
+		ae.String(nlAttrBackendIdentifier, c.Backend)
+	}
 	return ae.Encode()
 }
 

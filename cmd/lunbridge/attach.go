@@ -100,7 +100,7 @@ func attachAction(c *cli.Context) error {
 		Timeout:         c.Duration("io-timeout"),
 		DeadConnTimeout: c.Duration("dead-conn-timeout"),
 		Reconnect:       c.Bool("reconnect"),
-		Backend:         c.Args().First(),
+		Backend:         redactedURL(c.Args().First()), // never a secret in /sys/block/nbdN/backend
 		Ioctl:           c.Bool("ioctl"),
 	})
 	cancel()
