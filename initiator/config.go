@@ -50,6 +50,12 @@ type Config struct {
 	// declared within NopInterval+NopTimeout. Negative disables pings.
 	NopInterval, NopTimeout time.Duration
 
+	// CommandTimeout bounds one SCSI command (default 30 s, like the Linux
+	// SCSI disk timeout); a command that exceeds it is escalated: ABORT
+	// TASK, then LOGICAL UNIT RESET, then the connection is dropped (and
+	// recovered). Negative disables it.
+	CommandTimeout time.Duration
+
 	// ReplacementTimeout bounds how long I/O waits for session recovery
 	// after the connection is lost (default 120 s, like open-iscsi's
 	// replacement_timeout); negative waits forever. Recovery itself
@@ -99,6 +105,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.NopTimeout <= 0 {
 		d.NopTimeout = 5 * time.Second
+	}
+	if d.CommandTimeout == 0 {
+		d.CommandTimeout = 30 * time.Second
 	}
 	if d.ReplacementTimeout == 0 {
 		d.ReplacementTimeout = 120 * time.Second

@@ -345,8 +345,14 @@ func (s *Session) releaseSlot() { <-s.slots }
 // the command is finished on the target side or its connection is gone
 // before Do returns, so cmd.Read is never written afterwards.
 func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
-	for {
+	for aborted := 0; ; {
 		resp, err := s.doOnce(ctx, cmd)
+		if errors.Is(err, ErrAborted) && ctx.Err() == nil && aborted < 3 {
+			// Ended by a task management function issued for another
+			// command (a LUN reset): issue it again.
+			aborted++
+			continue
+		}
 		if err == nil || ctx.Err() != nil || !s.recoverable(err) {
 			return resp, err
 		}
@@ -428,6 +434,12 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 // wait serves R2Ts for t until it completes; on cancellation it aborts the
 // task on the target (ABORT TASK) before returning.
 func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) {
+	var timeout <-chan time.Time
+	if d := s.cfg.CommandTimeout; d > 0 {
+		tm := time.NewTimer(d)
+		defer tm.Stop()
+		timeout = tm.C
+	}
 	for {
 		select {
 		case r := <-t.r2t:
@@ -438,15 +450,30 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 		case <-t.done:
 			return t.resp, t.err
 		case <-ctx.Done():
-			s.abort(c, t)
+			s.escalate(c, t, "cancelled")
 			<-t.done
 			if t.err == nil {
 				return t.resp, nil // completed before the abort took effect
 			}
 			return t.resp, ctx.Err()
+		case <-timeout:
+			s.log.WithField("itt", fmt.Sprintf("%#x", t.itt)).Warnf("command timed out after %v; aborting it", s.cfg.CommandTimeout)
+			s.escalate(c, t, "timed out")
+			<-t.done
+			if t.err == nil {
+				return t.resp, nil
+			}
+			if errors.Is(t.err, ErrAborted) {
+				return t.resp, fmt.Errorf("%w: command timed out after %v and was aborted", ErrCommandTimeout, s.cfg.CommandTimeout)
+			}
+			return t.resp, t.err
 		}
 	}
 }
+
+// ErrCommandTimeout is returned for a command that exceeded
+// Config.CommandTimeout and was aborted on the target.
+var ErrCommandTimeout = errors.New("iscsi: command timeout")
 
 // sendData sends length bytes of t's write buffer from offset as Data-Out
 // PDUs no larger than the target's MaxRecvDataSegmentLength; DataSN
@@ -473,26 +500,41 @@ func (s *Session) sendData(c *conn, t *task, ttt, offset, length uint32, locked 
 	return nil
 }
 
-// abortTimeout bounds how long a cancelled task waits for ABORT TASK before
-// the connection is dropped.
-const abortTimeout = 10 * time.Second
+// tmfTimeout bounds each escalation step.
+const tmfTimeout = 5 * time.Second
 
-// abort sends ABORT TASK for t and waits for it; when the target does not
-// answer in time the connection is dropped, which also ends t.
-func (s *Session) abort(c *conn, t *task) {
-	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
-	defer cancel()
-	resp, err := s.taskMgmt(ctx, c, pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN)
-	if err != nil {
-		c.fail(fmt.Errorf("ABORT TASK for %#x failed: %w", t.itt, err))
+// escalate ends a task the caller gave up on, like the Linux SCSI error
+// handler: ABORT TASK; if the task is still not finished, LOGICAL UNIT
+// RESET; if even that fails, drop the connection (which fails the task,
+// and session recovery takes over). When escalate returns, t is finished or
+// its connection is gone, so its buffers are free.
+func (s *Session) escalate(c *conn, t *task, why string) {
+	log := s.log.WithField("itt", fmt.Sprintf("%#x", t.itt))
+	step := func(fn uint8, ref uint32) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), tmfTimeout)
+		defer cancel()
+		resp, err := s.taskMgmt(ctx, c, fn, t.lun, ref, t.cmdSN)
+		if err != nil {
+			log.WithError(err).Warnf("task management %d failed", fn)
+			return false
+		}
+		log.Debugf("task management %d (%s): %s", fn, why, tmfResponseName(resp))
+		select {
+		case <-t.done:
+			return true
+		case <-time.After(tmfTimeout):
+			return false
+		}
+	}
+	if step(pdu.TMFAbortTask, t.itt) {
 		return
 	}
-	s.log.Debugf("ABORT TASK %#x: response %d", t.itt, resp)
-	select {
-	case <-t.done:
-	case <-time.After(abortTimeout):
-		c.fail(fmt.Errorf("task %#x still running after ABORT TASK", t.itt))
+	log.Warnf("task %s and not ended by ABORT TASK; resetting the LUN", why)
+	if step(pdu.TMFLogicalUnitReset, pdu.ReservedTag) {
+		return
 	}
+	log.Warnf("task %s and not ended by LOGICAL UNIT RESET; dropping the connection", why)
+	c.fail(fmt.Errorf("task %#x %s and not ended by ABORT TASK or LOGICAL UNIT RESET", t.itt, why))
 }
 
 // tmfDone ends the tasks a successful TMF covered; the read loop calls it
