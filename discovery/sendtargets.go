@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -69,7 +70,7 @@ func ParseSendTargets(kvs []pdu.KV, log *logrus.Entry) ([]Target, error) {
 				warn(log, "skipping portal %q of %s: %v", kv.Value, out[len(out)-1].Name, err)
 				continue
 			}
-			if ip := net.ParseIP(hostOf(p.Address)); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsUnspecified()) {
+			if unusableHost(hostOf(p.Address)) {
 				warn(log, "skipping unusable portal %s of %s (link-local or unspecified address)", p.Address, out[len(out)-1].Name)
 				continue
 			}
@@ -113,4 +114,17 @@ func ParseTargetAddress(v string) (Portal, error) {
 		return Portal{}, err
 	}
 	return Portal{Address: p, Tag: tag}, nil
+}
+
+// unusableHost reports link-local (with or without a zone, "fe80::1%eth0")
+// and unspecified addresses: an initiator elsewhere cannot reach them.
+func unusableHost(h string) bool {
+	ip := net.ParseIP(h)
+	if ip == nil {
+		if a, err := netip.ParseAddr(h); err == nil {
+			return a.Zone() != "" || a.IsLinkLocalUnicast() || a.IsUnspecified()
+		}
+		return false
+	}
+	return ip.IsLinkLocalUnicast() || ip.IsUnspecified()
 }

@@ -12,7 +12,7 @@ func TestParseSendTargets(t *testing.T) {
 	// and malformed entries.
 	text := "TargetName=iqn.2024-01.test.istgt:disk1\x00TargetAddress=127.0.0.1:3263,1\x00" +
 		"TargetName=iqn.2024-01.test.istgt:chapdisk\x00TargetAddress=127.0.0.1:3263,1\x00TargetAddress=[::1]:3263,2\x00" +
-		"TargetAddress=[fe80::1]:3260,1\x00TargetAddress=169.254.1.1:3260,1\x00TargetAddress=host:notaport,1\x00" +
+		"TargetAddress=[fe80::1]:3260,1\x00TargetAddress=[fe80::2%eth0]:3260,1\x00TargetAddress=0.0.0.0:3260,1\x00TargetAddress=169.254.1.1:3260,1\x00TargetAddress=host:notaport,1\x00" +
 		"TargetName=iqn.2024-01.test.istgt:digestdisk\x00TargetAddress=10.0.2.15,1\x00"
 	kvs, err := pdu.ParseText([]byte(text))
 	if err != nil {

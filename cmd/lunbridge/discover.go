@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/lunbridge/lunbridge/discovery"
@@ -17,23 +18,28 @@ import (
 
 func discoveryFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "json", Usage: "print JSON (schema in README)"},
-		&cli.StringFlag{Name: "discovery-chap-user", Usage: "CHAP user for the discovery session (separate from session CHAP)", EnvVars: []string{"LUNBRIDGE_DISCOVERY_CHAP_USER"}},
-		&cli.StringFlag{Name: "discovery-chap-secret-file", Usage: "file holding the discovery CHAP secret (or set LUNBRIDGE_DISCOVERY_CHAP_SECRET)"},
+		&cli.BoolFlag{Name: "json", Usage: "print JSON (schema in docs/cli.md)"},
+		&cli.StringFlag{Name: "discovery-chap-user", Usage: "CHAP user `NAME` for the discovery session (separate from the targets' CHAP)", EnvVars: []string{"LUNBRIDGE_DISCOVERY_CHAP_USER"}},
+		&cli.StringFlag{Name: "discovery-chap-secret-file", Usage: "read the discovery CHAP secret from `FILE` (or set LUNBRIDGE_DISCOVERY_CHAP_SECRET)", TakesFile: true},
+		&cli.StringFlag{Name: "discovery-target-chap-user", Usage: "mutual discovery CHAP: the user `NAME` the portal must answer with", EnvVars: []string{"LUNBRIDGE_DISCOVERY_TARGET_CHAP_USER"}},
+		&cli.StringFlag{Name: "discovery-target-chap-secret-file", Usage: "mutual discovery CHAP: read the portal's secret from `FILE` (or set LUNBRIDGE_DISCOVERY_TARGET_CHAP_SECRET)", TakesFile: true},
 	}
 }
 
 func init() {
 	register(catFind, &cli.Command{
 		Name:      "discover",
-		Usage:     "list the targets and portals a portal knows (SendTargets), like iscsiadm -m discovery -t st",
-		UsageText: "lunbridge discover [--json] host[:port] | iscsi://host[:port]",
-		Description: `Opens a discovery session, asks SendTargets=All and logs out.
+		Usage:     "list the targets a portal offers and their portals (SendTargets), like iscsiadm -m discovery -t st",
+		UsageText: "lunbridge discover [--json] [--discovery-chap-user NAME] host[:port] | iscsi://host[:port]",
+		Description: `Opens a discovery session on the portal, asks SendTargets=All, prints every
+target with its portals (address and portal group tag) and logs out.
+Link-local and unspecified portal addresses are skipped with a warning.
+Discovery CHAP is configured apart from the targets' CHAP (--discovery-*).
 
 Examples:
    lunbridge discover 127.0.0.1:3260
-   lunbridge discover --json iscsi://[::1]:3260 | jq -r '.[].name'
-   LUNBRIDGE_DISCOVERY_CHAP_SECRET=... lunbridge discover --discovery-chap-user disc san1`,
+   lunbridge discover --json '[::1]:3260' | jq -r '.[].name'
+   LUNBRIDGE_DISCOVERY_CHAP_SECRET=... lunbridge discover --discovery-chap-user disc san1.example.com`,
 		Flags:  discoveryFlags(),
 		Action: discoverAction,
 	})
@@ -48,7 +54,12 @@ func discoveryConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error)
 		return cfg, err
 	}
 	cfg.CHAP = nil
-	if user := c.String("discovery-chap-user"); user != "" {
+	user := flagOrConfig(c, "discovery-chap-user")
+	tuser := flagOrConfig(c, "discovery-target-chap-user")
+	if user == "" && tuser != "" {
+		return cfg, usageErrorf("--discovery-target-chap-user needs --discovery-chap-user too (mutual CHAP is both ways)")
+	}
+	if user != "" {
 		secret, err := readSecret("LUNBRIDGE_DISCOVERY_CHAP_SECRET", "discovery-chap-secret-file", c)
 		if err != nil {
 			return cfg, err
@@ -57,6 +68,16 @@ func discoveryConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error)
 			return cfg, usageErrorf("--discovery-chap-user needs a secret: LUNBRIDGE_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file")
 		}
 		cfg.CHAP = &initiator.CHAP{User: user, Secret: secret, AllowShortSecret: c.Bool("allow-short-secret")}
+		if tuser != "" {
+			tsecret, err := readSecret("LUNBRIDGE_DISCOVERY_TARGET_CHAP_SECRET", "discovery-target-chap-secret-file", c)
+			if err != nil {
+				return cfg, err
+			}
+			if tsecret == "" {
+				return cfg, usageErrorf("--discovery-target-chap-user needs the portal's secret: LUNBRIDGE_DISCOVERY_TARGET_CHAP_SECRET or --discovery-target-chap-secret-file")
+			}
+			cfg.CHAP.TargetUser, cfg.CHAP.TargetSecret = tuser, tsecret
+		}
 	}
 	return cfg, nil
 }
@@ -72,7 +93,7 @@ func discoverTargets(c *cli.Context, arg string) (*discovery.URL, []discovery.Ta
 	}
 	targets, err := discovery.SendTargets(c.Context, cfg, "All")
 	if err != nil {
-		return nil, nil, fmt.Errorf("discovery at %s: %w", u.Portal, err)
+		return nil, nil, fmt.Errorf("discovery at %s: %w", u.Portal, authHint(err, cfg, "--discovery-chap-user and LUNBRIDGE_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file"))
 	}
 	return u, targets, nil
 }
@@ -115,10 +136,12 @@ func reachablePortal(ctx context.Context, t discovery.Target, fallback string) s
 	}
 	for _, p := range t.Portals {
 		d := net.Dialer{Timeout: 2 * time.Second}
-		if conn, err := d.DialContext(ctx, "tcp", p.Address); err == nil {
+		conn, err := d.DialContext(ctx, "tcp", p.Address)
+		if err == nil {
 			conn.Close()
 			return p.Address
 		}
+		logrus.WithField("target", t.Name).Infof("skipping unreachable portal %s: %v", p.Address, err)
 	}
 	return fallback
 }

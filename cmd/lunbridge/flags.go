@@ -6,20 +6,25 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// globalFlags are accepted before the command name. Every one of them can
+// also be set in the --config file under its own name (secrets excepted:
+// only *-secret-file paths).
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "log-level", Value: "warning", Usage: "panic|fatal|error|warning|info|debug|trace", EnvVars: []string{"LUNBRIDGE_LOG_LEVEL"}},
-		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text|json"},
-		&cli.StringFlag{Name: "initiator-name", Usage: "initiator IQN (default: /etc/iscsi/initiatorname.iscsi, else iqn.2026-11.org.lunbridge:<hostname>)", EnvVars: []string{"LUNBRIDGE_INITIATOR_NAME"}},
-		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "connect and login timeout"},
-		&cli.StringFlag{Name: "chap-user", Usage: "CHAP user name (overrides the URL's)", EnvVars: []string{"LUNBRIDGE_CHAP_USER"}},
-		&cli.StringFlag{Name: "chap-secret-file", Usage: "read the CHAP secret from this file (or set LUNBRIDGE_CHAP_SECRET)"},
-		&cli.StringFlag{Name: "target-chap-user", Usage: "mutual CHAP: the user name the target must present", EnvVars: []string{"LUNBRIDGE_TARGET_CHAP_USER"}},
-		&cli.StringFlag{Name: "target-chap-secret-file", Usage: "mutual CHAP: read the target's secret from this file (or set LUNBRIDGE_TARGET_CHAP_SECRET)"},
-		&cli.BoolFlag{Name: "allow-short-secret", Usage: "accept CHAP secrets shorter than 12 bytes"},
-		&cli.StringFlag{Name: "header-digest", Usage: "None|CRC32C|\"CRC32C,None\" (offer order)"},
-		&cli.StringFlag{Name: "data-digest", Usage: "None|CRC32C|\"CRC32C,None\" (offer order)"},
-		&cli.IntFlag{Name: "max-recv-data-segment-length", Usage: "bytes the initiator accepts per PDU (default 262144)"},
-		&cli.IntFlag{Name: "queue-depth", Value: 128, Usage: "commands in flight per session"},
+		configFlag(),
+		&cli.StringFlag{Name: "log-level", Value: "warning", Usage: "how much to log on stderr: error, warning, info, debug (login steps and negotiated values) or trace (every PDU)", EnvVars: []string{"LUNBRIDGE_LOG_LEVEL"}},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log line format: text or json", EnvVars: []string{"LUNBRIDGE_LOG_FORMAT"}},
+		&cli.StringFlag{Name: "initiator-name", Usage: "initiator `IQN` (default: InitiatorName from /etc/iscsi/initiatorname.iscsi, else iqn.2026-11.org.lunbridge:<hostname>)", EnvVars: []string{"LUNBRIDGE_INITIATOR_NAME"}},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up connecting and logging in after `DURATION`", EnvVars: []string{"LUNBRIDGE_TIMEOUT"}},
+		&cli.StringFlag{Name: "chap-user", Usage: "CHAP user `NAME` (overrides the user@ of the URL)", EnvVars: []string{"LUNBRIDGE_CHAP_USER"}},
+		&cli.StringFlag{Name: "chap-secret-file", Usage: "read the CHAP secret from `FILE` (or set LUNBRIDGE_CHAP_SECRET)", TakesFile: true},
+		&cli.StringFlag{Name: "target-chap-user", Usage: "mutual CHAP: the user `NAME` the target must answer with", EnvVars: []string{"LUNBRIDGE_TARGET_CHAP_USER"}},
+		&cli.StringFlag{Name: "target-chap-secret-file", Usage: "mutual CHAP: read the target's secret from `FILE` (or set LUNBRIDGE_TARGET_CHAP_SECRET)", TakesFile: true},
+		&cli.BoolFlag{Name: "allow-short-secret", Usage: "accept CHAP secrets shorter than 12 bytes (RFC 7143 asks for 12 or more)"},
+		&cli.StringFlag{Name: "header-digest", Usage: "header digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
+		&cli.StringFlag{Name: "data-digest", Usage: "data digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
+		&cli.IntFlag{Name: "max-recv-data-segment-length", Usage: "largest PDU data segment in `BYTES` the initiator accepts", DefaultText: "262144"},
+		&cli.IntFlag{Name: "queue-depth", Value: 128, Usage: "`N` commands in flight per session at most"},
+		metricsFlag(),
 	}
 }

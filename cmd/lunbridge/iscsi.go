@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -58,7 +59,7 @@ func defaultInitiatorName() string {
 // readSecret takes a secret from an environment variable or a file (first
 // line, trailing newline removed); never from argv.
 func readSecret(env, fileFlag string, c *cli.Context) (string, error) {
-	if f := c.String(fileFlag); f != "" {
+	if f := flagOrConfig(c, fileFlag); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return "", usageErrorf("--%s: %v", fileFlag, err)
@@ -154,7 +155,11 @@ func dialURL(c *cli.Context, raw string) (*discovery.URL, *initiator.Session, er
 	}
 	s, err := initiator.Dial(c.Context, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", u, err)
+		var le *initiator.LoginError
+		if errors.As(err, &le) && le.Class == 2 && (le.Detail == 3 || le.Detail == 4) {
+			return nil, nil, fmt.Errorf("%s: %w (lunbridge discover %s lists its targets)", u, err, u.Portal)
+		}
+		return nil, nil, fmt.Errorf("%s: %w", u, authHint(err, cfg, "--chap-user and LUNBRIDGE_CHAP_SECRET or --chap-secret-file"))
 	}
 	return u, s, nil
 }
@@ -182,6 +187,7 @@ func openLUNHandle(c *cli.Context, raw string) (*initiator.LUN, error) {
 	}
 	l, err := initiator.OpenLUN(c.Context, s, u.LUN)
 	if err != nil {
+		err = explainOpenError(c.Context, s, u, err)
 		s.CloseContext(context.Background())
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
@@ -190,3 +196,49 @@ func openLUNHandle(c *cli.Context, raw string) (*initiator.LUN, error) {
 }
 
 var discoveryParse = discovery.ParseURL
+
+// explainOpenError turns "the LUN is not there" and "the LUN is not a
+// disk" into one clear sentence naming the LUNs the target has, with exit
+// code ExitSCSI.
+func explainOpenError(ctx context.Context, s *initiator.Session, u *discovery.URL, err error) error {
+	var se *scsi.SenseError
+	missing := errors.Is(err, blockdev.ErrInvalid) ||
+		(errors.As(err, &se) && se.Key == scsi.KeyIllegalRequest && se.ASC == 0x25) // LOGICAL UNIT NOT SUPPORTED
+	notDisk := strings.Contains(err.Error(), "not a disk")
+	if !missing && !notDisk {
+		return err
+	}
+	var have []string
+	if luns, lerr := initiator.ReportLUNs(ctx, s); lerr == nil {
+		for _, n := range luns {
+			desc := strconv.FormatUint(n, 10)
+			if inq, ierr := initiator.Inquiry(ctx, s, n); ierr == nil && inq.DeviceType != 0 {
+				desc += " (" + inq.DeviceType.String() + ")"
+			}
+			have = append(have, desc)
+		}
+	}
+	list := ""
+	if len(have) > 0 {
+		list = "; its LUNs: " + strings.Join(have, ", ")
+	}
+	if missing {
+		return withCode(ExitSCSI, fmt.Errorf("LUN %d does not exist on %s%s", u.LUN, u.Target, list))
+	}
+	return withCode(ExitSCSI, fmt.Errorf("%w%s", err, list))
+}
+
+// authHint adds what to do to an authentication failure.
+func authHint(err error, cfg initiator.Config, how string) error {
+	if !errors.Is(err, initiator.ErrAuth) {
+		return err
+	}
+	var le *initiator.LoginError
+	if cfg.CHAP == nil && errors.As(err, &le) {
+		return fmt.Errorf("%w (no CHAP credentials given; if the target needs CHAP, give %s)", err, how)
+	}
+	if cfg.CHAP != nil && errors.As(err, &le) {
+		return fmt.Errorf("%w (check the CHAP user %q and its secret)", err, cfg.CHAP.User)
+	}
+	return err
+}

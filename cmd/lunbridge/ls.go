@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
 
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/lunbridge/lunbridge/discovery"
@@ -75,7 +77,7 @@ func lsAction(c *cli.Context) error {
 		lt := lsTarget{Name: t.Name, Portal: portal, Portals: t.Portals, LUNs: []lsLUN{}}
 		tu := *u
 		tu.Target, tu.Portal = t.Name, portal
-		if err := listLUNs(c, &tu, &lt); err != nil {
+		if err := listLUNs(c, &tu, &lt, u.Target == ""); err != nil {
 			lt.Error = err.Error()
 			fe.add(err)
 		}
@@ -94,14 +96,26 @@ func lsAction(c *cli.Context) error {
 	return nil
 }
 
-func listLUNs(c *cli.Context, u *discovery.URL, lt *lsTarget) error {
+// listLUNs logs in to one target and lists its LUNs. When every target of
+// a portal is listed (anyTarget), CHAP credentials are meant for the targets
+// that ask for them: a target that refuses one-way CHAP is tried once more
+// without authentication (nothing secret is sent then).
+func listLUNs(c *cli.Context, u *discovery.URL, lt *lsTarget, anyTarget bool) error {
 	cfg, err := sessionConfig(c, u)
 	if err != nil {
 		return err
 	}
 	s, err := initiator.Dial(c.Context, cfg)
+	if err != nil && anyTarget && cfg.CHAP != nil && cfg.CHAP.TargetSecret == "" && errors.Is(err, initiator.ErrAuth) {
+		logrus.WithField("target", u.Target).Infof("CHAP refused (%v); trying without authentication", err)
+		plain := cfg
+		plain.CHAP = nil
+		if s2, err2 := initiator.Dial(c.Context, plain); err2 == nil {
+			s, err = s2, nil
+		}
+	}
 	if err != nil {
-		return err
+		return authHint(err, cfg, "--chap-user and LUNBRIDGE_CHAP_SECRET or --chap-secret-file")
 	}
 	defer s.CloseContext(context.Background())
 	luns, err := initiator.ReportLUNs(c.Context, s)

@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -38,28 +40,106 @@ func register(category string, c *cli.Command) {
 
 func newApp() *cli.App {
 	sort.SliceStable(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
+	for _, c := range commands {
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsageError
+		}
+	}
 	app := &cli.App{
-		Name:  "lunbridge",
-		Usage: "userspace iSCSI initiator: find, copy and expose remote LUNs",
-		Description: `lunbridge logs in to iSCSI targets from userspace (no iscsi_tcp, no iscsid).
+		Name:      "lunbridge",
+		Usage:     "userspace iSCSI initiator: find, copy and expose remote LUNs",
+		UsageText: "lunbridge [global options] command [command options] [arguments...]",
+		Description: `lunbridge logs in to iSCSI targets from userspace (no iscsi_tcp, no iscsid,
+no root needed except for attach) and works on their LUNs.
 
-A LUN is named by a libiscsi-style URL:
-   iscsi://[user[%secret]@]host[:port]/target-iqn/lun
+A LUN is named by a libiscsi-style URL; a portal alone names a target server:
+   iscsi://[user[%secret]@]host[:port]/target-iqn/lun[?header_digest=crc32c&target_user=...]
+   host[:port]                      (port 3260 when omitted, IPv6 as [::1]:3260)
 
-Secrets: prefer LUNBRIDGE_CHAP_SECRET / --chap-secret-file over a secret in the URL.
+Secrets: give them in LUNBRIDGE_CHAP_SECRET or --chap-secret-file, not in the
+URL (a URL is visible to every user of the machine).
+
+Exit codes: 0 ok, 1 other failure, 2 usage (flags, arguments, URL), 3 connection,
+4 login or authentication, 5 SCSI error (including a LUN that does not exist),
+6 verify found differences, 130 interrupted.
 
 Examples:
-   lunbridge info iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
-   lunbridge bench --rw randread --bs 4k --qd 32 iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1`,
+   lunbridge discover 127.0.0.1                   # which targets does this server have?
+   lunbridge ls 127.0.0.1                         # ... and which LUNs, how big?
+   lunbridge info iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
+   lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 disk.img
+   lunbridge completion bash > /etc/bash_completion.d/lunbridge
+
+Run lunbridge COMMAND --help for a command's usage, options and examples.`,
 		Flags:                globalFlags(),
 		Commands:             commands,
 		EnableBashCompletion: true,
+		Suggest:              true,
 		Before: func(c *cli.Context) error {
+			if err := applyConfigFile(c); err != nil {
+				return err
+			}
 			return setupLogging(c)
 		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				msg := fmt.Sprintf("unknown command %q", c.Args().First())
+				if cli.SuggestCommand != nil {
+					if s := cli.SuggestCommand(c.App.Commands, c.Args().First()); s != "" {
+						msg += "; " + strings.ToLower(s[:1]) + s[1:]
+					}
+				}
+				return usageErrorf("%s (see lunbridge --help)", msg)
+			}
+			return cli.ShowAppHelp(c)
+		},
+		OnUsageError:   onUsageError,
 		ExitErrHandler: func(c *cli.Context, err error) {},
+		Metadata:       map[string]any{"commandList": commandList(commands)},
 	}
+	// Categories in the order a user needs them (urfave/cli sorts them
+	// alphabetically).
+	app.CustomAppHelpTemplate = strings.Replace(cli.AppHelpTemplate,
+		`COMMANDS:{{template "visibleCommandCategoryTemplate" .}}`, `COMMANDS:{{index .Metadata "commandList"}}`, 1)
 	return app
+}
+
+// commandList renders the COMMANDS section of `lunbridge --help`, grouped
+// by job in categoryOrder.
+func commandList(cmds []*cli.Command) string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, cat := range []string{catFind, catCopy, catExpose, catTest, ""} {
+		title := cat
+		if cat == "" {
+			title = "Other"
+		}
+		first := true
+		for _, c := range cmds {
+			if c.Category != cat || c.Hidden {
+				continue
+			}
+			if first {
+				fmt.Fprintf(w, "\n   %s:", title)
+				first = false
+			}
+			fmt.Fprintf(w, "\n     %s\t%s", strings.Join(c.Names(), ", "), c.Usage)
+		}
+		if cat == "" {
+			fmt.Fprintf(w, "\n     help, h\tshow the commands, or one command's usage, options and examples")
+		}
+	}
+	w.Flush()
+	return b.String()
+}
+
+// onUsageError turns flag parse errors into one line and exit code 2.
+func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
+	where := "lunbridge"
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		where += " " + c.Command.Name
+	}
+	return usageErrorf("%v (see %s --help)", err, where)
 }
 
 func main() {

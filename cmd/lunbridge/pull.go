@@ -31,6 +31,11 @@ same command with --resume; it re-reads the last chunk before the resume
 point, refuses if the LUN changed, and still produces the whole-image
 checksum. An existing non-empty FILE is never overwritten without --force.
 
+--json prints a summary at the end (bytes_read, bytes_written, holes_bytes,
+seconds, mb_per_s, sha256, file) on stdout, or on stderr when the image goes
+to stdout. A progress line is drawn on stderr when it is a terminal (or with
+--progress). SIGINT/SIGTERM stop the pull cleanly (exit 130).
+
 Examples:
    lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
    lunbridge pull --resume iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
@@ -70,6 +75,9 @@ func pullAction(c *cli.Context) error {
 	toStdout := file == "-"
 	if toStdout && (c.Bool("resume") || c.Bool("force")) {
 		return usageErrorf("--resume and --force need a FILE, not -")
+	}
+	if toStdout && isTerminal(os.Stdout) {
+		return usageErrorf("refusing to write a raw image to a terminal; redirect stdout or give a FILE")
 	}
 	if !toStdout && !c.Bool("force") && !c.Bool("resume") {
 		// Refuse before connecting to anything.
