@@ -65,6 +65,17 @@ type Config struct {
 	// not reconnect (replacement timeout 0).
 	NoRecovery bool
 
+	// NotReadyWait bounds how long a LUN handle retries NOT READY
+	// "becoming ready" / ALUA "transitioning" (default 30 s); negative
+	// returns such errors at once (multipath tries another path instead).
+	NotReadyWait time.Duration
+
+	// OnUnitAttention, when set, is told of every UNIT ATTENTION a LUN
+	// handle absorbs (LUN number and the decoded sense), e.g. so multipath
+	// can re-check identity on 3F/0E and 2A/09 or re-read ALUA on 2A/06.
+	// It must not block.
+	OnUnitAttention func(lun uint64, sense error)
+
 	// Dial opens the TCP connection (default net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -105,6 +116,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.NopTimeout <= 0 {
 		d.NopTimeout = 5 * time.Second
+	}
+	if d.NotReadyWait == 0 {
+		d.NotReadyWait = 30 * time.Second
 	}
 	if d.CommandTimeout == 0 {
 		d.CommandTimeout = 30 * time.Second

@@ -38,6 +38,7 @@ type conn struct {
 
 	failOnce sync.Once
 	err      error
+	down     bool          // set under Session.taskMu once the read loop failed its tasks
 	done     chan struct{} // closed when the connection has failed
 
 	// Reused decode targets for the read loop.

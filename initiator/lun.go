@@ -238,7 +238,6 @@ func (l *LUN) Close() error {
 const (
 	maxUARetries   = 8
 	busyBackoffMax = 200 * time.Millisecond
-	notReadyWait   = 30 * time.Second
 )
 
 // exec runs a CDB with an exact-length transfer.
@@ -282,12 +281,16 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 		switch {
 		case scsi.IsUnitAttention(serr) && attempt < maxUARetries:
 			l.s.log.WithField("lun", l.number).Debugf("absorbed %v", serr)
+			if f := l.s.cfg.OnUnitAttention; f != nil {
+				f(l.number, serr)
+			}
 			continue
 		case st == scsi.StatusBusy || st == scsi.StatusTaskSetFull:
 		case scsi.IsRetryable(serr) && !scsi.IsUnitAttention(serr):
 			if notReadySince.IsZero() {
 				notReadySince = time.Now()
-			} else if time.Since(notReadySince) > notReadyWait {
+			}
+			if time.Since(notReadySince) > l.s.cfg.NotReadyWait {
 				return resp, mapSense(serr)
 			}
 		default:

@@ -201,14 +201,20 @@ func (s *Session) allocLoginITT() uint32 {
 	return itt
 }
 
-// register assigns an ITT and enters t into the task table.
-func (s *Session) register(t *task) {
+// register assigns an ITT and enters t into the task table. It fails when
+// t's connection is already down: the read loop's exit has failed every
+// task it knew of, and a task added later would never be finished.
+func (s *Session) register(t *task) error {
 	s.taskMu.Lock()
+	if t.conn != nil && t.conn.down {
+		s.taskMu.Unlock()
+		return t.conn.err
+	}
 	if t.itt != 0 {
 		if _, busy := s.tasks[t.itt]; !busy {
 			s.tasks[t.itt] = t
 			s.taskMu.Unlock()
-			return
+			return nil
 		}
 	}
 	for {
@@ -225,6 +231,7 @@ func (s *Session) register(t *task) {
 		break
 	}
 	s.taskMu.Unlock()
+	return nil
 }
 
 func (s *Session) lookup(itt uint32) *task {
@@ -248,6 +255,7 @@ func (s *Session) complete(t *task, err error) {
 func (s *Session) connDown(c *conn, err error) {
 	s.startRecovery(c, err)
 	s.taskMu.Lock()
+	c.down = true
 	var dead []*task
 	for itt, t := range s.tasks {
 		if t.conn == c {
@@ -303,7 +311,11 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 			}
 			s.winMu.Unlock()
 			t.cmdSN, t.conn = sn, c
-			s.register(t)
+			if err := s.register(t); err != nil {
+				c.wmu.Unlock()
+				t.itt = 0
+				return err
+			}
 			err := send(sn)
 			c.wmu.Unlock()
 			return err
@@ -500,8 +512,11 @@ func (s *Session) sendData(c *conn, t *task, ttt, offset, length uint32, locked 
 	return nil
 }
 
-// tmfTimeout bounds each escalation step.
-const tmfTimeout = 5 * time.Second
+// tmfTimeout bounds each escalation step: the NOP timeout (a live target
+// answers a TMF as fast as a ping), between 1 and 5 seconds.
+func (s *Session) tmfTimeout() time.Duration {
+	return min(max(s.cfg.NopTimeout, time.Second), 5*time.Second)
+}
 
 // escalate ends a task the caller gave up on, like the Linux SCSI error
 // handler: ABORT TASK; if the task is still not finished, LOGICAL UNIT
@@ -511,7 +526,7 @@ const tmfTimeout = 5 * time.Second
 func (s *Session) escalate(c *conn, t *task, why string) {
 	log := s.log.WithField("itt", fmt.Sprintf("%#x", t.itt))
 	step := func(fn uint8, ref uint32) bool {
-		ctx, cancel := context.WithTimeout(context.Background(), tmfTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.tmfTimeout())
 		defer cancel()
 		resp, err := s.taskMgmt(ctx, c, fn, t.lun, ref, t.cmdSN)
 		if err != nil {
@@ -522,7 +537,7 @@ func (s *Session) escalate(c *conn, t *task, why string) {
 		select {
 		case <-t.done:
 			return true
-		case <-time.After(tmfTimeout):
+		case <-time.After(s.tmfTimeout()):
 			return false
 		}
 	}
@@ -789,6 +804,22 @@ func (s *Session) logoutConn(ctx context.Context, c *conn) error {
 // Outstanding commands fail with ErrSessionClosed.
 func (s *Session) Close() error {
 	return s.CloseContext(context.Background())
+}
+
+// Abandon closes the session without a Logout exchange (for a path known
+// to be dead, where a Logout would only wait for its timeout).
+func (s *Session) Abandon() {
+	if s.closed.Swap(true) {
+		return
+	}
+	close(s.closeCh)
+	s.connMu.Lock()
+	c := s.conn
+	s.connMu.Unlock()
+	if c != nil {
+		c.fail(ErrSessionClosed)
+		<-c.exit
+	}
 }
 
 // CloseContext is Close with a context for the logout exchange.

@@ -163,6 +163,11 @@ func Open(ctx context.Context, cfgs []initiator.Config, lun uint64, opts Options
 		if c.NopTimeout == 0 {
 			c.NopTimeout = 2 * time.Second
 		}
+		if c.NotReadyWait == 0 {
+			// ALUA "transitioning" and "becoming ready" come back at
+			// once: the selector tries another path instead.
+			c.NotReadyWait = -1
+		}
 		eps[i] = &iscsiEndpoint{cfg: c, lun: lun}
 	}
 	return openEndpoints(ctx, eps, opts)
