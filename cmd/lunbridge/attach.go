@@ -40,14 +40,14 @@ Examples:
    umount /mnt && lunbridge detach /dev/nbd0
    lunbridge attach --connections 4 --dead-conn-timeout 2m iscsi://10.0.2.2:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd1
    lunbridge attach --reconnect iscsi://10.0.2.2:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd1`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "connections", Aliases: []string{"C"}, Value: 1, Usage: "sockets handed to the kernel (one per hardware queue)"},
 			&cli.BoolFlag{Name: "reconnect", Usage: "give fresh connections to a /dev/nbdN whose server died (NBD_CMD_RECONFIGURE)"},
 			&cli.DurationFlag{Name: "io-timeout", Value: 0, Usage: "kernel per-request timeout (0: kernel default)"},
 			&cli.DurationFlag{Name: "dead-conn-timeout", Value: 60 * time.Second, Usage: "how long the kernel queues I/O waiting for --reconnect after this process dies"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "attach read-only"},
 			&cli.BoolFlag{Name: "ioctl", Usage: "use the NBD_* ioctls even when the netlink family exists"},
-		},
+		}, deviceFlags()...),
 		Action: attachAction,
 	})
 	register(catExpose, &cli.Command{
@@ -86,7 +86,7 @@ func attachAction(c *cli.Context) error {
 		return usageErrorf("attach: --connections must be >= 1")
 	}
 	log := logrus.WithFields(logrus.Fields{"cmd": "attach", "nbd": idx})
-	dev, err := openDevice(c, c.Args().First(), c.Bool("read-only"))
+	dev, err := openMain(c, c.Args().First(), c.Bool("read-only"))
 	if err != nil {
 		return err
 	}
@@ -94,6 +94,7 @@ func attachAction(c *cli.Context) error {
 	opts.ReadOnly = c.Bool("read-only")
 	opts.Logger = log
 	srv := nbdbridge.NewServer(dev, opts)
+	watchNBD(opts.ExportName, srv)
 	setupCtx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 	a, err := srv.Attach(setupCtx, idx, nbdbridge.AttachOptions{
 		Connections:     c.Int("connections"),

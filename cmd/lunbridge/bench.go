@@ -28,7 +28,7 @@ Examples:
    lunbridge bench --rw randread --bs 4k --qd 32 --time 10s iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
    lunbridge bench --rw read --bs 1M --qd 8 --json iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
    lunbridge bench --rw randwrite --yes --bs 4k --qd 32 iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "rw", Value: "randread", Usage: "randread|read|randwrite|write"},
 			&cli.StringFlag{Name: "bs", Value: "4k", Usage: "I/O size (a multiple of the LUN's block size)"},
 			&cli.IntFlag{Name: "qd", Value: 32, Usage: "commands in flight"},
@@ -36,7 +36,7 @@ Examples:
 			&cli.StringFlag{Name: "span", Usage: "limit I/O to the first SIZE bytes of the LUN (default: all)"},
 			&cli.BoolFlag{Name: "yes", Usage: "allow write workloads (they destroy the LUN's data)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-		},
+		}, deviceFlags()...),
 		Action: benchAction,
 	})
 }
@@ -79,7 +79,7 @@ func benchAction(c *cli.Context) error {
 	if qd < 1 || qd > 1024 {
 		return usageErrorf("--qd must be from 1 to 1024")
 	}
-	dev, err := openDevice(c, c.Args().First(), !write)
+	dev, err := openMain(c, c.Args().First(), !write)
 	if err != nil {
 		return err
 	}

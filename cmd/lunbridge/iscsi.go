@@ -85,7 +85,17 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		MaxRecvDataSegmentLength: c.Int("max-recv-data-segment-length"),
 		QueueDepth:               c.Int("queue-depth"),
 		LoginTimeout:             c.Duration("timeout"),
+		NopInterval:              c.Duration("nop-interval"),
+		NopTimeout:               c.Duration("nop-timeout"),
+		CommandTimeout:           c.Duration("command-timeout"),
+		ReplacementTimeout:       c.Duration("replacement-timeout"),
 		Logger:                   logrus.NewEntry(logrus.StandardLogger()),
+	}
+	if c.IsSet("replacement-timeout") && cfg.ReplacementTimeout == 0 {
+		cfg.NoRecovery = true
+	}
+	if legReplacementTimeout > 0 {
+		cfg.ReplacementTimeout = legReplacementTimeout
 	}
 	for _, d := range []struct {
 		flag string
@@ -242,3 +252,5 @@ func authHint(err error, cfg initiator.Config, how string) error {
 	}
 	return err
 }
+
+func logrusInfo(format string, args ...any) { logrus.Infof(format, args...) }

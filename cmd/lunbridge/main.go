@@ -31,6 +31,9 @@ const (
 
 var commands []*cli.Command
 
+// atExit functions run after the command returns (metrics endpoint, ...).
+var atExit []func()
+
 // register adds a command to the application; called from each command
 // file's init.
 func register(category string, c *cli.Command) {
@@ -147,6 +150,9 @@ func main() {
 	defer stop()
 	app := newApp()
 	err := app.RunContext(ctx, os.Args)
+	for i := len(atExit) - 1; i >= 0; i-- {
+		atExit[i]()
+	}
 	os.Exit(reportError(err, ctx))
 }
 

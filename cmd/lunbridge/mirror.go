@@ -26,12 +26,19 @@ func init() {
 		return 0, false
 	})
 	register(catExpose, &cli.Command{
-		Name:  "mirror",
-		Usage: "software RAID-1 across two LUNs: create, status, check, resync",
+		Name:      "mirror",
+		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
-mount and pull use a mirror with --mirror URL.`,
+mount, pull and bench use a mirror with --mirror URL-B.
+
+Examples:
+   lunbridge mirror create --assume-clean iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge serve --mirror iscsi://san2/iqn.2001-04.com.example:b/0 iscsi://san1/iqn.2001-04.com.example:a/1
+   lunbridge mirror status --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror check --repair iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",

@@ -57,7 +57,7 @@ Examples:
    lunbridge mount --daemon --pid-file /run/lun1.pid iscsi://10.0.2.2/iqn.2026-11.org.lunbridge:demo/1 /mnt/lun
    qemu-img convert -O qcow2 /mnt/lun/disk.img backup.qcow2
    lunbridge umount /mnt/lun`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "name", Value: fusefs.DefaultName, Usage: "name of the file inside MOUNTPOINT"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "expose the file read-only (0444, writes fail with EROFS)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (file mode still applies)"},
@@ -65,7 +65,7 @@ Examples:
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (the default)"},
 			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "detach into the background once mounted"},
 			&cli.StringFlag{Name: "pid-file", Usage: "write the serving process's id here once mounted (removed on exit)"},
-		},
+		}, deviceFlags()...),
 		Action: mountAction,
 	})
 	register(catExpose, &cli.Command{
@@ -158,7 +158,7 @@ func mountServe(c *cli.Context, url, dir string, ready *os.File) error {
 		return usageErrorf("mount: %s is not a directory", dir)
 	}
 	readOnly := c.Bool("read-only")
-	dev, err := openDevice(c, url, readOnly)
+	dev, err := openMain(c, url, readOnly)
 	if err != nil {
 		return err
 	}

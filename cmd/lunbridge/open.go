@@ -3,15 +3,17 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
+	"github.com/lunbridge/lunbridge/multipath"
 )
 
-// openDevice opens the device a command works on: an iscsi:// URL (a LUN on
-// a target) or a file:// URL (a local image, useful for tests and restores).
+// openDevice opens one device URL: an iscsi:// URL (a LUN on a target) or a
+// file:// URL (a local image, useful for tests and restores).
 func openDevice(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
 	switch {
 	case strings.HasPrefix(url, "file://"):
@@ -23,7 +25,102 @@ func openDevice(c *cli.Context, url string, readOnly bool) (blockdev.Device, err
 	}
 }
 
-// openISCSI is replaced when the initiator lands.
-var openISCSI = func(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
-	return nil, fmt.Errorf("iscsi URLs are not supported yet")
+// openISCSI is set by iscsi.go.
+var openISCSI func(c *cli.Context, url string, readOnly bool) (blockdev.Device, error)
+
+// deviceFlags are the flags of every command that opens "the" device
+// (serve, attach, mount, pull, push, verify, bench): more paths to the same
+// LUN, a mirror leg, and the multipath tuning.
+func deviceFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringSliceFlag{Name: "path", Usage: "another `URL` reaching the same LUN (repeat for more paths): multipath with failover/load balancing"},
+		&cli.StringSliceFlag{Name: "mirror", Usage: "mirror onto the LUN at `URL` (RAID-1 across two targets; repeat for more paths to that LUN). Create the mirror first: lunbridge mirror create"},
+		&cli.StringFlag{Name: "prefer", Usage: "with --mirror: on split brain, keep leg A (the main URL) or B (the --mirror URL)"},
+		&cli.StringFlag{Name: "resync-rate", Usage: "with --mirror: limit background resync to `RATE` bytes/s (e.g. 100M)"},
+	}, multipathFlags()...)
+}
+
+// longRunning commands publish the multipath control socket and metrics.
+func longRunning(c *cli.Context) bool {
+	switch c.Command.Name {
+	case "serve", "attach", "mount":
+		return true
+	}
+	return false
+}
+
+// openMain opens the device a command works on: url plus --path URLs (a
+// multipath device when there is more than one), optionally mirrored onto
+// --mirror URLs, instrumented for --metrics-listen.
+func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
+	if longRunning(c) && currentMetrics() == nil {
+		stop, err := startMetrics(c)
+		if err != nil {
+			return nil, err
+		}
+		atExit = append(atExit, stop)
+	}
+	legA := append([]string{url}, c.StringSlice("path")...)
+	legB := c.StringSlice("mirror")
+	var dev blockdev.Device
+	var err error
+	if len(legB) == 0 {
+		dev, err = openLeg(c, legA, readOnly)
+	} else {
+		if readOnly && c.Command.Name != "pull" && c.Command.Name != "verify" && c.Command.Name != "bench" {
+			return nil, usageErrorf("--mirror cannot be combined with --read-only yet")
+		}
+		var rate int64
+		if s := c.String("resync-rate"); s != "" {
+			if rate, err = parseSize(s); err != nil {
+				return nil, usageErrorf("--resync-rate: %v", err)
+			}
+		}
+		// Legs must fail fast so the mirror degrades instead of stalling
+		// every write for the default 120 s replacement timeout.
+		if !c.IsSet("replacement-timeout") {
+			legReplacementTimeout = 5 * time.Second
+			defer func() { legReplacementTimeout = 0 }()
+		}
+		dev, err = openMirrorLegs(c, legA, legB, MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if longRunning(c) {
+		if mp, ok := dev.(*multipath.Device); ok {
+			serveControl(c.Context, c, mp)
+		}
+	}
+	return instrumentDevice(dev, redactedURL(url)), nil
+}
+
+// openLeg opens one LUN through one URL, or through several as multipath.
+func openLeg(c *cli.Context, urls []string, readOnly bool) (blockdev.Device, error) {
+	if len(urls) == 1 {
+		return openDevice(c, urls[0], readOnly)
+	}
+	for _, u := range urls {
+		if !strings.HasPrefix(u, "iscsi://") {
+			return nil, usageErrorf("multipath needs iscsi:// URLs, not %q", u)
+		}
+	}
+	d, err := openMultipath(c, urls)
+	if err != nil {
+		return nil, err
+	}
+	logrusInfo("multipath: %s", describePaths(d))
+	return d, nil
+}
+
+// legReplacementTimeout, when set, overrides the replacement timeout of the
+// sessions being opened (mirror legs).
+var legReplacementTimeout time.Duration
+
+// openMirrorLegs assembles a mirror whose legs may each be multipath.
+func openMirrorLegs(c *cli.Context, a, b []string, opts MirrorFlags) (blockdev.Device, error) {
+	if len(a) == 1 && len(b) == 1 {
+		return openMirror(c, a[0], b[0], opts)
+	}
+	return nil, fmt.Errorf("--mirror with --path (multipath legs) is not supported by the command line yet; the library supports it (mirror.Assemble over multipath devices)")
 }

@@ -42,7 +42,7 @@ Examples:
    lunbridge pull --rate-limit 50M --json iscsi://san1/iqn.2001-05.com.example:db/0 db.img
    lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 - | zstd > backup.img.zst
    lunbridge pull --offset 1M --length 64M file:///dev/shm/disk.img part.img`,
-		Flags: append(copyFlags(),
+		Flags: append(append(copyFlags(), deviceFlags()...),
 			&cli.StringFlag{Name: "length", Usage: "copy this many bytes from --offset (default: to the end)"},
 			checksumFlag(),
 			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},
@@ -85,7 +85,7 @@ func pullAction(c *cli.Context) error {
 			return usageErrorf("%s exists (%s); use --force to overwrite or --resume to continue", file, formatBytes(st.Size()))
 		}
 	}
-	dev, err := openDevice(c, url, true)
+	dev, err := openMain(c, url, true)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ Examples:
    lunbridge push backup.img iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
    zstd -dc backup.img.zst | lunbridge push --yes - iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
    lunbridge push --yes --discard --json disk.img file:///dev/shm/restore.img`,
-		Flags: append(copyFlags(),
+		Flags: append(append(copyFlags(), deviceFlags()...),
 			checksumFlag(),
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask before overwriting the LUN"},
 			&cli.BoolFlag{Name: "discard", Usage: "zero ranges may be unmapped on the target (WRITE SAME with UNMAP)"},
@@ -78,7 +78,7 @@ func pushAction(c *cli.Context) error {
 		}
 	}
 
-	dev, err := openDevice(c, url, false)
+	dev, err := openMain(c, url, false)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ Examples:
    nbdinfo 'nbd+unix:///?socket=/tmp/lun.sock'
    lunbridge serve --listen tcp:127.0.0.1:10809 --export-name lun1 --persistent iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
    qemu-img convert -O qcow2 nbd://127.0.0.1:10809/lun1 backup.qcow2`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "unix:/path.sock or tcp:HOST:PORT (default: a Unix socket in $XDG_RUNTIME_DIR/lunbridge or /run/lunbridge)"},
 			&cli.StringFlag{Name: "export-name", Aliases: []string{"x"}, Usage: "export name (clients may also ask for the default export \"\")"},
 			&cli.StringFlag{Name: "description", Usage: "export description shown by nbdinfo"},
@@ -56,7 +56,7 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the listening address as JSON"},
 			&cli.BoolFlag{Name: "multi-conn", Value: true, Usage: "advertise NBD_FLAG_CAN_MULTI_CONN (all clients share one session, so a flush covers them all)"},
 			&cli.IntFlag{Name: "max-request", Value: nbdbridge.DefaultMaxRequest, Usage: "largest READ/WRITE payload advertised, bytes"},
-		},
+		}, deviceFlags()...),
 		Action: serveAction,
 	})
 }
@@ -85,7 +85,7 @@ func serveAction(c *cli.Context) error {
 		return err
 	}
 	defer cleanup()
-	dev, err := openDevice(c, c.Args().First(), c.Bool("read-only"))
+	dev, err := openMain(c, c.Args().First(), c.Bool("read-only"))
 	if err != nil {
 		l.Close()
 		return err
@@ -102,6 +102,7 @@ func serveAction(c *cli.Context) error {
 		Logger:         log,
 	}
 	srv := nbdbridge.NewServer(dev, opts)
+	watchNBD(opts.ExportName, srv)
 	if pf := c.String("pid-file"); pf != "" {
 		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			l.Close()

@@ -24,7 +24,7 @@ they differ (sizes included).
 Examples:
    lunbridge verify iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
    lunbridge verify --json --max-diffs 100 file:///dev/shm/disk.img copy.img`,
-		Flags: append(copyFlags(),
+		Flags: append(append(copyFlags(), deviceFlags()...),
 			&cli.StringFlag{Name: "length", Usage: "compare this many bytes from --offset (default: to the end)"},
 			&cli.IntFlag{Name: "max-diffs", Value: 10, Usage: "report at most this many differing offsets"},
 		),
@@ -61,7 +61,7 @@ func verifyAction(c *cli.Context) error {
 		return err
 	}
 	defer f.Close()
-	dev, err := openDevice(c, url, true)
+	dev, err := openMain(c, url, true)
 	if err != nil {
 		return err
 	}
