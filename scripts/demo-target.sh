@@ -21,7 +21,7 @@ start)
 	lb_need_root "tgtd needs root"
 	"$LB_SCRIPTS_DIR/install-deps.sh" >&2
 	mkdir -p "$state"
-	url="$(lb_lbtarget start --kind tgtd --state-dir "$state" --size "$size" --prefer-port 3260)" ||
+	url="$(lb_lbtarget start --kind tgtd --state-dir "$state" --size "$size" --prefer-port 3260 --name "${LUNBRIDGE_DEMO_IQN:-iqn.2026-11.org.lunbridge:demo}")" ||
 		lb_die "could not start the demo target (see above)"
 	echo "$url"
 	lb_log "demo target running; stop it with: $0 stop $state"
