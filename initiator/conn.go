@@ -33,6 +33,7 @@ type conn struct {
 	wmu sync.Mutex // guards w; taken before Session.winMu
 	w   *pdu.Writer
 
+	p         Params // this connection's parameters (digests, MaxXmitDSL are per connection)
 	expStatSN atomic.Uint32
 	lastRx    atomic.Int64 // UnixNano of the last PDU header received
 
@@ -54,6 +55,7 @@ func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, 
 	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, w: w, done: make(chan struct{}), exit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
 	c.expStatSN.Store(expStatSN)
+	c.p = p
 	c.lastRx.Store(time.Now().UnixNano())
 	r.RejectAHS = true
 	r.HeaderDigest, r.DataDigest = p.HeaderDigest, p.DataDigest

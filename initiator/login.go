@@ -32,6 +32,7 @@ type loginConn struct {
 
 	neg *negotiator
 	// results
+	params             Params
 	tsih               uint16
 	expCmdSN, maxCmdSN uint32
 }
@@ -48,6 +49,11 @@ func (s *Session) login(ctx context.Context, nc net.Conn, cid uint16, tsih uint1
 	l.r.MaxData = max(8192, s.cfg.MaxRecvDataSegmentLength)
 	l.r.RejectAHS = true
 	l.neg = newNegotiator(&s.cfg, s.discovery)
+	if tsih != 0 {
+		// An added connection (MC/S) negotiates only connection-only keys;
+		// the session-wide ones stay as the leading login set them.
+		l.neg.addedConn(s.params)
+	}
 	l.req = pdu.LoginRequest{ISID: s.isid, TSIH: tsih, CID: cid, CmdSN: cmdSN}
 	l.req.ITT = s.allocLoginITT()
 
@@ -282,7 +288,7 @@ func (l *loginConn) leaveSecurity(resp *pdu.LoginResponse) error {
 		// The target skipped operational negotiation: defaults hold.
 		var err error
 		l.neg.p.MaxRecvDSL = 8192
-		l.s.params, err = l.neg.finish()
+		l.params, err = l.neg.finish()
 		return err
 	}
 	return nil
@@ -331,7 +337,7 @@ func (l *loginConn) operational() error {
 			if err != nil {
 				return err
 			}
-			l.s.params = p
+			l.params = p
 			return nil
 		}
 	}

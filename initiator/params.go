@@ -67,6 +67,18 @@ type negotiator struct {
 	p         Params
 	offered   map[string]string // keys we proposed, with the value
 	answered  map[string]bool   // keys the target answered or declared
+	added     bool              // login of an added connection (MC/S)
+}
+
+// addedConn makes the negotiator propose only connection-only keys
+// (HeaderDigest, DataDigest, MaxRecvDataSegmentLength; RFC 7143 Section 13
+// "CO"), starting from the session's values.
+func (n *negotiator) addedConn(session Params) {
+	n.added = true
+	mrdsl := n.p.MaxRecvDSL
+	n.p = session
+	n.p.MaxRecvDSL = mrdsl
+	n.p.MaxXmitDSL = 8192
 }
 
 func newNegotiator(cfg *Config, discovery bool) *negotiator {
@@ -85,6 +97,12 @@ func (n *negotiator) proposals() []pdu.KV {
 	if n.discovery {
 		// No digests on discovery sessions (real targets answer None anyway).
 		kvs = []pdu.KV{kv("HeaderDigest", "None"), kv("DataDigest", "None")}
+	} else if n.added {
+		kvs = append(kvs, kv("MaxRecvDataSegmentLength", strconv.Itoa(c.MaxRecvDataSegmentLength)))
+		for _, p := range kvs {
+			n.offered[p.Key] = p.Value
+		}
+		return kvs
 	} else {
 		kvs = append(kvs,
 			kv("MaxConnections", strconv.Itoa(c.MaxConnections)),

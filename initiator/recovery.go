@@ -70,11 +70,26 @@ func (s *Session) startRecovery(c *conn, cause error) {
 		return
 	}
 	s.connMu.Lock()
-	current := s.conn == c
+	current := false
+	for _, x := range s.conns {
+		current = current || x == c
+	}
+	others := append([]*conn(nil), s.conns...)
 	s.connMu.Unlock()
 	if !current || s.rec.recovering {
 		return
 	}
+	// ERL 0: the loss of any connection means recovering the whole session
+	// (Section 7.1.5); the other connections' tasks fail and are re-issued
+	// after reinstatement, like this one's.
+	defer func() {
+		for _, x := range others {
+			if x != c {
+				go x.fail(fmt.Errorf("session recovery after connection %d failed", c.cid))
+			}
+		}
+	}()
+	s.recOld = others
 	if s.cfg.NoRecovery {
 		s.rec.fatal = cause
 		return
@@ -88,6 +103,16 @@ func (s *Session) startRecovery(c *conn, cause error) {
 // or a reconnect hook reports a permanent failure.
 func (s *Session) recover(done chan struct{}) {
 	backoff := []time.Duration{0, 200 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
+	// Every old connection must be closed on our side (its read loop gone)
+	// before the session is reinstated, so nothing of the old session is
+	// still being sent while the new one starts.
+	s.recMu.Lock()
+	old := s.recOld
+	s.recOld = nil
+	s.recMu.Unlock()
+	for _, x := range old {
+		<-x.exit
+	}
 	for attempt := 0; ; attempt++ {
 		wait := backoff[min(attempt, len(backoff)-1)]
 		select {

@@ -42,8 +42,15 @@ func newStamper(dev blockdev.Device, writers int) *stamper {
 	st := &stamper{dev: dev, bs: int64(dev.BlockSize()), writers: writers}
 	st.region = dev.Size() / int64(writers)
 	st.region -= st.region % st.bs
+	// The model starts from what the device holds now.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for i := 0; i < writers; i++ {
-		st.model = append(st.model, make([]byte, st.region))
+		m := make([]byte, st.region)
+		if err := dev.ReadAt(ctx, m, int64(i)*st.region); err != nil {
+			panic(fmt.Sprintf("stamper: initial read: %v", err))
+		}
+		st.model = append(st.model, m)
 	}
 	return st
 }

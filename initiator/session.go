@@ -39,13 +39,16 @@ type Session struct {
 	slots chan struct{} // queue depth semaphore
 
 	connMu  sync.Mutex
-	conn    *conn
+	conn    *conn   // leading connection
+	conns   []*conn // every connection of the session (MC/S), leading first
+	rr      atomic.Uint32
 	portal  string // where the session logged in (after redirects)
 	closed  atomic.Bool
 	closeCh chan struct{}
 
 	recMu        sync.Mutex
 	rec          recoveryState
+	recOld       []*conn // connections of the failed session generation
 	hooks        []func(context.Context) error
 	reconnects   int64
 	lastRecovery time.Duration
@@ -110,50 +113,110 @@ func stripTPGT(addr string) string {
 	return addr
 }
 
-// connect dials and logs in a (leading) connection and starts its read loop.
+// connect dials and logs in the leading connection (a new session, or a
+// reinstatement of this one: same ISID, TSIH 0), then adds connections up
+// to the negotiated MaxConnections (MC/S), and starts their read loops.
 func (s *Session) connect(ctx context.Context, portal string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
 	defer cancel()
-	nc, err := s.cfg.Dial(ctx, "tcp", portal)
-	if err != nil {
-		return &ConnError{Portal: portal, Err: err}
-	}
-	s.log.Debugf("connected to %s, logging in (ISID %x)", portal, s.isid)
 	s.winMu.Lock()
 	cmdSN := s.cmdSN
 	s.winMu.Unlock()
-	l, err := s.login(ctx, nc, 0, 0, cmdSN)
+	c, l, err := s.dialLogin(ctx, portal, 0, 0, cmdSN)
 	if err != nil {
-		nc.Close()
-		var le *LoginError
-		if errors.As(err, &le) || errors.Is(err, ErrAuth) || errors.Is(err, ErrProtocol) {
-			return err
-		}
-		if ctx.Err() != nil {
-			err = fmt.Errorf("login timed out: %w", err)
-		}
-		return &ConnError{Portal: portal, Err: err}
+		return err
 	}
+	s.params = l.params
 	s.tsih = l.tsih
 	s.winMu.Lock()
 	// The first non-immediate command carries the login's CmdSN (Section 11.12.8).
 	s.expCmdSN, s.maxCmdSN = l.expCmdSN, l.maxCmdSN
 	s.winMu.Unlock()
-	c := newConn(s, nc, 0, portal, l.r, l.w, l.statSN+1, s.params)
+	c.p = l.params
 	s.connMu.Lock()
 	s.conn = c
+	s.conns = []*conn{c}
 	s.portal = portal
 	s.connMu.Unlock()
-	go c.readLoop()
+	s.start(c)
 	if s.closed.Load() {
 		c.fail(ErrSessionClosed) // closed while we were logging in
 		return ErrSessionClosed
 	}
+	s.log.Debugf("logged in: TSIH %d, %v", s.tsih, s.params)
+	want := min(s.cfg.MaxConnections, s.params.MaxConnections)
+	for cid := 1; cid < want; cid++ {
+		s.winMu.Lock()
+		cmdSN := s.cmdSN
+		s.winMu.Unlock()
+		// "A login on an added connection carries the session's current
+		// CmdSN" (Section 11.12.8) and the session's TSIH.
+		ac, al, err := s.dialLogin(ctx, portal, uint16(cid), s.tsih, cmdSN)
+		if err != nil {
+			s.log.WithError(err).Warnf("could not add connection %d of %d; going on with %d", cid+1, want, cid)
+			break
+		}
+		ac.p = al.params
+		s.connMu.Lock()
+		s.conns = append(s.conns, ac)
+		s.connMu.Unlock()
+		s.start(ac)
+		s.log.Debugf("added connection %d (CID %d)", cid+1, cid)
+	}
+	return nil
+}
+
+// dialLogin opens one TCP connection and logs it in.
+func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16, cmdSN uint32) (*conn, *loginConn, error) {
+	nc, err := s.cfg.Dial(ctx, "tcp", portal)
+	if err != nil {
+		return nil, nil, &ConnError{Portal: portal, Err: err}
+	}
+	s.log.Debugf("connected to %s, logging in (ISID %x, TSIH %d, CID %d)", portal, s.isid, tsih, cid)
+	l, err := s.login(ctx, nc, cid, tsih, cmdSN)
+	if err != nil {
+		nc.Close()
+		var le *LoginError
+		if errors.As(err, &le) || errors.Is(err, ErrAuth) || errors.Is(err, ErrProtocol) {
+			return nil, nil, err
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("login timed out: %w", err)
+		}
+		return nil, nil, &ConnError{Portal: portal, Err: err}
+	}
+	c := newConn(s, nc, cid, portal, l.r, l.w, l.statSN+1, l.params)
+	return c, l, nil
+}
+
+// start runs a logged-in connection's read loop and keepalive.
+func (s *Session) start(c *conn) {
+	go c.readLoop()
 	if s.cfg.NopInterval > 0 {
 		go c.keepalive(s.cfg.NopInterval, s.cfg.NopTimeout)
 	}
-	s.log.Debugf("logged in: TSIH %d, %v", s.tsih, s.params)
-	return nil
+}
+
+// Connections returns the number of live connections of the session.
+func (s *Session) Connections() int {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	n := 0
+	for _, c := range s.conns {
+		select {
+		case <-c.done:
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// allConns returns the connections of the current session generation.
+func (s *Session) allConns() []*conn {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return append([]*conn(nil), s.conns...)
 }
 
 // Params returns the negotiated operational parameters.
@@ -180,17 +243,25 @@ func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 		return nil, &ConnError{Portal: s.portal, Err: fmt.Errorf("session recovering: %w", cause)}
 	}
 	s.connMu.Lock()
-	c := s.conn
-	s.connMu.Unlock()
-	if c == nil {
+	defer s.connMu.Unlock()
+	if s.conn == nil {
 		return nil, ErrSessionClosed
 	}
-	select {
-	case <-c.done:
-		return nil, c.err
-	default:
+	// Spread tasks over the connections (MC/S): round robin over the live
+	// ones; a task stays on the connection it started on (allegiance).
+	n := len(s.conns)
+	start := int(s.rr.Add(1))
+	for i := 0; i < n; i++ {
+		c := s.conns[(start+i)%n]
+		select {
+		case <-c.done:
+			continue
+		default:
+			return c, nil
+		}
 	}
-	return c, nil
+	<-s.conn.done
+	return nil, s.conn.err
 }
 
 func (s *Session) allocLoginITT() uint32 {
@@ -394,7 +465,7 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 
 	t := newTask(kindSCSI)
 	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
-	p := s.params
+	p := c.p
 	req := pdu.SCSICommand{Header: pdu.Header{LUN: cmd.LUN}, Attr: cmd.Attr}
 	if req.Attr == 0 {
 		req.Attr = pdu.AttrSimple
@@ -491,7 +562,7 @@ var ErrCommandTimeout = errors.New("iscsi: command timeout")
 // PDUs no larger than the target's MaxRecvDataSegmentLength; DataSN
 // restarts at 0 for each sequence (Section 4.2.2.4).
 func (s *Session) sendData(c *conn, t *task, ttt, offset, length uint32, locked bool) error {
-	maxSeg := uint32(s.params.MaxXmitDSL)
+	maxSeg := uint32(c.p.MaxXmitDSL)
 	var dsn uint32
 	for done := uint32(0); done < length; dsn++ {
 		n := min(maxSeg, length-done)
@@ -813,10 +884,7 @@ func (s *Session) Abandon() {
 		return
 	}
 	close(s.closeCh)
-	s.connMu.Lock()
-	c := s.conn
-	s.connMu.Unlock()
-	if c != nil {
+	for _, c := range s.allConns() {
 		c.fail(ErrSessionClosed)
 		<-c.exit
 	}
@@ -844,8 +912,10 @@ func (s *Session) CloseContext(ctx context.Context) error {
 		s.log.Debug("target closed the connection instead of answering the Logout")
 		err = nil
 	}
-	c.fail(ErrSessionClosed)
-	<-c.exit
+	for _, x := range s.allConns() {
+		x.fail(ErrSessionClosed)
+		<-x.exit
+	}
 	if err != nil {
 		return fmt.Errorf("iscsi: logout: %w", err)
 	}

@@ -196,6 +196,17 @@ func (p *Proxy) ResetAll() {
 	}
 }
 
+// ResetOne resets one open connection (RST) and reports whether there was
+// one, e.g. to cut a single connection of a multi-connection session.
+func (p *Proxy) ResetOne() bool {
+	cs := p.snapshot()
+	if len(cs) == 0 {
+		return false
+	}
+	cs[len(cs)-1].close(true)
+	return true
+}
+
 // BlackHole stops (on) or resumes forwarding in both directions without
 // closing anything; data read meanwhile is held, not lost.
 func (p *Proxy) BlackHole(on bool) {
