@@ -16,7 +16,7 @@ func init() {
 		Name:      "attach",
 		Usage:     "bind a LUN (or image) to a kernel /dev/nbdN",
 		ArgsUsage: "URL /dev/nbdN",
-		UsageText: "lunbridge attach URL /dev/nbdN [--connections N] [--reconnect] [--io-timeout D] [--dead-conn-timeout D] [--read-only]",
+		UsageText: "lunbridge attach URL /dev/nbdN [--nbd-connections N] [--reconnect] [--io-timeout D] [--dead-conn-timeout D] [--read-only]",
 		Description: `Binds the device behind URL to /dev/nbdN through the kernel's nbd driver
 (generic netlink; the NBD_* ioctls when the netlink family is missing). Each
 connection is a socketpair served by this process, so no NBD handshake and no
@@ -38,10 +38,10 @@ Examples:
    lunbridge attach iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd0 &
    mkfs.ext4 /dev/nbd0 && mount /dev/nbd0 /mnt
    umount /mnt && lunbridge detach /dev/nbd0
-   lunbridge attach --connections 4 --dead-conn-timeout 2m iscsi://10.0.2.2:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd1
+   lunbridge attach --nbd-connections 4 --dead-conn-timeout 2m iscsi://10.0.2.2:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd1
    lunbridge attach --reconnect iscsi://10.0.2.2:3260/iqn.2026-11.org.lunbridge:demo/1 /dev/nbd1`,
 		Flags: append([]cli.Flag{
-			&cli.IntFlag{Name: "connections", Aliases: []string{"C"}, Value: 1, Usage: "sockets handed to the kernel (one per hardware queue)"},
+			&cli.IntFlag{Name: "nbd-connections", Aliases: []string{"C"}, Value: 1, Usage: "NBD sockets handed to the kernel (one per hardware queue)"},
 			&cli.BoolFlag{Name: "reconnect", Usage: "give fresh connections to a /dev/nbdN whose server died (NBD_CMD_RECONFIGURE)"},
 			&cli.DurationFlag{Name: "io-timeout", Value: 0, Usage: "kernel per-request timeout (0: kernel default)"},
 			&cli.DurationFlag{Name: "dead-conn-timeout", Value: 60 * time.Second, Usage: "how long the kernel queues I/O waiting for --reconnect after this process dies"},
@@ -82,8 +82,8 @@ func attachAction(c *cli.Context) error {
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
-	if c.Int("connections") < 1 {
-		return usageErrorf("attach: --connections must be >= 1")
+	if c.Int("nbd-connections") < 1 {
+		return usageErrorf("attach: --nbd-connections must be >= 1")
 	}
 	log := logrus.WithFields(logrus.Fields{"cmd": "attach", "nbd": idx})
 	dev, err := openMain(c, c.Args().First(), c.Bool("read-only"))
@@ -97,7 +97,7 @@ func attachAction(c *cli.Context) error {
 	watchNBD(opts.ExportName, srv)
 	setupCtx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 	a, err := srv.Attach(setupCtx, idx, nbdbridge.AttachOptions{
-		Connections:     c.Int("connections"),
+		Connections:     c.Int("nbd-connections"),
 		Timeout:         c.Duration("io-timeout"),
 		DeadConnTimeout: c.Duration("dead-conn-timeout"),
 		Reconnect:       c.Bool("reconnect"),

@@ -25,6 +25,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-digest", Usage: "data digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
 		&cli.IntFlag{Name: "max-recv-data-segment-length", Usage: "largest PDU data segment in `BYTES` the initiator accepts", DefaultText: "262144"},
 		&cli.IntFlag{Name: "queue-depth", Value: 128, Usage: "`N` commands in flight per session at most"},
+		&cli.IntFlag{Name: "connections", Value: 1, Usage: "open `N` TCP connections in each session (MC/S: MaxConnections, e.g. istgt allows 4)"},
 		&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "ping an idle connection (NOP-Out) every `DURATION` (-1s: never)"},
 		&cli.DurationFlag{Name: "nop-timeout", Value: 5 * time.Second, Usage: "declare the connection dead when a ping is not answered within `DURATION`"},
 		&cli.DurationFlag{Name: "command-timeout", Value: 30 * time.Second, Usage: "abort a SCSI command after `DURATION` (ABORT TASK, then LUN RESET, then reconnect; -1s: never)"},

@@ -84,6 +84,7 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		DataDigest:               u.DataDigest,
 		MaxRecvDataSegmentLength: c.Int("max-recv-data-segment-length"),
 		QueueDepth:               c.Int("queue-depth"),
+		MaxConnections:           c.Int("connections"),
 		LoginTimeout:             c.Duration("timeout"),
 		NopInterval:              c.Duration("nop-interval"),
 		NopTimeout:               c.Duration("nop-timeout"),
