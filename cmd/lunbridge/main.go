@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -149,6 +150,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()
+	if p := os.Getenv("LUNBRIDGE_CPUPROFILE"); p != "" {
+		// For performance work: LUNBRIDGE_CPUPROFILE=cpu.out lunbridge bench ...
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			atExit = append(atExit, func() { pprof.StopCPUProfile(); f.Close() })
+		}
+	}
 	err := app.RunContext(ctx, os.Args)
 	for i := len(atExit) - 1; i >= 0; i-- {
 		atExit[i]()

@@ -92,11 +92,14 @@ func serveAction(c *cli.Context) error {
 	}
 	ep.Export, ep.Size, ep.PID = name, dev.Size(), os.Getpid()
 	opts := nbdbridge.Options{
-		ExportName:     name,
-		Description:    c.String("description"),
-		ReadOnly:       c.Bool("read-only"),
-		MaxRequest:     c.Int("max-request"),
-		MultiConn:      c.Bool("multi-conn"),
+		ExportName:  name,
+		Description: c.String("description"),
+		ReadOnly:    c.Bool("read-only"),
+		MaxRequest:  c.Int("max-request"),
+		// Like qemu-nbd: advertise multi-conn only when more than one
+		// connection is allowed, else nbdcopy/nbdfuse open 4 connections
+		// and all but the first are refused.
+		MultiConn:      c.Bool("multi-conn") && (c.Int("shared") != 1 || c.IsSet("multi-conn")),
 		MaxConnections: c.Int("shared"),
 		OneShot:        !c.Bool("persistent"),
 		Logger:         log,

@@ -128,7 +128,7 @@ func TestServeCLIUnixPersistent(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "s.sock")
 	pidf := filepath.Join(dir, "pid")
-	p := startServe(t, nil, "serve", "--listen", "unix:"+sock, "--export-name", "lun1", "--persistent",
+	p := startServe(t, nil, "serve", "--listen", "unix:"+sock, "--export-name", "lun1", "--persistent", "--shared", "4",
 		"--pid-file", pidf, "--description", "cli test", "file://"+img)
 	if wantURI := "nbd+unix:///lun1?socket=" + sock; p.line != wantURI {
 		t.Fatalf("printed %q, want %q", p.line, wantURI)
