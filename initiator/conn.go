@@ -320,17 +320,22 @@ func (c *conn) sendImmediate(p pdu.PDU, data []byte) error {
 	c.s.winMu.Lock()
 	sn := c.s.cmdSN
 	c.s.winMu.Unlock()
+	setSN(p, sn, c.expStatSN.Load())
+	return c.writeLocked(p, data)
+}
+
+// setSN fills CmdSN and ExpStatSN of an initiator control PDU.
+func setSN(p pdu.PDU, cmdSN, expStatSN uint32) {
 	switch q := p.(type) {
 	case *pdu.NopOut:
-		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		q.CmdSN, q.ExpStatSN = cmdSN, expStatSN
 	case *pdu.TaskMgmtRequest:
-		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		q.CmdSN, q.ExpStatSN = cmdSN, expStatSN
 	case *pdu.LogoutRequest:
-		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		q.CmdSN, q.ExpStatSN = cmdSN, expStatSN
 	case *pdu.TextRequest:
-		q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
+		q.CmdSN, q.ExpStatSN = cmdSN, expStatSN
 	}
-	return c.writeLocked(p, data)
 }
 
 func (c *conn) handleControl(b *pdu.BHS) error {

@@ -732,16 +732,8 @@ func (s *Session) TaskManagement(ctx context.Context, fn uint8, lun uint64) erro
 // control runs a Text, NOP-Out or Logout exchange and returns the response.
 func (s *Session) control(ctx context.Context, c *conn, t *task, immediate bool, p pdu.PDU, data []byte) error {
 	err := s.issue(ctx, c, t, immediate, func(sn uint32) error {
-		h := p.Hdr()
-		h.ITT = t.itt
-		switch q := p.(type) {
-		case *pdu.TextRequest:
-			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
-		case *pdu.NopOut:
-			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
-		case *pdu.LogoutRequest:
-			q.CmdSN, q.ExpStatSN = sn, c.expStatSN.Load()
-		}
+		p.Hdr().ITT = t.itt
+		setSN(p, sn, c.expStatSN.Load())
 		return c.writeLocked(p, data)
 	})
 	if err != nil {
