@@ -40,6 +40,7 @@ type conn struct {
 	failOnce sync.Once
 	err      error
 	down     bool          // set under Session.taskMu once the read loop failed its tasks
+	dead     bool          // set under Session.winMu with down: no CmdSN is given out for it any more
 	done     chan struct{} // closed when the connection has failed
 
 	// Reused decode targets for the read loop.

@@ -72,11 +72,16 @@ func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 func (l *LUN) verifyIdentity(ctx context.Context) error {
 	n := &LUN{s: l.s, number: l.number, field: l.field}
 	if err := n.identify(ctx); err != nil {
-		return fmt.Errorf("re-identifying LUN %d after reconnect: %w", l.number, err)
+		var ce *ConnError
+		if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("re-identifying LUN %d after reconnect: %w", l.number, err)
+		}
+		// The LUN answers, but not as the disk it was (gone, not a disk...).
+		return fmt.Errorf("%w: re-identifying LUN %d after reconnect: %w", ErrLUNChanged, l.number, err)
 	}
 	if n.Serial != l.Serial || n.wwid != l.wwid || n.size != l.size || n.bs != l.bs {
-		return fmt.Errorf("iscsi: after reconnect LUN %d of %s is a different disk (serial %q→%q, WWID %s→%s, size %d→%d, block %d→%d); refusing to continue",
-			l.number, l.s.cfg.TargetName, l.Serial, n.Serial, l.wwid, n.wwid, l.size, n.size, l.bs, n.bs)
+		return fmt.Errorf("%w: after reconnect LUN %d of %s is a different disk (serial %q→%q, WWID %s→%s, size %d→%d, block %d→%d); refusing to continue",
+			ErrLUNChanged, l.number, l.s.cfg.TargetName, l.Serial, n.Serial, l.wwid, n.wwid, l.size, n.size, l.bs, n.bs)
 	}
 	return nil
 }

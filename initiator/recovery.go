@@ -23,6 +23,10 @@ import (
 // the LUN handle absorbs, and the LUN's identity is re-verified by the
 // reconnect hooks before any caller's I/O resumes.
 
+// ErrLUNChanged is wrapped by the error of a session whose LUN turned out
+// to be a different disk after a reconnect.
+var ErrLUNChanged = errors.New("iscsi: LUN changed")
+
 type ctxKey int
 
 const verifyKey ctxKey = 1
@@ -124,6 +128,18 @@ func (s *Session) recover(done chan struct{}) {
 		err := s.reconnect()
 		if err == nil {
 			err = s.runHooks()
+			if err != nil && !errors.Is(err, ErrLUNChanged) {
+				// The new connection failed during the checks: try again.
+				s.log.WithError(err).Warn("re-verifying the LUN after reconnect failed; reconnecting again")
+				for _, c := range s.allConns() {
+					c.fail(err)
+					<-c.exit
+				}
+				s.recMu.Lock()
+				s.rec.cause = err
+				s.recMu.Unlock()
+				continue
+			}
 			if err != nil {
 				s.log.WithError(err).Error("session recovered but the LUN changed; refusing to continue")
 				s.connMu.Lock()
@@ -134,6 +150,15 @@ func (s *Session) recover(done chan struct{}) {
 				return
 			}
 			s.endRecovery(done, nil)
+			// A connection that failed while this recovery was finishing
+			// found it still running and did not start another: do it now.
+			for _, c := range s.allConns() {
+				select {
+				case <-c.exit:
+					s.startRecovery(c, c.err)
+				default:
+				}
+			}
 			return
 		}
 		s.recMu.Lock()
@@ -211,6 +236,14 @@ func (s *Session) awaitRecovery(ctx context.Context, cause error) error {
 				// started recovery: wait for the loop to exit.
 				select {
 				case <-c.exit:
+					// Its loop is gone: if it died while a recovery was
+					// finishing, nobody else will start the next one.
+					s.startRecovery(c, c.err)
+					select {
+					case <-time.After(10 * time.Millisecond):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
 					continue
 				case <-ctx.Done():
 					return ctx.Err()

@@ -339,6 +339,7 @@ func (s *Session) connDown(c *conn, err error) {
 		t.finish(err)
 	}
 	s.winMu.Lock()
+	c.dead = true
 	close(s.winCh)
 	s.winCh = make(chan struct{})
 	s.winMu.Unlock()
@@ -375,6 +376,14 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 	for {
 		c.wmu.Lock()
 		s.winMu.Lock()
+		if c.dead {
+			// Never consume a CmdSN for a connection that is gone: the
+			// reinstating login starts the new session at s.cmdSN, and a
+			// gap would stall the new session's first command.
+			s.winMu.Unlock()
+			c.wmu.Unlock()
+			return c.err
+		}
 		if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
 			sn := s.cmdSN
 			if !immediate {
@@ -436,7 +445,9 @@ func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
 			aborted++
 			continue
 		}
-		if err == nil || ctx.Err() != nil || !s.recoverable(err) {
+		if err == nil || ctx.Err() != nil || !s.recoverable(err) || ctx.Value(verifyKey) != nil {
+			// (The identity checks run inside recovery: they must not
+			// wait for the recovery they are part of.)
 			return resp, err
 		}
 		// The connection failed before the command's status arrived:

@@ -43,7 +43,14 @@ func StartWith(t testing.TB, kind string, opts Options, targets ...Target) *Serv
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
-			t.Errorf("stop %s: %v; log tail:\n%s", kind, err, s.LogTail(20))
+			// Close kills a daemon that ignores its stop request; that
+			// is the target's hiccup (istgt sometimes hangs tearing down
+			// multi-connection sessions), not the test's failure.
+			if s.alive() {
+				t.Errorf("stop %s: %v; log tail:\n%s", kind, err, s.LogTail(20))
+			} else {
+				t.Logf("stop %s: %v (killed)", kind, err)
+			}
 		}
 		if err := s.Remove(); err != nil {
 			t.Errorf("remove %s: %v", s.WorkDir, err)
