@@ -8,7 +8,7 @@ FUZZTIME  ?= 3s
 TESTFLAGS ?=
 export CGO_ENABLED := 0
 
-.PHONY: all build deps test test-go test-fuzz test-vm lint bench demo demo-stop clean
+.PHONY: all build deps vmlab-deps lint-quick test test-go test-fuzz test-vm lint bench demo demo-stop clean
 
 all: build
 
@@ -22,7 +22,12 @@ deps:
 # make test: install dependencies, check formatting and vet, run every test
 # (unit, fuzz seeds, real tgtd/istgt interop, real clients, VM lab when it
 # can boot), then a short fuzz run of every fuzz target.
-test: deps build lint-quick test-go test-fuzz
+test: deps vmlab-deps build lint-quick test-go test-fuzz
+
+# The VM lab (LIO target, kernel NBD) needs qemu, busybox and a Debian
+# kernel: installed and cached (~/.cache/lunbridge-vmlab) by build.sh.
+vmlab-deps:
+	bash scripts/vmlab/build.sh >/dev/null
 
 lint-quick:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -30,7 +35,7 @@ lint-quick:
 	$(GO) vet $(PKGS)
 
 test-go:
-	$(GO) test -count=1 -timeout 60m -p 2 $(TESTFLAGS) $(PKGS)
+	LUNBRIDGE_VMLAB=1 $(GO) test -count=1 -timeout 60m -p 2 $(TESTFLAGS) $(PKGS)
 
 test-fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
