@@ -30,8 +30,15 @@ type conn struct {
 
 	r *pdu.Reader
 
-	wmu sync.Mutex // guards w; taken before Session.winMu
-	w   *pdu.Writer
+	wmu sync.Mutex // guards the write queue; taken before Session.winMu
+	// The write queue (writeq.go), guarded by wmu; flushMu serializes
+	// writes to the socket and guards the spares.
+	qbuf      []byte
+	qsegs     []qseg
+	qstart    int
+	flushMu   sync.Mutex
+	sparebuf  []byte
+	sparesegs []qseg
 
 	p         Params // this connection's parameters (digests, MaxXmitDSL are per connection)
 	expStatSN atomic.Uint32
@@ -52,15 +59,14 @@ type conn struct {
 	exit chan struct{} // closed when the read loop has returned
 }
 
-func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, w *pdu.Writer, expStatSN uint32, p Params) *conn {
-	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, w: w, done: make(chan struct{}), exit: make(chan struct{})}
+func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, expStatSN uint32, p Params) *conn {
+	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
 	c.expStatSN.Store(expStatSN)
 	c.p = p
 	c.lastRx.Store(time.Now().UnixNano())
 	r.RejectAHS = true
 	r.HeaderDigest, r.DataDigest = p.HeaderDigest, p.DataDigest
-	w.HeaderDigest, w.DataDigest = p.HeaderDigest, p.DataDigest
 	r.MaxData = p.MaxRecvDSL
 	return c
 }
@@ -81,30 +87,6 @@ func (c *conn) fail(err error) {
 func (c *conn) error() error {
 	<-c.done
 	return c.err
-}
-
-// write sends one PDU under the write mutex.
-func (c *conn) write(p pdu.PDU, data []byte) error {
-	c.wmu.Lock()
-	err := c.writeLocked(p, data)
-	c.wmu.Unlock()
-	return err
-}
-
-func (c *conn) writeLocked(p pdu.PDU, data []byte) error {
-	select {
-	case <-c.done:
-		return c.err
-	default:
-	}
-	if err := c.w.WritePDU(p, data); err != nil {
-		c.fail(err)
-		return c.err
-	}
-	if c.log.Logger.IsLevelEnabled(logrus.TraceLevel) {
-		c.log.Tracef("-> %v itt=%#x len=%d", p.Hdr().Opcode, p.Hdr().ITT, len(data))
-	}
-	return nil
 }
 
 // readLoop dispatches incoming PDUs until the connection fails.
@@ -317,12 +299,16 @@ func (c *conn) handleNopIn(b *pdu.BHS) error {
 // sendImmediate writes an immediate PDU carrying the current CmdSN.
 func (c *conn) sendImmediate(p pdu.PDU, data []byte) error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	c.s.winMu.Lock()
 	sn := c.s.cmdSN
 	c.s.winMu.Unlock()
 	setSN(p, sn, c.expStatSN.Load())
-	return c.writeLocked(p, data)
+	err := c.queueLocked(p, data)
+	c.wmu.Unlock()
+	if err == nil {
+		c.flush()
+	}
+	return err
 }
 
 // setSN fills CmdSN and ExpStatSN of an initiator control PDU.

@@ -36,6 +36,7 @@ type LUN struct {
 	size     int64
 	maxXfer  int // bytes per READ/WRITE command
 	wwid     string
+	dpofua   bool // MODE SENSE: the LU honours FUA
 	ownsSess bool
 	closeMu  sync.Mutex
 	closed   bool
@@ -140,6 +141,7 @@ func (l *LUN) identify(ctx context.Context) error {
 	if n, err := l.execN(ctx, scsi.ModeSense6(0x3f, 0, true, 255), ms); err == nil {
 		if m, err := scsi.ParseModeSense6(ms[:n]); err == nil {
 			l.WriteProtect = m.WP
+			l.dpofua = m.DPOFUA
 		}
 	}
 	l.maxXfer = maxCommandBytes
@@ -385,8 +387,14 @@ func (l *LUN) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error 
 	}
 	return l.split(ctx, p, off, func(ctx context.Context, b []byte, o int64) error {
 		var cdb [16]byte
-		c := scsi.AppendWriteCDB(cdb[:0], uint64(o/int64(l.bs)), uint32(len(b)/l.bs), fua)
-		return l.exec(ctx, c, nil, b)
+		lba, n := uint64(o/int64(l.bs)), uint32(len(b)/l.bs)
+		c := scsi.AppendWriteCDB(cdb[:0], lba, n, fua && l.dpofua)
+		if err := l.exec(ctx, c, nil, b); err != nil || !fua || l.dpofua {
+			return err
+		}
+		// The LU does not advertise FUA (LIO refuses it unless its write
+		// cache is on): write, then synchronize that range.
+		return l.syncRange(ctx, lba, n)
 	})
 }
 
@@ -429,6 +437,21 @@ func (l *LUN) Flush(ctx context.Context) error {
 	err := l.exec(ctx, cdb, nil, nil)
 	if errors.Is(err, blockdev.ErrNotSupported) {
 		return nil // no volatile cache to flush
+	}
+	return err
+}
+
+// syncRange sends SYNCHRONIZE CACHE for blocks [lba, lba+n).
+func (l *LUN) syncRange(ctx context.Context, lba uint64, n uint32) error {
+	var cdb []byte
+	if lba+uint64(n) > 0xffffffff || n > 0xffff {
+		cdb = scsi.SynchronizeCache16(lba, n)
+	} else {
+		cdb = scsi.SynchronizeCache10(uint32(lba), uint16(n))
+	}
+	err := l.exec(ctx, cdb, nil, nil)
+	if errors.Is(err, blockdev.ErrNotSupported) {
+		return nil // no volatile cache
 	}
 	return err
 }

@@ -338,6 +338,24 @@ func (n *negotiator) answerProposal(k, v string) (*pdu.KV, error) {
 // finish checks the integrity rules once every value is known.
 func (n *negotiator) finish() (Params, error) {
 	p := n.p
+	// Answers a target may omit (RFC 7143, Section 6.2.2): the outcome of
+	// an AND key offered No is No, of an OR key offered Yes is Yes (LIO
+	// omits them).
+	for k, v := range n.offered {
+		if n.answered[k] {
+			continue
+		}
+		switch {
+		case k == "ImmediateData" && v == "No":
+			p.ImmediateData = false
+		case k == "InitialR2T" && v == "Yes":
+			p.InitialR2T = true
+		case k == "DataPDUInOrder" && v == "Yes":
+			p.DataPDUInOrder = true
+		case k == "DataSequenceInOrder" && v == "Yes":
+			p.DataSeqInOrder = true
+		}
+	}
 	if p.FirstBurstLength > p.MaxBurstLength {
 		p.FirstBurstLength = p.MaxBurstLength
 	}

@@ -182,10 +182,13 @@ func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16
 		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("login timed out: %w", err)
+		} else if errors.Is(err, io.EOF) && s.cfg.CHAP == nil {
+			// LIO closes the connection instead of answering 0x0201.
+			err = fmt.Errorf("%w (the target closed the connection during login; does it require CHAP credentials?)", err)
 		}
 		return nil, nil, &ConnError{Portal: portal, Err: err}
 	}
-	c := newConn(s, nc, cid, portal, l.r, l.w, l.statSN+1, l.params)
+	c := newConn(s, nc, cid, portal, l.r, l.statSN+1, l.params)
 	return c, l, nil
 }
 
@@ -398,6 +401,7 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 			}
 			err := send(sn)
 			c.wmu.Unlock()
+			c.flush()
 			return err
 		}
 		// Zero window: wait for a NOP-In or response to open it.
@@ -437,7 +441,7 @@ func (s *Session) releaseSlot() { <-s.slots }
 // the command is finished on the target side or its connection is gone
 // before Do returns, so cmd.Read is never written afterwards.
 func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
-	for aborted := 0; ; {
+	for aborted, reissued := 0, 0; ; reissued++ {
 		resp, err := s.doOnce(ctx, cmd)
 		if errors.Is(err, ErrAborted) && ctx.Err() == nil && aborted < 3 {
 			// Ended by a task management function issued for another
@@ -451,7 +455,12 @@ func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
 			return resp, err
 		}
 		// The connection failed before the command's status arrived:
-		// wait for session reinstatement, then issue it again.
+		// wait for session reinstatement, then issue it again — but not
+		// for ever: a command the target answers by dropping the
+		// connection every time would loop through reconnects.
+		if reissued == maxReissue {
+			return resp, fmt.Errorf("iscsi: gave up after the connection failed %d times during this command: %w", maxReissue+1, err)
+		}
 		if werr := s.awaitRecovery(ctx, err); werr != nil {
 			return resp, werr
 		}
@@ -505,7 +514,7 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 	req.Final = unsol == 0
 	err = s.issue(ctx, c, t, false, func(sn uint32) error {
 		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
-		if err := c.writeLocked(&req, cmd.Write[:imm]); err != nil {
+		if err := c.queueLocked(&req, cmd.Write[:imm]); err != nil {
 			return err
 		}
 		if unsol > 0 {
@@ -565,33 +574,38 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 	}
 }
 
+// maxReissue bounds how often one command is issued again after
+// connection losses.
+const maxReissue = 10
+
 // ErrCommandTimeout is returned for a command that exceeded
 // Config.CommandTimeout and was aborted on the target.
 var ErrCommandTimeout = errors.New("iscsi: command timeout")
 
 // sendData sends length bytes of t's write buffer from offset as Data-Out
 // PDUs no larger than the target's MaxRecvDataSegmentLength; DataSN
-// restarts at 0 for each sequence (Section 4.2.2.4).
+// restarts at 0 for each sequence (Section 4.2.2.4). The whole sequence is
+// queued at once and leaves in one flush (one writev). With locked the
+// caller holds wmu and flushes itself.
 func (s *Session) sendData(c *conn, t *task, ttt, offset, length uint32, locked bool) error {
+	if !locked {
+		c.wmu.Lock()
+	}
 	maxSeg := uint32(c.p.MaxXmitDSL)
 	var dsn uint32
-	for done := uint32(0); done < length; dsn++ {
+	var err error
+	for done := uint32(0); done < length && err == nil; dsn++ {
 		n := min(maxSeg, length-done)
 		out := pdu.DataOut{Header: pdu.Header{LUN: t.lun, ITT: t.itt, Final: done+n == length},
 			TTT: ttt, DataSN: dsn, BufferOffset: offset + done, ExpStatSN: c.expStatSN.Load()}
-		data := t.wbuf[offset+done : offset+done+n]
-		var err error
-		if locked {
-			err = c.writeLocked(&out, data)
-		} else {
-			err = c.write(&out, data)
-		}
-		if err != nil {
-			return err
-		}
+		err = c.queueLocked(&out, t.wbuf[offset+done:offset+done+n])
 		done += n
 	}
-	return nil
+	if !locked {
+		c.wmu.Unlock()
+		c.flush()
+	}
+	return err
 }
 
 // tmfTimeout bounds each escalation step: the NOP timeout (a live target
@@ -702,7 +716,7 @@ func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, r
 		if fn != pdu.TMFAbortTask {
 			req.RefCmdSN = sn
 		}
-		return c.writeLocked(&req, nil)
+		return c.queueLocked(&req, nil)
 	})
 	if err != nil {
 		if t.itt != 0 {
@@ -745,7 +759,7 @@ func (s *Session) control(ctx context.Context, c *conn, t *task, immediate bool,
 	err := s.issue(ctx, c, t, immediate, func(sn uint32) error {
 		p.Hdr().ITT = t.itt
 		setSN(p, sn, c.expStatSN.Load())
-		return c.writeLocked(p, data)
+		return c.queueLocked(p, data)
 	})
 	if err != nil {
 		if t.itt != 0 {
