@@ -39,6 +39,8 @@ type conn struct {
 	flushMu   sync.Mutex
 	sparebuf  []byte
 	sparesegs []qseg
+	wake      chan struct{} // one token: the queue has something
+	wexit     chan struct{} // closed when the writer has stopped
 
 	p         Params // this connection's parameters (digests, MaxXmitDSL are per connection)
 	expStatSN atomic.Uint32
@@ -60,7 +62,8 @@ type conn struct {
 }
 
 func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, expStatSN uint32, p Params) *conn {
-	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{})}
+	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{}),
+		wake: make(chan struct{}, 1), wexit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
 	c.expStatSN.Store(expStatSN)
 	c.p = p
@@ -115,6 +118,9 @@ func (c *conn) readLoop() {
 		c.log.WithError(err).Debug("read loop ended")
 	}
 	c.fail(err)
+	// No write of this connection may still be reading a caller's buffer
+	// when its tasks are failed and their callers return.
+	<-c.wexit
 	c.s.connDown(c, c.err)
 }
 

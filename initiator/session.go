@@ -97,6 +97,9 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		if err != nil {
 			return nil, err
 		}
+		if s.cfg.CommandTimeout > 0 {
+			go s.sweep()
+		}
 		return s, nil
 	}
 }
@@ -192,8 +195,9 @@ func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16
 	return c, l, nil
 }
 
-// start runs a logged-in connection's read loop and keepalive.
+// start runs a logged-in connection's read loop, writer and keepalive.
 func (s *Session) start(c *conn) {
+	go c.writer()
 	go c.readLoop()
 	if s.cfg.NopInterval > 0 {
 		go c.keepalive(s.cfg.NopInterval, s.cfg.NopTimeout)
@@ -485,6 +489,9 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 
 	t := newTask(kindSCSI)
 	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
+	if s.cfg.CommandTimeout > 0 {
+		t.start = time.Now().UnixNano()
+	}
 	p := c.p
 	req := pdu.SCSICommand{Header: pdu.Header{LUN: cmd.LUN}, Attr: cmd.Attr}
 	if req.Attr == 0 {
@@ -537,39 +544,65 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 // wait serves R2Ts for t until it completes; on cancellation it aborts the
 // task on the target (ABORT TASK) before returning.
 func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) {
-	var timeout <-chan time.Time
-	if d := s.cfg.CommandTimeout; d > 0 {
-		tm := time.NewTimer(d)
-		defer tm.Stop()
-		timeout = tm.C
-	}
 	for {
 		select {
 		case r := <-t.r2t:
 			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
 				<-t.done
-				return t.resp, t.err
+				return s.result(t)
 			}
 		case <-t.done:
-			return t.resp, t.err
+			return s.result(t)
 		case <-ctx.Done():
-			s.escalate(c, t, "cancelled")
+			if t.timedOut.CompareAndSwap(false, true) {
+				t.cancelled = true
+				s.escalate(c, t, "cancelled")
+			}
 			<-t.done
 			if t.err == nil {
 				return t.resp, nil // completed before the abort took effect
 			}
 			return t.resp, ctx.Err()
-		case <-timeout:
-			s.log.WithField("itt", fmt.Sprintf("%#x", t.itt)).Warnf("command timed out after %v; aborting it", s.cfg.CommandTimeout)
-			s.escalate(c, t, "timed out")
-			<-t.done
-			if t.err == nil {
-				return t.resp, nil
+		}
+	}
+}
+
+// result maps a finished task to Do's result; a task the sweeper timed out
+// and aborted gives ErrCommandTimeout.
+func (s *Session) result(t *task) (Response, error) {
+	if t.err != nil && t.timedOut.Load() && !t.cancelled && errors.Is(t.err, ErrAborted) {
+		return t.resp, fmt.Errorf("%w: command timed out after %v and was aborted", ErrCommandTimeout, s.cfg.CommandTimeout)
+	}
+	return t.resp, t.err
+}
+
+// sweep escalates SCSI tasks older than CommandTimeout. One goroutine per
+// session scans the task table a few times per timeout period, instead of
+// a timer per command.
+func (s *Session) sweep() {
+	d := s.cfg.CommandTimeout
+	tick := time.NewTicker(min(max(d/4, 10*time.Millisecond), time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.closeCh:
+			return
+		case now := <-tick.C:
+			limit := now.Add(-d).UnixNano()
+			var late []*task
+			s.taskMu.Lock()
+			for _, t := range s.tasks {
+				if t.kind == kindSCSI && t.start != 0 && t.start < limit && !t.timedOut.Load() {
+					late = append(late, t)
+				}
 			}
-			if errors.Is(t.err, ErrAborted) {
-				return t.resp, fmt.Errorf("%w: command timed out after %v and was aborted", ErrCommandTimeout, s.cfg.CommandTimeout)
+			s.taskMu.Unlock()
+			for _, t := range late {
+				if t.timedOut.CompareAndSwap(false, true) {
+					s.log.WithField("itt", fmt.Sprintf("%#x", t.itt)).Warnf("command timed out after %v; aborting it", d)
+					go s.escalate(t.conn, t, "timed out")
+				}
 			}
-			return t.resp, t.err
 		}
 	}
 }

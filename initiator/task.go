@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 )
@@ -39,6 +40,12 @@ type task struct {
 	received  int
 	r2t       chan r2tReq
 	r2tSN     uint32
+
+	// Command timeout: start (UnixNano, 0 = none); timedOut is set once
+	// the sweeper (or a cancellation) escalated the task.
+	start     int64
+	timedOut  atomic.Bool
+	cancelled bool
 
 	// TMF: function and referenced task.
 	tmfFunc uint8

@@ -9,13 +9,16 @@ import (
 )
 
 // The write queue. Senders marshal their PDUs under conn.wmu (so PDUs are
-// queued in CmdSN order) and then call flush; whoever holds flushMu writes
-// everything queued so far in one write/writev. Under load, while one
-// goroutine is in the write syscall the others queue behind it, and the
-// next flush carries all of their PDUs at once: fewer syscalls for us and
-// fewer wakeups for the target. Small PDUs are copied into an arena; large
-// data segments are referenced (their owners wait for the task to finish,
-// so the slices stay valid until written).
+// queued in CmdSN order) and then call flush, which wakes the connection's
+// writer goroutine; the writer writes everything queued so far in one
+// write/writev. Under load, while the writer is in the write syscall the
+// senders keep queueing, and the next write carries all of their PDUs at
+// once: fewer syscalls for us and fewer wakeups for the target, and no
+// sender ever blocks in a syscall. Small PDUs are copied into an arena;
+// large data segments are referenced: their owners wait for the task to
+// finish, and a failed connection fails its tasks only after the writer
+// has stopped (readLoop waits for it), so a caller's buffer is never read
+// after Do returns and nothing of a dead connection is written later.
 
 // qseg is one piece of the queue: a range of the arena, or an external slice.
 type qseg struct {
@@ -62,9 +65,30 @@ func (c *conn) queueLocked(p pdu.PDU, data []byte) error {
 	return nil
 }
 
-// flush writes everything queued. Write errors fail the connection (every
-// task on it then fails with the connection's error).
+// flush wakes the writer.
 func (c *conn) flush() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // already woken: it will see our PDUs
+	}
+}
+
+// writer writes the queue whenever woken, until the connection fails.
+func (c *conn) writer() {
+	defer close(c.wexit)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		c.writeQueued()
+	}
+}
+
+// writeQueued writes everything queued. Write errors fail the connection
+// (every task on it then fails with the connection's error).
+func (c *conn) writeQueued() {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 	c.wmu.Lock()

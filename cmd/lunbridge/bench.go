@@ -122,15 +122,22 @@ func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random
 	var ios, errs atomic.Int64
 	hists := make([]latHist, qd)
 	start := time.Now()
+	// The workers share a few buffers: their content is thrown away (reads)
+	// or arbitrary (writes), and RSS then measures the initiator, not
+	// qd private copies of the I/O size.
+	bufs := make([][]byte, min(qd, 4))
+	for i := range bufs {
+		bufs[i] = make([]byte, bs)
+		if write {
+			rand.Read(bufs[i])
+		}
+	}
 	var wg sync.WaitGroup
 	for w := 0; w < qd; w++ {
 		wg.Add(1)
 		go func(h *latHist, seed uint64) {
 			defer wg.Done()
-			buf := make([]byte, bs)
-			if write {
-				rand.Read(buf)
-			}
+			buf := bufs[int(seed)%len(bufs)]
 			rng := mrand.New(mrand.NewPCG(seed, seed*7+1))
 			for ctx.Err() == nil {
 				var slot int64
