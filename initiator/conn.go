@@ -257,8 +257,8 @@ func (c *conn) handleR2T(b *pdu.BHS) error {
 	if uint64(r.BufferOffset)+uint64(r.DesiredLength) > uint64(len(t.wbuf)) {
 		return protoErr("R2T for %d bytes at offset %d beyond the %d-byte write (itt %#x)", r.DesiredLength, r.BufferOffset, len(t.wbuf), r.ITT)
 	}
-	if int(r.DesiredLength) > c.s.params.MaxBurstLength {
-		return protoErr("R2T desired length %d exceeds MaxBurstLength %d", r.DesiredLength, c.s.params.MaxBurstLength)
+	if int(r.DesiredLength) > c.p.MaxBurstLength {
+		return protoErr("R2T desired length %d exceeds MaxBurstLength %d", r.DesiredLength, c.p.MaxBurstLength)
 	}
 	if r.R2TSN != t.r2tSN {
 		return protoErr("R2TSN %d, expected %d (itt %#x)", r.R2TSN, t.r2tSN, r.ITT)
@@ -267,7 +267,7 @@ func (c *conn) handleR2T(b *pdu.BHS) error {
 	select {
 	case t.r2t <- r2tReq{ttt: r.TTT, offset: r.BufferOffset, length: r.DesiredLength}:
 	default:
-		return protoErr("more outstanding R2Ts than MaxOutstandingR2T=%d (itt %#x)", c.s.params.MaxOutstandingR2T, r.ITT)
+		return protoErr("more outstanding R2Ts than MaxOutstandingR2T=%d (itt %#x)", c.p.MaxOutstandingR2T, r.ITT)
 	}
 	return nil
 }

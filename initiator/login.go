@@ -52,7 +52,7 @@ func (s *Session) login(ctx context.Context, nc net.Conn, cid uint16, tsih uint1
 	if tsih != 0 {
 		// An added connection (MC/S) negotiates only connection-only keys;
 		// the session-wide ones stay as the leading login set them.
-		l.neg.addedConn(s.params)
+		l.neg.addedConn(s.Params())
 	}
 	l.req = pdu.LoginRequest{ISID: s.isid, TSIH: tsih, CID: cid, CmdSN: cmdSN}
 	l.req.ITT = s.allocLoginITT()

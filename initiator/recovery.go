@@ -195,7 +195,7 @@ func (s *Session) reconnect() error {
 		case <-ctx.Done():
 		}
 	}()
-	return s.connect(ctx, s.portal)
+	return s.connect(ctx, s.portalAddr())
 }
 
 func (s *Session) runHooks() error {
@@ -278,7 +278,7 @@ func (s *Session) awaitRecovery(ctx context.Context, cause error) error {
 
 func (s *Session) unavailable(st recoveryState) error {
 	return fmt.Errorf("%w: %s unreachable for %v (replacement timeout %v), last error: %v",
-		blockdev.ErrUnavailable, s.portal, time.Since(st.lostAt).Round(time.Second), s.cfg.ReplacementTimeout, st.cause)
+		blockdev.ErrUnavailable, s.portalAddr(), time.Since(st.lostAt).Round(time.Second), s.cfg.ReplacementTimeout, st.cause)
 }
 
 // recoverable reports whether err is a transport failure that recovery

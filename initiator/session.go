@@ -129,8 +129,10 @@ func (s *Session) connect(ctx context.Context, portal string) error {
 	if err != nil {
 		return err
 	}
+	s.connMu.Lock()
 	s.params = l.params
 	s.tsih = l.tsih
+	s.connMu.Unlock()
 	s.winMu.Lock()
 	// The first non-immediate command carries the login's CmdSN (Section 11.12.8).
 	s.expCmdSN, s.maxCmdSN = l.expCmdSN, l.maxCmdSN
@@ -146,15 +148,15 @@ func (s *Session) connect(ctx context.Context, portal string) error {
 		c.fail(ErrSessionClosed) // closed while we were logging in
 		return ErrSessionClosed
 	}
-	s.log.Debugf("logged in: TSIH %d, %v", s.tsih, s.params)
-	want := min(s.cfg.MaxConnections, s.params.MaxConnections)
+	s.log.Debugf("logged in: TSIH %d, %v", l.tsih, l.params)
+	want := min(s.cfg.MaxConnections, l.params.MaxConnections)
 	for cid := 1; cid < want; cid++ {
 		s.winMu.Lock()
 		cmdSN := s.cmdSN
 		s.winMu.Unlock()
 		// "A login on an added connection carries the session's current
 		// CmdSN" (Section 11.12.8) and the session's TSIH.
-		ac, al, err := s.dialLogin(ctx, portal, uint16(cid), s.tsih, cmdSN)
+		ac, al, err := s.dialLogin(ctx, portal, uint16(cid), l.tsih, cmdSN)
 		if err != nil {
 			s.log.WithError(err).Warnf("could not add connection %d of %d; going on with %d", cid+1, want, cid)
 			break
@@ -227,13 +229,28 @@ func (s *Session) allConns() []*conn {
 }
 
 // Params returns the negotiated operational parameters.
-func (s *Session) Params() Params { return s.params }
+func (s *Session) Params() Params {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.params
+}
 
 // ISID returns the session's initiator session ID.
 func (s *Session) ISID() [6]byte { return s.isid }
 
 // TSIH returns the target-assigned session handle.
-func (s *Session) TSIH() uint16 { return s.tsih }
+func (s *Session) TSIH() uint16 {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.tsih
+}
+
+// portalAddr is the portal the session logs in to (after redirects).
+func (s *Session) portalAddr() string {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.portal
+}
 
 func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 	if s.closed.Load() {
@@ -247,7 +264,7 @@ func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 	}
 	if recovering && ctx.Value(verifyKey) == nil {
 		// Hold callers back until recovery (and identity checks) end.
-		return nil, &ConnError{Portal: s.portal, Err: fmt.Errorf("session recovering: %w", cause)}
+		return nil, &ConnError{Portal: s.portalAddr(), Err: fmt.Errorf("session recovering: %w", cause)}
 	}
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
