@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"net"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 
@@ -82,6 +83,10 @@ func (c *conn) writer() {
 		case <-c.done:
 			return
 		}
+		// Let the senders that were woken with ours (a burst of
+		// completions wakes many) queue their PDUs too: one write then
+		// carries them all.
+		runtime.Gosched()
 		c.writeQueued()
 	}
 }
