@@ -671,11 +671,25 @@ func (s *Session) tmfTimeout() time.Duration {
 // its connection is gone, so its buffers are free.
 func (s *Session) escalate(c *conn, t *task, why string) {
 	log := s.log.WithField("itt", fmt.Sprintf("%#x", t.itt))
+	connGone := func() bool {
+		select {
+		case <-c.done:
+			return true // the read loop's exit fails t: nothing to escalate
+		default:
+			return false
+		}
+	}
 	step := func(fn uint8, ref uint32) bool {
+		if connGone() {
+			return true
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.tmfTimeout())
 		defer cancel()
 		resp, err := s.taskMgmt(ctx, c, fn, t.lun, ref, t.cmdSN)
 		if err != nil {
+			if connGone() {
+				return true
+			}
 			log.WithError(err).Warnf("task management %d failed", fn)
 			return false
 		}

@@ -116,8 +116,9 @@ func benchAction(c *cli.Context) error {
 var benchErr atomic.Value
 
 func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random bool, bs int64, qd int, slots int64, d time.Duration) benchResult {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	// Stop issuing at the deadline but let the I/O in flight finish: a
+	// cancelled context would abort every one of them on the target.
+	deadline := time.Now().Add(d)
 	var next atomic.Int64 // sequential position, in slots
 	var ios, errs atomic.Int64
 	hists := make([]latHist, qd)
@@ -139,7 +140,7 @@ func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random
 			defer wg.Done()
 			buf := bufs[int(seed)%len(bufs)]
 			rng := mrand.New(mrand.NewPCG(seed, seed*7+1))
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && time.Now().Before(deadline) {
 				var slot int64
 				if random {
 					slot = rng.Int64N(slots)
