@@ -370,16 +370,23 @@ func (c *conn) handleControl(b *pdu.BHS) error {
 	return nil
 }
 
+// readStatusPDU decodes a status-carrying PDU into p, checks and advances
+// StatSN, applies the window, and reads its (bounded) data segment.
+func (c *conn) readStatusPDU(b *pdu.BHS, p pdu.PDU, sns func() (statSN, exp, max uint32)) ([]byte, error) {
+	if err := p.UnmarshalBHS(b); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	statSN, exp, max := sns()
+	if err := c.statSN(statSN); err != nil {
+		return nil, err
+	}
+	c.s.updateWindow(exp, max)
+	return c.r.ReadDataAlloc(b)
+}
+
 func (c *conn) handleAsync(b *pdu.BHS) error {
 	var a pdu.AsyncMessage
-	if err := a.UnmarshalBHS(b); err != nil {
-		return fmt.Errorf("%w: %w", ErrProtocol, err)
-	}
-	if err := c.statSN(a.StatSN); err != nil {
-		return err
-	}
-	c.s.updateWindow(a.ExpCmdSN, a.MaxCmdSN)
-	data, err := c.r.ReadDataAlloc(b)
+	data, err := c.readStatusPDU(b, &a, func() (uint32, uint32, uint32) { return a.StatSN, a.ExpCmdSN, a.MaxCmdSN })
 	if err != nil {
 		return err
 	}
@@ -389,14 +396,7 @@ func (c *conn) handleAsync(b *pdu.BHS) error {
 
 func (c *conn) handleReject(b *pdu.BHS) error {
 	var r pdu.Reject
-	if err := r.UnmarshalBHS(b); err != nil {
-		return fmt.Errorf("%w: %w", ErrProtocol, err)
-	}
-	if err := c.statSN(r.StatSN); err != nil {
-		return err
-	}
-	c.s.updateWindow(r.ExpCmdSN, r.MaxCmdSN)
-	data, err := c.r.ReadDataAlloc(b)
+	data, err := c.readStatusPDU(b, &r, func() (uint32, uint32, uint32) { return r.StatSN, r.ExpCmdSN, r.MaxCmdSN })
 	if err != nil {
 		return err
 	}
