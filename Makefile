@@ -4,7 +4,7 @@
 GO        ?= go
 BIN       := bin/lunbridge
 PKGS      := ./...
-FUZZTIME  ?= 3s
+FUZZTIME  ?= 20000x
 TESTFLAGS ?=
 export CGO_ENABLED := 0
 
