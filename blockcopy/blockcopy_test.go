@@ -177,6 +177,14 @@ func TestPushFileAndReader(t *testing.T) {
 	if w.zeroes.Load() == 0 || w.writes.Load() >= testSize {
 		t.Fatalf("zero ranges sent as data: writes %d zeroes %d", w.writes.Load(), w.zeroes.Load())
 	}
+	if w.trims.Load() != 0 {
+		t.Fatal("mayTrim without Discard")
+	}
+	f.Seek(0, io.SeekStart)
+	w2 := &slowDev{Device: blockdevtest.NewMem(testSize, 512)}
+	if _, err := PushFile(ctx, f, w2, Options{Discard: true}); err != nil || w2.trims.Load() == 0 {
+		t.Fatalf("Discard: %v, %d trimming zero writes", err, w2.trims.Load())
+	}
 
 	// From a stream, with an odd length: padded to the block size.
 	odd := want[:testSize-100]

@@ -111,8 +111,8 @@ func (e *engine) setup(opts Options, bs int, maxXfer int) error {
 }
 
 // run copies; it returns the first error (ctx.Err() when cancelled).
-func (e *engine) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (e *engine) run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	e.startTime = time.Now()
 	e.lastReport = e.startTime
@@ -182,6 +182,10 @@ func (e *engine) run(ctx context.Context) error {
 	}
 	if planErr != nil && (firstErr == nil || errors.Is(firstErr, context.Canceled)) {
 		firstErr = planErr
+	}
+	if firstErr != nil && parent.Err() != nil {
+		// The caller's cancellation, not the errors it provoked in flight.
+		firstErr = parent.Err()
 	}
 	e.res.Total = e.end - e.start
 	e.res.Done = e.watermark - e.start

@@ -69,6 +69,7 @@ type slowDev struct {
 	reads    atomic.Int64
 	writes   atomic.Int64
 	zeroes   atomic.Int64
+	trims    atomic.Int64 // WriteZeroes calls with mayTrim
 	id       string
 }
 
@@ -98,6 +99,9 @@ func (s *slowDev) Extents(ctx context.Context, off, n int64) ([]blockdev.Extent,
 
 func (s *slowDev) WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error {
 	s.zeroes.Add(n)
+	if mayTrim {
+		s.trims.Add(1)
+	}
 	if z, ok := s.Device.(blockdev.Zeroer); ok {
 		return z.WriteZeroes(ctx, off, n, mayTrim)
 	}
