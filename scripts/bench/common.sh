@@ -1,0 +1,305 @@
+# shellcheck shell=bash
+# Shared helpers of the benchmark scripts (scripts/bench.sh, scripts/bench/*.sh).
+# Source it: . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+#
+# Every part measures lunbridge and a peer tool in the SAME run, alternating
+# them (lunbridge, peer, lunbridge, peer, ... BENCH_ROUNDS times each), takes
+# the median of each side and records the ratio lunbridge/peer (higher is
+# better: every figure recorded is a rate — IOPS, MB/s — never a time).
+#
+# Knobs (environment):
+#   BENCH_TIME    seconds per timed run (default 10)
+#   BENCH_ROUNDS  runs of each side (default 2; the figure is the median)
+#   BENCH_SIZE    LUN size (default 1G)
+#   BENCH_OUT     directory of the JSON summary (default out/ in the repo)
+#   BENCH_LB      the lunbridge binary to measure (default bin/lunbridge, built
+#                 when missing); each part copies it first, so a rebuild of
+#                 bin/ during the run does not change what is measured
+
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
+
+BENCH_TIME="${BENCH_TIME:-10}"
+BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
+BENCH_SIZE="${BENCH_SIZE:-1G}"
+BENCH_OUT="${BENCH_OUT:-$LB_ROOT/out}"
+BENCH_LB="${BENCH_LB:-$LB_ROOT/bin/lunbridge}"
+LB="$BENCH_LB"
+LBT="$LB_ROOT/bin/lbtarget"
+NOCTL=() # --control-socket "" where the binary has it (no shared status socket)
+
+# bench_size_bytes SIZE: 1G -> 1073741824 (K/M/G/T, binary).
+bench_size_bytes() {
+	local s="$1" n u
+	n="${s%[KkMmGgTt]}"
+	u="${s#"$n"}"
+	case "$u" in
+	"") echo "$n" ;;
+	[Kk]) echo $((n << 10)) ;;
+	[Mm]) echo $((n << 20)) ;;
+	[Gg]) echo $((n << 30)) ;;
+	[Tt]) echo $((n << 40)) ;;
+	esac
+}
+BENCH_SIZE_BYTES="$(bench_size_bytes "$BENCH_SIZE")"
+
+# --- setup / teardown -------------------------------------------------------
+
+_BENCH_CLEANUPS=()
+# bench_on_exit CMD...: run CMD (a string, eval'ed) at exit, last registered first.
+bench_on_exit() { _BENCH_CLEANUPS+=("$*"); }
+
+_bench_cleanup() {
+	local rc=$? i
+	trap - EXIT INT TERM
+	for ((i = ${#_BENCH_CLEANUPS[@]} - 1; i >= 0; i--)); do
+		eval "${_BENCH_CLEANUPS[$i]}" >/dev/null 2>&1 || true
+	done
+	[ -n "${BENCH_TMP:-}" ] && rm -rf "$BENCH_TMP"
+	[ -n "${BENCH_SHM:-}" ] && rm -rf "$BENCH_SHM"
+	exit "$rc"
+}
+
+# bench_init PART: tools, binaries, temp dirs, EXIT trap, results file.
+bench_init() {
+	BENCH_PART="$1"
+	lb_need_root "benchmarks start tgtd, qemu-nbd and FUSE mounts"
+	if [ -z "${BENCH_DEPS_DONE:-}" ]; then
+		bash "$LB_ROOT/scripts/install-deps.sh" >&2 || lb_die "installing dependencies failed"
+		export BENCH_DEPS_DONE=1
+	fi
+	bench_build
+	BENCH_TMP="$(mktemp -d /tmp/lunbridge-bench.XXXXXX)"
+	cp "$BENCH_LB" "$BENCH_TMP/lunbridge" || lb_die "cannot copy $BENCH_LB"
+	LB="$BENCH_TMP/lunbridge"
+	"$LB" bench --help 2>&1 | grep -q -- '--control-socket' && NOCTL=(--control-socket "")
+	BENCH_SHM="$(mktemp -d /dev/shm/lunbridge-bench.XXXXXX)"
+	trap _bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+	if [ -z "${BENCH_RESULTS:-}" ]; then
+		# Run alone: this script owns the results file and prints the summary.
+		BENCH_RESULTS="$BENCH_TMP/results.tsv"
+		BENCH_OWNER=1
+		: >"$BENCH_RESULTS"
+	fi
+	lb_log "== bench $BENCH_PART: BENCH_TIME=${BENCH_TIME}s BENCH_ROUNDS=$BENCH_ROUNDS BENCH_SIZE=$BENCH_SIZE"
+}
+
+# bench_build: build bin/lunbridge (when BENCH_LB is it) and bin/lbtarget if missing.
+bench_build() {
+	if [ ! -x "$BENCH_LB" ] && [ "$BENCH_LB" = "$LB_ROOT/bin/lunbridge" ]; then
+		lb_log "building bin/lunbridge"
+		(cd "$LB_ROOT" && CGO_ENABLED=0 lb_go build -o bin/lunbridge ./cmd/lunbridge) || lb_die "build failed"
+	fi
+	[ -x "$BENCH_LB" ] || lb_die "no lunbridge binary at $BENCH_LB"
+	if [ ! -x "$LBT" ]; then
+		lb_log "building bin/lbtarget"
+		(cd "$LB_ROOT" && lb_go build -o bin/lbtarget ./internal/targets/cmd/lbtarget) || lb_die "build failed"
+	fi
+}
+
+# bench_done: print the summary when this script runs alone.
+bench_done() {
+	[ -n "${BENCH_OWNER:-}" ] && bench_summary "$BENCH_RESULTS"
+	return 0
+}
+
+# bench_target NAME SIZE [iscsi-port]: start a tgtd with one RAM LUN (a file
+# in /dev/shm) through lbtarget; stopped at exit. Sets, for NAME:
+#   T_URL[NAME] T_DIR[NAME] T_CTL[NAME] T_PORT[NAME] T_FILE[NAME] T_IQN[NAME]
+declare -A T_URL T_DIR T_CTL T_PORT T_FILE T_IQN
+bench_target() {
+	local name="$1" size="$2" dir iqn url
+	dir="$BENCH_TMP/target-$name"
+	mkdir -p "$dir"
+	iqn="iqn.2026-11.org.lunbridge.bench:$name"
+	url="$("$LBT" start --kind tgtd --state-dir "$dir" --size "$size" --name "$iqn" 2>"$dir/start.log")" ||
+		{ cat "$dir/start.log" >&2; lb_die "starting tgtd ($name) failed"; }
+	bench_on_exit "'$LBT' stop --state-dir '$dir'"
+	T_URL[$name]="$url"
+	T_DIR[$name]="$dir"
+	T_IQN[$name]="$iqn"
+	T_CTL[$name]="$(jq -r .Control "$dir/state.json")"
+	T_PORT[$name]="$(jq -r .Port "$dir/state.json")"
+	T_FILE[$name]="$(jq -r '.Targets[0].LUNs[0].Path' "$dir/state.json")"
+}
+
+# bench_tgtadm NAME ARGS...: tgtadm against NAME's tgtd.
+bench_tgtadm() {
+	local name="$1"
+	shift
+	tgtadm -C "${T_CTL[$name]}" --lld iscsi "$@"
+}
+
+# bench_wait_socket PATH [seconds]: wait until a Unix socket exists.
+bench_wait_socket() {
+	local i n=$((${2:-10} * 20))
+	for ((i = 0; i < n; i++)); do
+		[ -S "$1" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# bench_kill PID: SIGTERM, wait up to 10 s, then SIGKILL.
+bench_kill() {
+	local pid="$1" i
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	return 0
+}
+
+# --- measuring --------------------------------------------------------------
+
+# bench_now: seconds since the epoch with nanoseconds.
+bench_now() { date +%s.%N; }
+
+# bench_median VALUES...: median (mean of the two middle values when even).
+bench_median() {
+	printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {
+		if (NR == 0) { print "n/a"; exit }
+		m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2
+		printf "%.1f\n", m }'
+}
+
+# bench_record TEST UNIT LB_VALUE PEER_VALUE PEER_NAME BAR [NOTE]
+# Appends one line to the results. BAR is a minimum ratio ("1.0", "1.25") or
+# "-" when the issue sets none; ratio = LB/PEER. A value "n/a" leaves the
+# ratio empty. The lunbridge and peer values are medians.
+bench_record() {
+	local test="$1" unit="$2" lbv="$3" peerv="$4" peer="$5" bar="$6" note="${7:-}"
+	local ratio verdict
+	# BENCH_INVERT=1: lower is better (e.g. bytes on disk): ratio = PEER/LB.
+	ratio="$(awk -v a="$lbv" -v b="$peerv" -v inv="${BENCH_INVERT:-0}" 'BEGIN {
+		if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) { print "n/a"; exit }
+		if (inv == 1) { t = a; a = b; b = t }
+		if (b+0 == 0) { print (a+0 == 0) ? "1.00" : "n/a"; exit }
+		printf "%.2f", a/b }')"
+	if [ "$ratio" = "n/a" ] && [ "${note#blocked}" != "$note" ]; then
+		verdict="blocked"
+	elif [ "$ratio" = "n/a" ] || [ "$bar" = "-" ]; then
+		verdict="-"
+	else
+		verdict="$(awk -v r="$ratio" -v b="$bar" 'BEGIN { print (r+0 >= b+0) ? "pass" : "below" }')"
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$BENCH_PART" "$test" "$unit" "$lbv" "$peer" "$peerv" \
+		"$ratio" "$bar" "$verdict" "$note" >>"$BENCH_RESULTS"
+	lb_log "   => $test: lunbridge $lbv $unit, $peer $peerv $unit, ratio $ratio (bar $bar) $verdict${note:+ — $note}"
+}
+
+# bench_summary RESULTS: the table on stdout, JSON in $BENCH_OUT.
+bench_summary() {
+	local res="$1" json
+	mkdir -p "$BENCH_OUT"
+	json="$BENCH_OUT/bench-$(date +%Y%m%d-%H%M%S).json"
+	echo
+	echo "lunbridge benchmarks — $(date '+%Y-%m-%d %H:%M'), $(nproc) cores, binary $BENCH_LB (sha256 $(sha256sum "$BENCH_LB" | cut -c1-12)), BENCH_TIME=${BENCH_TIME}s, BENCH_ROUNDS=$BENCH_ROUNDS, BENCH_SIZE=$BENCH_SIZE (medians; ratio = lunbridge/peer, higher is better)"
+	{
+		printf 'part\ttest\tunit\tlunbridge\tpeer\tpeer value\tratio\tbar\tresult\tnote\n'
+		cat "$res"
+	} | awk -F'\t' 'BEGIN { OFS = "\t" } { print }' | column -t -s $'\t'
+	jq -R -s --arg date "$(date -Iseconds)" --arg host "$(hostname)" --argjson cores "$(nproc)" \
+		--arg time "$BENCH_TIME" --arg rounds "$BENCH_ROUNDS" --arg size "$BENCH_SIZE" \
+		--arg commit "$(cd "$LB_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+		--arg binary "$BENCH_LB" --arg binsha "$(sha256sum "$BENCH_LB" | cut -c1-16)" '
+		def num: if test("^[0-9.]+$") then tonumber else null end;
+		{date: $date, host: $host, cores: $cores, repo_head: $commit, binary: $binary, binary_sha256: $binsha,
+		 bench_time_s: ($time|tonumber), rounds: ($rounds|tonumber), lun_size: $size,
+		 results: [split("\n")[] | select(length > 0) | split("\t") |
+			{part: .[0], test: .[1], unit: .[2], lunbridge: (.[3]|num), peer: .[4],
+			 peer_value: (.[5]|num), ratio: (.[6]|num), bar: (.[7]|num), result: .[8], note: .[9]}]}' \
+		"$res" >"$json"
+	echo "JSON: $json"
+}
+
+# lb_bench_json ARGS...: one `lunbridge bench --json` run; prints "IOPS MBPS".
+lb_bench_json() {
+	local out
+	out="$(timeout -s KILL $((BENCH_TIME + 60)) "$LB" bench --json --time "${BENCH_TIME}s" "${NOCTL[@]}" "$@" 2>"$BENCH_TMP/lb-bench.err")" ||
+		{ lb_log "lunbridge bench $* failed: $(tail -n 3 "$BENCH_TMP/lb-bench.err")"; echo "n/a n/a"; return 0; }
+	jq -r '"\(.iops) \(.mb_per_s)"' <<<"$out"
+}
+
+# peer_iscsi_perf BLOCKS QD [-r] URL: one iscsi-perf run; prints "IOPS MBPS"
+# (MB = 10^6 bytes, the unit of lunbridge bench; 512-byte blocks).
+peer_iscsi_perf() {
+	local blocks="$1" qd="$2" iops
+	shift 2
+	iops="$(timeout -s KILL $((BENCH_TIME + 30)) iscsi-perf -t "$BENCH_TIME" -b "$blocks" -m "$qd" "$@" 2>&1 |
+		tr '\r' '\n' | sed -n 's/^iops average \([0-9]*\).*/\1/p' | tail -n 1)"
+	[ -n "$iops" ] || { lb_log "iscsi-perf $* produced no average"; echo "n/a n/a"; return 0; }
+	awk -v i="$iops" -v b="$blocks" 'BEGIN { printf "%s %.1f\n", i, i*b*512/1e6 }'
+}
+
+# fio_json_rate OUT.json: prints "IOPS MBPS" of the first job (read+write).
+fio_json_rate() {
+	jq -r '.jobs[0] | "\(.read.iops + .write.iops) \((.read.bw_bytes + .write.bw_bytes)/1e6)"' "$1" 2>/dev/null ||
+		echo "n/a n/a"
+}
+
+# run_fio NAME ARGS...: one timed fio run; prints "IOPS MBPS".
+run_fio() {
+	local name="$1" out="$BENCH_TMP/fio-$1.json"
+	shift
+	if ! timeout -s KILL $((BENCH_TIME + 60)) fio --name="$name" --output-format=json --output="$out" \
+		--runtime="$BENCH_TIME" --time_based --ramp_time=1 --randrepeat=0 --norandommap "$@" >"$BENCH_TMP/fio.err" 2>&1; then
+		lb_log "fio $name failed: $(tail -n 3 "$BENCH_TMP/fio.err")"
+		echo "n/a n/a"
+		return 0
+	fi
+	fio_json_rate "$out"
+}
+
+# bench_pair TEST UNIT FIELD BAR PEER_NAME LB_FN PEER_FN [NOTE]
+# Alternates LB_FN and PEER_FN (each prints "IOPS MBPS"), BENCH_ROUNDS times
+# each, and records the medians of FIELD (1 = IOPS, 2 = MB/s).
+bench_pair() {
+	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
+	local i lbv=() pv=() r
+	lb_log " - $test"
+	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
+		r="$($lbfn | awk -v f="$field" '{print $f}')"
+		lbv+=("$r")
+		lb_log "   round $i: lunbridge $r $unit"
+		r="$($peerfn | awk -v f="$field" '{print $f}')"
+		pv+=("$r")
+		lb_log "   round $i: $peer $r $unit"
+	done
+	bench_record "$test" "$unit" "$(bench_median "${lbv[@]}")" "$(bench_median "${pv[@]}")" "$peer" "$bar" "$note"
+}
+
+# bench_timed_mbps BYTES CMD...: run CMD, print BYTES/seconds in MB/s
+# (MB = 10^6 bytes), "n/a" when it fails.
+bench_timed_mbps() {
+	local bytes="$1" t0 t1
+	shift
+	t0="$(bench_now)"
+	if ! timeout -s KILL 600 "$@" >"$BENCH_TMP/timed.out" 2>"$BENCH_TMP/timed.err"; then
+		lb_log "failed: $* — $(tail -n 3 "$BENCH_TMP/timed.err")"
+		echo "n/a"
+		return 0
+	fi
+	t1="$(bench_now)"
+	awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f\n", b/(z-a)/1e6 }'
+}
+
+# bench_max_rss_mib CMD...: run CMD under /usr/bin/time -v; prints max RSS in MiB.
+bench_max_rss_mib() {
+	/usr/bin/time -v -o "$BENCH_TMP/time.txt" "$@" >"$BENCH_TMP/rss-cmd.out" 2>"$BENCH_TMP/rss-cmd.err" ||
+		lb_log "rss run failed: $(tail -n 2 "$BENCH_TMP/rss-cmd.err")"
+	awk -F: '/Maximum resident set size/ { printf "%.1f\n", $2/1024 }' "$BENCH_TMP/time.txt"
+}
+
+# bench_record_limit TEST VALUE_MiB LIMIT_MiB: a bound, not a ratio.
+bench_record_limit() {
+	local test="$1" v="$2" lim="$3" verdict
+	verdict="$(awk -v v="$v" -v l="$lim" 'BEGIN { if (v !~ /^[0-9.]+$/) print "-"; else print (v+0 < l+0) ? "pass" : "below" }')"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$BENCH_PART" "$test" "MiB" "$v" "(limit)" "$lim" \
+		"-" "< $lim MiB" "$verdict" "peak RSS" >>"$BENCH_RESULTS"
+	lb_log "   => $test: peak RSS $v MiB (limit $lim MiB) $verdict"
+}

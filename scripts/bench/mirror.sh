@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# mirror (issue 9): two tgtd targets (legs A and B, RAM LUNs).
+#   - resync throughput: `lunbridge mirror create` without --assume-clean
+#     (a full sync of A onto B) vs `qemu-img convert -n -m 16 -W A B` (the
+#     same copy, iSCSI to iSCSI, by libiscsi): MB/s, no bar (reported);
+#   - scrub throughput: `lunbridge mirror check` (reads both legs), reported;
+#   - mirrored vs single leg with `lunbridge bench`: bars 4k randwrite QD32
+#     >= 0.75x, 4k randread QD32 >= 1.3x, 1 MiB seq write QD8 >= 0.7x.
+#     Through `lunbridge bench --mirror URL-B URL-A` (leg A = the main URL),
+#     falling back to
+#     `lunbridge serve --mirror URL-B URL-A` + fio; when neither takes a
+#     mirror the single-leg figures are recorded and the row says "blocked".
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_init mirror
+
+bench_target legA "$BENCH_SIZE"
+bench_target legB "$BENCH_SIZE"
+A="${T_URL[legA]}"
+B="${T_URL[legB]}"
+dd if=/dev/urandom of="${T_FILE[legA]}" bs=1M count=$((BENCH_SIZE_BYTES >> 20)) conv=notrunc status=none
+
+lb_resync() {
+	local r
+	r="$(bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" mirror create --yes "$A" "$B")"
+	echo "0 $r"
+}
+qi_copy() {
+	local r
+	r="$(bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -n -m 16 -W -f raw -O raw "$A" "$B")"
+	echo "0 $r"
+}
+bench_pair "resync: mirror create (full sync A->B)" MB/s 2 - "qemu-img -n -m16 -W A->B" lb_resync qi_copy \
+	"reported, no bar; MB = 10^6 B of LUN per wall second"
+
+# Leave a valid, clean mirror behind for the scrub and the mirrored benches.
+"$LB" mirror create --assume-clean --yes "$A" "$B" >/dev/null 2>"$BENCH_TMP/create.err" ||
+	lb_die "mirror create --assume-clean failed: $(tail -n 3 "$BENCH_TMP/create.err")"
+lb_check() {
+	local r
+	r="$(bench_timed_mbps $((2 * BENCH_SIZE_BYTES)) "$LB" mirror check "$A" "$B")"
+	echo "0 $r"
+}
+none() { echo "n/a n/a"; }
+bench_pair "scrub: mirror check (both legs read)" MB/s 2 - "-" lb_check none "reported, no bar; bytes of both legs per second"
+
+# Can anything run I/O through a mirror?
+MIRROR_HOW=""
+if timeout -s KILL 30 "$LB" bench --json --time 1s "${NOCTL[@]}" --mirror "$B" "$A" >/dev/null 2>"$BENCH_TMP/m1.err"; then
+	MIRROR_HOW=bench
+elif timeout -s KILL 10 "$LB" serve --help 2>&1 | grep -q -- '--mirror'; then
+	MIRROR_HOW=serve
+fi
+lb_log "   I/O through a mirror: ${MIRROR_HOW:-not available ($(head -c 120 "$BENCH_TMP/m1.err"))}"
+
+M_SOCK="$BENCH_TMP/mirror.sock"
+L_SOCK="$BENCH_TMP/leg.sock"
+if [ "$MIRROR_HOW" = serve ]; then
+	"$LB" serve --listen "unix:$M_SOCK" --persistent "${NOCTL[@]}" --mirror "$B" "$A" >/dev/null 2>"$BENCH_TMP/ms.err" &
+	bench_on_exit "bench_kill $!"
+	"$LB" serve --listen "unix:$L_SOCK" --persistent "${NOCTL[@]}" "$A" >/dev/null 2>"$BENCH_TMP/ls.err" &
+	bench_on_exit "bench_kill $!"
+	bench_wait_socket "$M_SOCK" 30 || lb_die "serve --mirror did not listen: $(tail -n 3 "$BENCH_TMP/ms.err")"
+	bench_wait_socket "$L_SOCK" 30 || lb_die "serve (leg) did not listen"
+fi
+
+# Both sides use the same range: the mirror exports a little less than a leg
+# (its metadata sits at the end of each leg).
+SPAN=$((BENCH_SIZE_BYTES - (64 << 20)))
+# mirrored RW BS QD / single RW BS QD: "IOPS MBPS"
+mirrored() {
+	case "$MIRROR_HOW" in
+	bench) lb_bench_json --rw "$1" --bs "$2" --qd "$3" --yes --span "$SPAN" --mirror "$B" "$A" ;;
+	serve) run_fio "m-$1" --ioengine=nbd --uri="nbd+unix:///?socket=$M_SOCK" --size="$SPAN" \
+		--rw="$1" --bs="$2" --iodepth="$3" ;;
+	*) echo "n/a n/a" ;;
+	esac
+}
+single() {
+	case "$MIRROR_HOW" in
+	serve) run_fio "s-$1" --ioengine=nbd --uri="nbd+unix:///?socket=$L_SOCK" --size="$SPAN" \
+		--rw="$1" --bs="$2" --iodepth="$3" ;;
+	*) lb_bench_json --rw "$1" --bs "$2" --qd "$3" --yes --span "$SPAN" "$A" ;;
+	esac
+}
+m_rw() { mirrored randwrite 4k 32; }
+s_rw() { single randwrite 4k 32; }
+m_rr() { mirrored randread 4k 32; }
+s_rr() { single randread 4k 32; }
+m_sw() { mirrored write 1M 8; }
+s_sw() { single write 1M 8; }
+NOTE=""
+[ -n "$MIRROR_HOW" ] || NOTE="blocked: no command runs I/O through a mirror (bench/serve have no --mirror); single-leg figure only"
+bench_pair "4k randwrite QD32: mirrored vs single leg" IOPS 1 0.75 "single leg (lunbridge)" m_rw s_rw "$NOTE"
+bench_pair "4k randread QD32: mirrored vs single leg" IOPS 1 1.3 "single leg (lunbridge)" m_rr s_rr "$NOTE"
+bench_pair "1M seq write QD8: mirrored vs single leg" MB/s 2 0.7 "single leg (lunbridge)" m_sw s_sw "$NOTE"
+
+bench_done

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# pull (issue 5): `lunbridge pull` vs `qemu-img convert` (plain, and with
+# -m 16 -W) from the same tgtd RAM LUN to /dev/shm, alternating, on
+#   1. a fully written LUN (random data)              bar >= 1.5x
+#   2. a thick LUN whose blocks are 90% zeros         bar >= 1.2x, output sparse
+#   3. a thin LUN (thin_provisioning=1, GET LBA STATUS) with 10% written
+#                                                     bar >= 1.5x, output no larger on disk
+# and `lunbridge push` vs `qemu-img convert -n` into the LUN   bar >= 1.2x;
+# peak RSS of pull (bar < 100 MiB). Rates are BENCH_SIZE / wall time.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_init pull
+
+bench_target pull "$BENCH_SIZE"
+URL="${T_URL[pull]}"
+FILE="${T_FILE[pull]}"
+MIB=$((BENCH_SIZE_BYTES >> 20))
+OUT="$BENCH_SHM/out.raw"
+
+lb_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" pull --checksum none "$URL" "$OUT"; }
+qi_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -O raw "$URL" "$OUT"; }
+qw_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -m 16 -W -O raw "$URL" "$OUT"; }
+du_mib() { du -B1 "$OUT" 2>/dev/null | awk '{ printf "%.1f\n", $1/1048576 }'; }
+
+# pull3 LABEL BAR [du]: alternate lunbridge, qemu-img, qemu-img -m 16 -W.
+pull3() {
+	local label="$1" bar="$2" dumode="${3:-}" i a b c
+	local lbv=() qv=() wv=() lbdu=() qdu=() wdu=()
+	lb_log " - pull: $label"
+	lb_pull >/dev/null # warm-up (untimed): the first read after a refill is slower
+	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
+		a="$(lb_pull)"; lbv+=("$a"); lbdu+=("$(du_mib)")
+		b="$(qi_pull)"; qv+=("$b"); qdu+=("$(du_mib)")
+		c="$(qw_pull)"; wv+=("$c"); wdu+=("$(du_mib)")
+		lb_log "   round $i: lunbridge $a MB/s (${lbdu[-1]} MiB on disk), qemu-img $b (${qdu[-1]} MiB), qemu-img -m16 -W $c (${wdu[-1]} MiB)"
+	done
+	rm -f "$OUT" "$OUT".*
+	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" "$bar"
+	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -m16 -W" "$bar"
+	if [ -n "$dumode" ]; then
+		BENCH_INVERT=1 bench_record "pull $label: output on disk" "MiB" "$(bench_median "${lbdu[@]}")" \
+			"$(bench_median "${qdu[@]}")" "qemu-img convert" 1.0 "ratio = qemu-img/lunbridge; >= 1 means no larger"
+	fi
+}
+
+# 1. Fully written LUN.
+lb_log "filling the LUN with random data ($BENCH_SIZE)"
+dd if=/dev/urandom of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
+pull3 "full LUN" 1.5
+
+lb_log " - peak RSS: pull of the full LUN"
+rm -f "$OUT" "$OUT".*
+rss="$(bench_max_rss_mib "$LB" pull --checksum none "$URL" "$OUT")"
+bench_record_limit "pull full LUN max RSS" "$rss" 100
+
+# 2. Push: lunbridge push vs qemu-img convert -n (existing target) of the same
+# random image.
+IN="$BENCH_SHM/in.raw"
+cp "$FILE" "$IN"
+rm -f "$OUT" "$OUT".*
+lb_push() { bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" push --yes --checksum none "$IN" "$URL"; }
+qi_push() { bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -n -f raw -O raw "$IN" "$URL"; }
+qw_push() { bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -n -m 16 -W -f raw -O raw "$IN" "$URL"; }
+lb_log " - push: full image"
+lbv=() qv=() wv=()
+for ((i = 1; i <= BENCH_ROUNDS; i++)); do
+	a="$(lb_push)"; lbv+=("$a")
+	b="$(qi_push)"; qv+=("$b")
+	c="$(qw_push)"; wv+=("$c")
+	lb_log "   round $i: lunbridge push $a MB/s, qemu-img $b, qemu-img -m16 -W $c"
+done
+cmp -s "$IN" "$FILE" || lb_log "   WARNING: the LUN's backing file differs from the pushed image"
+rm -f "$IN"
+bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert -n" 1.2
+bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -n -m16 -W" 1.2
+
+# write10 FILE: random data in every tenth MiB (10% of the blocks).
+write10() {
+	local m
+	for ((m = 0; m < MIB; m += 10)); do
+		dd if=/dev/urandom of="$1" bs=1M count=1 seek="$m" conv=notrunc status=none
+	done
+}
+
+# 3. Thick LUN, 90% zeros: every block allocated (zeros written), not thin.
+lb_log "thick LUN: zeros everywhere, random data in every tenth MiB"
+dd if=/dev/zero of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
+write10 "$FILE"
+pull3 "thick 90% zeros" 1.2 du
+
+# 4. Thin LUN, 10% written: the backing file is sparse, tgtd answers GET LBA
+# STATUS from SEEK_DATA/SEEK_HOLE once thin_provisioning=1.
+lb_log "thin LUN: sparse backing file, every tenth MiB written, thin_provisioning=1"
+truncate -s 0 "$FILE"
+truncate -s "$BENCH_SIZE_BYTES" "$FILE"
+write10 "$FILE"
+bench_tgtadm pull --mode logicalunit --op update --tid 1 --lun 1 --params thin_provisioning=1 ||
+	lb_die "tgtadm: thin_provisioning=1 failed"
+pull3 "thin 10% written" 1.5 du
+
+bench_done
