@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -121,6 +122,10 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 		MaxBackground: maxBackground,
 		DisableXAttrs: true, // no GETXATTR(security.capability) round trip per write
 		DirectMount:   true, // mount(2) as root, fusermount3 otherwise
+		// Without ASYNC_DIO the kernel turns every asynchronous O_DIRECT
+		// request (libaio, io_uring, loop devices in direct mode) into a
+		// synchronous one: queue depth 1 whatever the application asks.
+		ExtraCapabilities: fuse.CAP_ASYNC_DIO,
 	}
 	if readOnly {
 		mo.Options = append(mo.Options, "ro")
@@ -144,7 +149,14 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 		fo.Logger = log.New(io.Discard, "", 0)
 		fo.MountOptions.Logger = log.New(io.Discard, "", 0)
 	}
+	// go-fuse sizes its pool of request readers — and so how many
+	// requests run at once — from GOMAXPROCS when the server is created
+	// (2 on a 2-core machine, capped at 16). A block device wants many
+	// requests in flight (the iSCSI session pipelines them), so create the
+	// server as if there were 16 CPUs and restore the setting at once.
+	prev := runtime.GOMAXPROCS(16)
 	server, err := fs.Mount(abs, root, fo)
+	runtime.GOMAXPROCS(prev)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
 	}
