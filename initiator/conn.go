@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 )
@@ -28,7 +30,8 @@ type conn struct {
 	portal string
 	log    *logrus.Entry
 
-	r *pdu.Reader
+	r   *pdu.Reader
+	raw *rawSock // nil when nc has no descriptor: nc's own Read/Write are used
 
 	wmu sync.Mutex // guards the write queue; taken before Session.winMu
 	// The write queue (writeq.go), guarded by wmu; flushMu serializes
@@ -39,6 +42,8 @@ type conn struct {
 	flushMu   sync.Mutex
 	sparebuf  []byte
 	sparesegs []qseg
+	vec       [][]byte      // writeQueued's scratch, under flushMu
+	iov       []unix.Iovec  // writeQueued's scratch, under flushMu
 	wake      chan struct{} // one token: the queue has something
 	wexit     chan struct{} // closed when the writer has stopped
 
@@ -65,6 +70,7 @@ func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, 
 	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{}),
 		wake: make(chan struct{}, 1), wexit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
+	c.raw = newRawSock(nc)
 	c.expStatSN.Store(expStatSN)
 	c.p = p
 	c.lastRx.Store(time.Now().UnixNano())
@@ -95,7 +101,11 @@ func (c *conn) error() error {
 // readLoop dispatches incoming PDUs until the connection fails.
 func (c *conn) readLoop() {
 	defer close(c.exit)
-	br := bufio.NewReaderSize(c.nc, 64<<10)
+	var src io.Reader = c.nc
+	if c.raw != nil {
+		src = c.raw
+	}
+	br := bufio.NewReaderSize(src, 64<<10)
 	c.r.Reset(br)
 	var err error
 	for {

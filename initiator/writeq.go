@@ -108,7 +108,18 @@ func (c *conn) writeQueued() {
 		return
 	}
 	var err error
-	if len(segs) == 1 && segs[0].ext == nil {
+	if c.raw != nil {
+		c.vec = c.vec[:0]
+		for _, s := range segs {
+			if s.ext != nil {
+				c.vec = append(c.vec, s.ext)
+			} else if s.hi > s.lo {
+				c.vec = append(c.vec, buf[s.lo:s.hi])
+			}
+		}
+		_, c.iov, err = c.raw.writev(c.vec, c.iov)
+		clear(c.vec)
+	} else if len(segs) == 1 && segs[0].ext == nil {
 		_, err = c.nc.Write(buf[segs[0].lo:segs[0].hi])
 	} else {
 		vec := make(net.Buffers, 0, len(segs))

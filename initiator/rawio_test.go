@@ -1,0 +1,146 @@
+package initiator
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestRawSockWritevPartial pushes far more than the socket buffers hold
+// through writev in many pieces while the peer reads slowly, so writes
+// return short and EAGAIN and must resume mid-buffer; the peer must see
+// every byte in order.
+func TestRawSockWritevPartial(t *testing.T) {
+	a, b := tcpPair(t)
+	ra, rb := newRawSock(a), newRawSock(b)
+	if ra == nil || rb == nil {
+		t.Fatal("no raw socket for a TCP connection")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var bufs [][]byte
+	var want bytes.Buffer
+	for want.Len() < 48<<20 {
+		n := r.IntN(300 << 10)
+		if r.IntN(10) == 0 {
+			n = 0 // empty pieces are skipped
+		}
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(r.Uint32())
+		}
+		bufs = append(bufs, p)
+		want.Write(p)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var out bytes.Buffer
+		buf := make([]byte, 100_000)
+		for {
+			time.Sleep(50 * time.Microsecond)
+			n, err := rb.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- out.Bytes()
+	}()
+	var iov []unix.Iovec
+	total := 0
+	for i := 0; i < len(bufs); i += 2000 {
+		var n int
+		var err error
+		n, iov, err = ra.writev(bufs[i:min(i+2000, len(bufs))], iov)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != want.Len() {
+		t.Fatalf("writev reported %d bytes, want %d", total, want.Len())
+	}
+	for _, v := range iov[:cap(iov)] {
+		if v.Base != nil {
+			t.Fatal("iovec still pins a caller's buffer")
+		}
+	}
+	a.Close()
+	if g := <-got; !bytes.Equal(g, want.Bytes()) {
+		t.Fatalf("peer received %d bytes, not the %d written (or different)", len(g), want.Len())
+	}
+}
+
+func TestRawSockEOFDeadlineClose(t *testing.T) {
+	a, b := tcpPair(t)
+	rb := newRawSock(b)
+	buf := make([]byte, 16)
+	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := rb.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past deadline: %v, want deadline exceeded", err)
+	}
+	b.SetReadDeadline(time.Time{})
+	a.Write([]byte("hi"))
+	if n, err := io.ReadFull(rb, buf[:2]); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	a.Close()
+	if _, err := rb.Read(buf); err != io.EOF {
+		t.Fatalf("read after peer close: %v, want EOF", err)
+	}
+	// A read blocked in the poller returns when the connection is closed.
+	c, d := tcpPair(t)
+	rd := newRawSock(d)
+	errc := make(chan error, 1)
+	go func() { _, err := rd.Read(buf); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	d.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("read on a closed connection succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock a raw read")
+	}
+	_ = c
+	if newRawSock(&net.TCPConn{}) != nil {
+		t.Fatal("a TCPConn without a socket gave a raw socket")
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if newRawSock(p1) != nil {
+		t.Fatal("net.Pipe has no descriptor; want nil")
+	}
+}
