@@ -18,8 +18,8 @@ const (
 
 // MaxTransferer is implemented by devices that advertise an optimal (and
 // maximum) transfer length in bytes, such as an iSCSI LUN from its Block
-// Limits VPD page. The engine then uses it as the default chunk size and
-// never issues a larger read or write.
+// Limits VPD page. The engine never issues a larger read or write, and
+// uses it as the chunk size when it is below the 1 MiB default.
 type MaxTransferer interface {
 	MaxTransfer() int
 }
@@ -29,7 +29,7 @@ type Options struct {
 	// Workers is the number of I/Os in flight (default 8).
 	Workers int
 	// ChunkSize is the unit of every read and write, a multiple of the
-	// block size (default: the device's MaxTransfer, else 1 MiB).
+	// block size (default: 1 MiB, or the device's MaxTransfer when smaller).
 	ChunkSize int
 	// Offset and Length select a range of the source device (pull, copy,
 	// verify) or where on the device the image lands (push; Length is

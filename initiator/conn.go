@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
+	"github.com/lunbridge/lunbridge/internal/rawsock"
 )
 
 // statSNWindow bounds how far a StatSN may run ahead of the expected one
@@ -31,7 +32,7 @@ type conn struct {
 	log    *logrus.Entry
 
 	r   *pdu.Reader
-	raw *rawSock // nil when nc has no descriptor: nc's own Read/Write are used
+	raw *rawsock.Sock // nil when nc has no descriptor: nc's own Read/Write are used
 
 	wmu sync.Mutex // guards the write queue; taken before Session.winMu
 	// The write queue (writeq.go), guarded by wmu; flushMu serializes
@@ -70,7 +71,7 @@ func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, 
 	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{}),
 		wake: make(chan struct{}, 1), wexit: make(chan struct{})}
 	c.log = s.log.WithField("conn", cid)
-	c.raw = newRawSock(nc)
+	c.raw = rawsock.New(nc)
 	c.expStatSN.Store(expStatSN)
 	c.p = p
 	c.lastRx.Store(time.Now().UnixNano())

@@ -117,7 +117,7 @@ func (c *conn) writeQueued() {
 				c.vec = append(c.vec, buf[s.lo:s.hi])
 			}
 		}
-		_, c.iov, err = c.raw.writev(c.vec, c.iov)
+		_, c.iov, err = c.raw.Writev(c.vec, c.iov)
 		clear(c.vec)
 	} else if len(segs) == 1 && segs[0].ext == nil {
 		_, err = c.nc.Write(buf[segs[0].lo:segs[0].hi])

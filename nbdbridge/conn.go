@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/lunbridge/lunbridge/internal/rawsock"
 )
 
 // conn is one client connection.
@@ -27,21 +30,44 @@ type conn struct {
 	metaAlloc  bool
 	refusing   bool
 
-	wmu  sync.Mutex // serializes replies; taken after the budget, never before
+	wmu  sync.Mutex // guards the reply queue (replyq.go) and werr
 	werr error      // first write error; later replies are dropped
+
+	// The reply queue, under wmu; the spares and scratch belong to the
+	// writer goroutine.
+	qbuf      []byte
+	qsegs     []qseg
+	qstart    int
+	qrel      []*request
+	sparebuf  []byte
+	sparesegs []qseg
+	sparerel  []*request
+	vec       [][]byte
+	iov       []unix.Iovec
+	wake      chan struct{}
+	wquit     chan struct{}
+	wexit     chan struct{}
+
+	raw *rawsock.Sock // nil when nc has no descriptor
 
 	budget *budget
 	wg     sync.WaitGroup // requests in flight
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	return &conn{
+	c := &conn{
 		s:      s,
 		nc:     nc,
-		br:     bufio.NewReaderSize(nc, 64<<10),
+		raw:    rawsock.New(nc),
 		log:    s.log.WithField("remote", addrString(nc.RemoteAddr())),
 		budget: newBudget(s.opts.MaxInFlightBytes, s.opts.MaxInFlight),
 	}
+	var src io.Reader = nc
+	if c.raw != nil {
+		src = c.raw
+	}
+	c.br = bufio.NewReaderSize(src, 64<<10)
+	return c
 }
 
 func addrString(a net.Addr) string {
@@ -80,9 +106,11 @@ func (c *conn) transmit(ctx context.Context) error {
 		c.budget.close()
 	})
 	defer stop()
+	c.startWriter()
 	err := c.readLoop(ctx, devCtx)
 	c.budget.close()
 	c.wg.Wait()
+	c.stopWriter()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -154,7 +182,6 @@ func (c *conn) dispatch(devCtx context.Context, r *request) error {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			defer c.release(r)
 			s.stats.op(r.typ).errors.Add(1)
 			c.finish(r, 0, c.replyError(r, errno, ""))
 		}()

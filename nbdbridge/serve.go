@@ -4,15 +4,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"net"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
 )
 
 // serve performs one validated request and sends its reply.
+// Every path sends exactly one reply, which takes ownership of r.
 func (c *conn) serve(ctx context.Context, r *request) {
-	defer c.release(r)
 	s := c.s
 	dev := s.dev
 	off := int64(r.off)
@@ -181,7 +180,7 @@ func (c *conn) blockStatus(ctx context.Context, r *request) (werr, err error) {
 		p = binary.BigEndian.AppendUint32(p, d.flags)
 	}
 	h := c.chunkHeader(r.cookie, replyFlagDone, replyBlockStatus, len(p))
-	return c.write(h, p), nil
+	return c.reply(r, h, p), nil
 }
 
 func (c *conn) chunkHeader(cookie uint64, flags, typ uint16, n int) []byte {
@@ -196,24 +195,24 @@ func (c *conn) chunkHeader(cookie uint64, flags, typ uint16, n int) []byte {
 
 func (c *conn) replyRead(r *request, data []byte) error {
 	if !c.structured {
-		return c.write(c.simpleHeader(r.cookie, 0), data)
+		return c.reply(r, c.simpleHeader(r.cookie, 0), data)
 	}
 	if len(data) == 0 {
-		return c.write(c.chunkHeader(r.cookie, replyFlagDone, replyNone, 0))
+		return c.reply(r, c.chunkHeader(r.cookie, replyFlagDone, replyNone, 0))
 	}
 	// One OFFSET_DATA chunk: never fragmented, so NBD_CMD_FLAG_DF holds.
 	h := c.chunkHeader(r.cookie, replyFlagDone, replyOffsetData, 8+len(data))
 	h = binary.BigEndian.AppendUint64(h, r.off)
-	return c.write(h, data)
+	return c.reply(r, h, data)
 }
 
 func (c *conn) replyOK(r *request) error {
-	return c.write(c.simpleHeader(r.cookie, 0))
+	return c.reply(r, c.simpleHeader(r.cookie, 0))
 }
 
 func (c *conn) replyError(r *request, errno uint32, msg string) error {
 	if !c.structured {
-		return c.write(c.simpleHeader(r.cookie, errno))
+		return c.reply(r, c.simpleHeader(r.cookie, errno))
 	}
 	if len(msg) > 1024 {
 		msg = msg[:1024]
@@ -222,7 +221,7 @@ func (c *conn) replyError(r *request, errno uint32, msg string) error {
 	p = binary.BigEndian.AppendUint32(p, errno)
 	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
 	p = append(p, msg...)
-	return c.write(c.chunkHeader(r.cookie, replyFlagDone, replyError, len(p)), p)
+	return c.reply(r, c.chunkHeader(r.cookie, replyFlagDone, replyError, len(p)), p)
 }
 
 func (c *conn) simpleHeader(cookie uint64, errno uint32) []byte {
@@ -231,23 +230,6 @@ func (c *conn) simpleHeader(cookie uint64, errno uint32) []byte {
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint64(h, cookie)
 	return h
-}
-
-// write sends one reply with a single writev under the write mutex. After
-// the first failure the connection is closed and later replies dropped.
-func (c *conn) write(bufs ...[]byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return c.werr
-	}
-	nb := net.Buffers(bufs)
-	if _, err := nb.WriteTo(c.nc); err != nil {
-		c.werr = err
-		c.nc.Close() // unblocks the read loop
-		return err
-	}
-	return nil
 }
 
 // errnoOf maps a device error to an NBD error value at the edge.

@@ -26,7 +26,7 @@ func copyFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "json", Usage: "print a JSON summary on stdout at the end"},
 		&cli.BoolFlag{Name: "progress", Usage: "show progress on stderr even when it is not a terminal"},
 		&cli.IntFlag{Name: "parallel", Value: blockcopy.DefaultWorkers, Usage: "I/Os in flight"},
-		&cli.StringFlag{Name: "chunk", Usage: "bytes per I/O, e.g. 256k, 1M (default: the device's optimal transfer, else 1M)"},
+		&cli.StringFlag{Name: "chunk", Usage: "bytes per I/O, e.g. 256k, 4M (default: 1M, or the device's maximum transfer when smaller)"},
 		&cli.StringFlag{Name: "rate-limit", Usage: "cap data bytes per second, e.g. 50M (holes are free)"},
 		&cli.StringFlag{Name: "offset", Usage: "start at this device offset, e.g. 1G (a multiple of the block size)"},
 	}

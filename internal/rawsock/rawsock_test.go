@@ -1,4 +1,4 @@
-package initiator
+package rawsock
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 // every byte in order.
 func TestRawSockWritevPartial(t *testing.T) {
 	a, b := tcpPair(t)
-	ra, rb := newRawSock(a), newRawSock(b)
+	ra, rb := New(a), New(b)
 	if ra == nil || rb == nil {
 		t.Fatal("no raw socket for a TCP connection")
 	}
@@ -81,7 +81,7 @@ func TestRawSockWritevPartial(t *testing.T) {
 	for i := 0; i < len(bufs); i += 2000 {
 		var n int
 		var err error
-		n, iov, err = ra.writev(bufs[i:min(i+2000, len(bufs))], iov)
+		n, iov, err = ra.Writev(bufs[i:min(i+2000, len(bufs))], iov)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func TestRawSockWritevPartial(t *testing.T) {
 
 func TestRawSockEOFDeadlineClose(t *testing.T) {
 	a, b := tcpPair(t)
-	rb := newRawSock(b)
+	rb := New(b)
 	buf := make([]byte, 16)
 	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, err := rb.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -120,7 +120,7 @@ func TestRawSockEOFDeadlineClose(t *testing.T) {
 	}
 	// A read blocked in the poller returns when the connection is closed.
 	c, d := tcpPair(t)
-	rd := newRawSock(d)
+	rd := New(d)
 	errc := make(chan error, 1)
 	go func() { _, err := rd.Read(buf); errc <- err }()
 	time.Sleep(20 * time.Millisecond)
@@ -134,13 +134,13 @@ func TestRawSockEOFDeadlineClose(t *testing.T) {
 		t.Fatal("Close did not unblock a raw read")
 	}
 	_ = c
-	if newRawSock(&net.TCPConn{}) != nil {
+	if New(&net.TCPConn{}) != nil {
 		t.Fatal("a TCPConn without a socket gave a raw socket")
 	}
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if newRawSock(p1) != nil {
+	if New(p1) != nil {
 		t.Fatal("net.Pipe has no descriptor; want nil")
 	}
 }

@@ -1,4 +1,7 @@
-package initiator
+// Package rawsock reads and writes a socket with raw system calls on its
+// non-blocking descriptor, for the hot paths of the initiator and the NBD
+// server.
+package rawsock
 
 import (
 	"errors"
@@ -10,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawSock moves the bytes of a TCP connection with raw read/writev system
+// Sock moves the bytes of a TCP connection with raw read/writev system
 // calls on its non-blocking descriptor, waiting in the runtime's poller
 // only when the socket has nothing to read or no room to write.
 //
@@ -26,12 +29,12 @@ import (
 //
 // Deadlines and Close work as for the net.Conn: syscall.RawConn waits in the
 // same poller.
-type rawSock struct {
+type Sock struct {
 	rc syscall.RawConn
 
 	// In-flight call state, used by the bound methods below (bound once,
 	// so a call allocates nothing). One reader and one writer at a time:
-	// the read loop and the flushMu holder.
+	// by contract of the callers.
 	rbuf   []byte
 	rn     int
 	rerr   error
@@ -43,9 +46,9 @@ type rawSock struct {
 	writeFn func(uintptr) bool
 }
 
-// newRawSock returns nil when nc has no file descriptor (net.Pipe in tests,
+// New returns nil when nc has no file descriptor (net.Pipe in tests,
 // TLS): the caller then uses nc's own Read and Write.
-func newRawSock(nc net.Conn) *rawSock {
+func New(nc net.Conn) *Sock {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return nil
@@ -59,13 +62,13 @@ func newRawSock(nc net.Conn) *rawSock {
 	if err != nil {
 		return nil
 	}
-	s := &rawSock{rc: rc}
+	s := &Sock{rc: rc}
 	s.readFn = s.doRead
 	s.writeFn = s.doWritev
 	return s
 }
 
-func (s *rawSock) doRead(fd uintptr) bool {
+func (s *Sock) doRead(fd uintptr) bool {
 	for {
 		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
 		switch e {
@@ -87,7 +90,7 @@ func (s *rawSock) doRead(fd uintptr) bool {
 }
 
 // Read implements io.Reader.
-func (s *rawSock) Read(p []byte) (int, error) {
+func (s *Sock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -101,7 +104,7 @@ func (s *rawSock) Read(p []byte) (int, error) {
 }
 
 // doWritev writes as much of s.iov as the socket takes, advancing s.iov.
-func (s *rawSock) doWritev(fd uintptr) bool {
+func (s *Sock) doWritev(fd uintptr) bool {
 	for len(s.iov) > 0 {
 		cnt := min(len(s.iov), 1024) // IOV_MAX
 		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(cnt))
@@ -122,7 +125,7 @@ func (s *rawSock) doWritev(fd uintptr) bool {
 }
 
 // advance drops n written bytes from the front of s.iov.
-func (s *rawSock) advance(n int) {
+func (s *Sock) advance(n int) {
 	for n > 0 && len(s.iov) > 0 {
 		l := int(s.iov[0].Len)
 		if n < l {
@@ -138,8 +141,9 @@ func (s *rawSock) advance(n int) {
 	}
 }
 
-// writev writes every buffer completely, or fails.
-func (s *rawSock) writev(bufs [][]byte, iov []unix.Iovec) (int, []unix.Iovec, error) {
+// Writev writes every buffer completely, or fails. iov is scratch space
+// (returned for reuse); only one Writev may run at a time, and only one Read.
+func (s *Sock) Writev(bufs [][]byte, iov []unix.Iovec) (int, []unix.Iovec, error) {
 	iov = iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
