@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -82,6 +83,11 @@ Run lunbridge COMMAND --help for a command's usage, options and examples.`,
 		Before: func(c *cli.Context) error {
 			if err := applyConfigFile(c); err != nil {
 				return err
+			}
+			if n := c.Int("procs"); n < 0 {
+				return usageErrorf("--procs %d: want 0 (all CPUs) or more", n)
+			} else if n > 0 {
+				runtime.GOMAXPROCS(n)
 			}
 			return setupLogging(c)
 		},

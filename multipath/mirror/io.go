@@ -245,14 +245,18 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 	if len(idx) == 1 {
 		errs[0] = op(wctx, m.legs[idx[0]].dev)
 	} else {
+		// Every leg but the last on its own goroutine, the last on ours:
+		// one goroutine fewer per mirrored write.
 		var wg sync.WaitGroup
-		for k, i := range idx {
+		last := len(idx) - 1
+		for k, i := range idx[:last] {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				errs[k] = op(wctx, m.legs[i].dev)
 			}()
 		}
+		errs[last] = op(wctx, m.legs[idx[last]].dev)
 		wg.Wait()
 	}
 	okInSync := false

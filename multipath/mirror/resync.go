@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -132,8 +133,29 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 	if !ok {
 		return 0, 0, errors.New("resync target changed")
 	}
+	// The chunk moves in pieces of up to resyncPiece, all in flight at
+	// once, each read then written: the legs see several commands at a
+	// time instead of one read, then one write.
 	buf := make([]byte, n)
-	if err := m.legs[src].dev.ReadAt(ctx, buf, off); err != nil {
+	piece := min(n, resyncPiece)
+	np := int((n + piece - 1) / piece)
+	rerrs := make([]error, np)
+	werrs := make([]error, np)
+	var wg sync.WaitGroup
+	for k := range np {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lo := int64(k) * piece
+			hi := min(lo+piece, n)
+			if rerrs[k] = m.legs[src].dev.ReadAt(ctx, buf[lo:hi], off+lo); rerrs[k] != nil {
+				return
+			}
+			werrs[k] = m.legs[t].dev.WriteAt(ctx, buf[lo:hi], off+lo, false)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(rerrs...); err != nil {
 		if legFatal(err) {
 			m.mu.Lock()
 			m.failLegLocked(src, fmt.Errorf("resync read: %w", err))
@@ -141,7 +163,7 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 		}
 		return 0, 0, fmt.Errorf("read leg %s: %w", legName(src), err)
 	}
-	if err := m.legs[t].dev.WriteAt(ctx, buf, off, false); err != nil {
+	if err := errors.Join(werrs...); err != nil {
 		m.mu.Lock()
 		m.failLegLocked(t, fmt.Errorf("resync write: %w", err))
 		v := m.memberVer
@@ -151,6 +173,9 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 	}
 	return seq, n, nil
 }
+
+// resyncPiece is the unit of one resync read or write.
+const resyncPiece = 1 << 20
 
 // checkpointBatch flushes the target and clears the bits of copied chunks
 // not written since they were copied; the bitmap is the durable progress.
