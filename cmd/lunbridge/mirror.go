@@ -86,24 +86,24 @@ Examples:
 
 var errMirrorDiffers = errors.New("mirror legs differ")
 
-// MirrorFlags tune openMirror.
+// MirrorFlags tune openMirrorLegs.
 type MirrorFlags struct {
 	ReadOnly   bool
 	Prefer     string
 	ResyncRate int64
 }
 
-// openMirror opens both legs and assembles the mirror (resync runs in the
-// background). A leg that cannot be reached gives a degraded mirror.
-func openMirror(c *cli.Context, a, b string, opts MirrorFlags) (blockdev.Device, error) {
-	return assembleMirror(c, a, b, opts)
-}
-
 func mirrorLogger() *logrus.Entry { return logrus.WithField("component", "mirror") }
 
 func openLegs(c *cli.Context, a, b string, readOnly, allowMissing bool) (blockdev.Device, blockdev.Device, error) {
-	da, errA := openDevice(c, a, readOnly)
-	db, errB := openDevice(c, b, readOnly)
+	return openLegPaths(c, []string{a}, []string{b}, readOnly, allowMissing)
+}
+
+// openLegPaths opens both legs, each through one URL or several
+// (multipath); with allowMissing one leg may be unreachable (degraded).
+func openLegPaths(c *cli.Context, a, b []string, readOnly, allowMissing bool) (blockdev.Device, blockdev.Device, error) {
+	da, errA := openLeg(c, a, readOnly)
+	db, errB := openLeg(c, b, readOnly)
 	switch {
 	case errA == nil && errB == nil:
 		return da, db, nil
@@ -127,7 +127,12 @@ func openLegs(c *cli.Context, a, b string, readOnly, allowMissing bool) (blockde
 }
 
 func assembleMirror(c *cli.Context, a, b string, opts MirrorFlags) (*mirror.Mirror, error) {
-	da, db, err := openLegs(c, a, b, false, true)
+	return assembleMirrorPaths(c, []string{a}, []string{b}, opts)
+}
+
+// assembleMirrorPaths assembles a mirror whose legs may each be multipath.
+func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirror.Mirror, error) {
+	da, db, err := openLegPaths(c, a, b, false, true)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -117,10 +116,12 @@ func openLeg(c *cli.Context, urls []string, readOnly bool) (blockdev.Device, err
 // sessions being opened (mirror legs).
 var legReplacementTimeout time.Duration
 
-// openMirrorLegs assembles a mirror whose legs may each be multipath.
+// openMirrorLegs assembles a mirror whose legs may each be multipath: leg A
+// is the main URL plus --path URLs, leg B the --mirror URLs.
 func openMirrorLegs(c *cli.Context, a, b []string, opts MirrorFlags) (blockdev.Device, error) {
-	if len(a) == 1 && len(b) == 1 {
-		return openMirror(c, a[0], b[0], opts)
+	m, err := assembleMirrorPaths(c, a, b, opts)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("--mirror with --path (multipath legs) is not supported by the command line yet; the library supports it (mirror.Assemble over multipath devices)")
+	return m, nil
 }

@@ -81,6 +81,11 @@ func openMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if legReplacementTimeout > 0 && !c.IsSet("no-path-timeout") {
+		// A mirror leg whose paths are all gone must fail its I/O soon,
+		// so the mirror degrades instead of stalling every write.
+		npt = legReplacementTimeout
+	}
 	opts := multipath.Options{
 		Policy:        c.String("policy"),
 		Failback:      c.String("failback"),

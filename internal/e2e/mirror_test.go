@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,4 +103,40 @@ func TestMirrorKill9Resync(t *testing.T) {
 func lbRunTool(t *testing.T, name string, args ...string) {
 	t.Helper()
 	runOK(t, time.Minute, name, args...)
+}
+
+// A mirror whose leg A is reached through two portals (--path: multipath)
+// and leg B through one (--mirror): an image pushed through it lands on
+// both legs' backing files, and the legs then compare equal.
+func TestMirrorMultipathLeg(t *testing.T) {
+	testenv.RequireRoot(t)
+	const size = 32 << 20
+	a := targets.StartTgtd(t, targets.Target{LUNs: []targets.LUN{{Size: size}}})
+	a.AddPortal(t, "127.0.0.2")
+	b := targets.StartIstgt(t, targets.Target{LUNs: []targets.LUN{{Size: size}}})
+	urlA, urlB := a.URL(0, 0), b.URL(0, 0)
+	urlA2 := strings.Replace(urlA, a.Portal, a.ExtraPortals[0], 1)
+	if urlA2 == urlA {
+		t.Fatalf("no second portal in %s", urlA)
+	}
+	lbOK(t, time.Minute, "mirror", "create", "--assume-clean", "--chunk", "1M", "--yes", urlA, urlB)
+
+	img := filepath.Join(scratch(t), "img")
+	want := make([]byte, 8<<20)
+	rand.NewChaCha8([32]byte{7, 9}).Read(want)
+	if err := os.WriteFile(img, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := lbOK(t, 2*time.Minute, "--log-level", "info", "push", "--yes", "--path", urlA2, "--policy", "round-robin",
+		"--mirror", urlB, "--control-socket", "", img, urlA)
+	// Leg A really is a two-path device.
+	if !strings.Contains(res.stderr, "multipath") || !strings.Contains(res.stderr, a.ExtraPortals[0]) {
+		t.Fatalf("push did not report leg A as multipath over %s:\n%s", a.ExtraPortals[0], res.stderr)
+	}
+	for name, f := range map[string]string{"A": a.BackingFile(0, 0), "B": b.BackingFile(0, 0)} {
+		if got := readAt(t, f, 0, int64(len(want))); !bytes.Equal(got, want) {
+			t.Fatalf("leg %s's backing file does not hold the pushed image", name)
+		}
+	}
+	lbOK(t, time.Minute, "mirror", "check", urlA, urlB)
 }
