@@ -58,6 +58,8 @@ type conn struct {
 	dead     bool          // set under Session.winMu with down: no CmdSN is given out for it any more
 	done     chan struct{} // closed when the connection has failed
 
+	lim fillLimiter // between the socket and the read loop's buffer
+
 	// Reused decode targets for the read loop.
 	din  pdu.DataIn
 	rsp  pdu.SCSIResponse
@@ -106,13 +108,15 @@ func (c *conn) readLoop() {
 	if c.raw != nil {
 		src = c.raw
 	}
-	br := bufio.NewReaderSize(src, 64<<10)
+	c.lim.r = src
+	br := bufio.NewReaderSize(&c.lim, 64<<10)
 	c.r.Reset(br)
 	var err error
 	for {
 		if err = c.r.ReadHeader(&c.bhs); err != nil {
 			break
 		}
+		c.lim.limit = 0
 		c.lastRx.Store(time.Now().UnixNano())
 		if err = c.dispatch(&c.bhs); err != nil {
 			break
@@ -199,6 +203,12 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	t.expDataSN++
 	if err := c.r.ReadData(b, t.rbuf[off:off+n]); err != nil {
 		return err
+	}
+	if n >= bigSegment {
+		c.lim.limit = pdu.BHSLen
+		if c.p.HeaderDigest {
+			c.lim.limit += 4
+		}
 	}
 	t.received += n
 	if !d.HasStatus {
@@ -444,4 +454,28 @@ func rejectReason(r uint8) string {
 		return fmt.Sprintf("%s (0x%02x)", n, r)
 	}
 	return fmt.Sprintf("reason 0x%02x", r)
+}
+
+// bigSegment is the Data-In size from which the next PDU is expected to be
+// large too.
+const bigSegment = 32 << 10
+
+// fillLimiter caps how much one refill of the read loop's buffer takes from
+// the socket. After a large Data-In segment the next PDU is most likely
+// large as well: refilling only its header lets its data segment go from
+// the socket straight into the caller's buffer, instead of up to 64 KiB of
+// it through the read buffer and a copy (perf: 7% of the CPU of 1 MiB
+// reads was that copy). Small PDUs keep whole-buffer refills, many PDUs
+// per system call. The read loop sets limit after a large segment and
+// clears it once the next header is in, so the data read is never limited.
+type fillLimiter struct {
+	r     io.Reader
+	limit int // 0: no limit
+}
+
+func (f *fillLimiter) Read(p []byte) (int, error) {
+	if f.limit > 0 && len(p) > f.limit {
+		p = p[:f.limit]
+	}
+	return f.r.Read(p)
 }
