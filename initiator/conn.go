@@ -35,18 +35,14 @@ type conn struct {
 	raw *rawsock.Sock // nil when nc has no descriptor: nc's own Read/Write are used
 
 	wmu sync.Mutex // guards the write queue; taken before Session.winMu
-	// The write queue (writeq.go), guarded by wmu; flushMu serializes
-	// writes to the socket and guards the spares.
-	qbuf      []byte
-	qsegs     []qseg
-	qstart    int
-	flushMu   sync.Mutex
-	sparebuf  []byte
-	sparesegs []qseg
-	vec       [][]byte      // writeQueued's scratch, under flushMu
-	iov       []unix.Iovec  // writeQueued's scratch, under flushMu
-	wake      chan struct{} // one token: the queue has something
-	wexit     chan struct{} // closed when the writer has stopped
+	// The write queue (writeq.go): q is filled under wmu while the writer,
+	// holding flushMu, writes spare; flushMu also guards the scratch.
+	q, spare *rawsock.Batch
+	flushMu  sync.Mutex
+	vec      [][]byte
+	iov      []unix.Iovec
+	wake     chan struct{} // one token: the queue has something
+	wexit    chan struct{} // closed when the writer has stopped
 
 	p         Params // this connection's parameters (digests, MaxXmitDSL are per connection)
 	expStatSN atomic.Uint32
@@ -71,7 +67,7 @@ type conn struct {
 
 func newConn(s *Session, nc net.Conn, cid uint16, portal string, r *pdu.Reader, expStatSN uint32, p Params) *conn {
 	c := &conn{s: s, nc: nc, cid: cid, portal: portal, r: r, done: make(chan struct{}), exit: make(chan struct{}),
-		wake: make(chan struct{}, 1), wexit: make(chan struct{})}
+		wake: make(chan struct{}, 1), wexit: make(chan struct{}), q: new(rawsock.Batch), spare: new(rawsock.Batch)}
 	c.log = s.log.WithField("conn", cid)
 	c.raw = rawsock.New(nc)
 	c.expStatSN.Store(expStatSN)

@@ -1,12 +1,12 @@
 package initiator
 
 import (
-	"net"
 	"runtime"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
+	"github.com/lunbridge/lunbridge/internal/rawsock"
 )
 
 // The write queue. Senders marshal their PDUs under conn.wmu (so PDUs are
@@ -16,16 +16,10 @@ import (
 // senders keep queueing, and the next write carries all of their PDUs at
 // once: fewer syscalls for us and fewer wakeups for the target, and no
 // sender ever blocks in a syscall. Small PDUs are copied into an arena;
-// large data segments are referenced: their owners wait for the task to
+// large data segments are referenced (rawsock.Batch): their owners wait for the task to
 // finish, and a failed connection fails its tasks only after the writer
 // has stopped (readLoop waits for it), so a caller's buffer is never read
 // after Do returns and nothing of a dead connection is written later.
-
-// qseg is one piece of the queue: a range of the arena, or an external slice.
-type qseg struct {
-	ext    []byte
-	lo, hi int
-}
 
 // inlineData is the largest data segment copied into the arena.
 const inlineData = 8192
@@ -42,22 +36,23 @@ func (c *conn) queueLocked(p pdu.PDU, data []byte) error {
 	h.AHSLength = 0
 	var bhs pdu.BHS
 	p.MarshalBHS(&bhs)
-	c.qbuf = append(c.qbuf, bhs[:]...)
+	var d4 [4]byte
+	q := c.q
+	q.Append(bhs[:])
 	if c.p.HeaderDigest {
-		c.qbuf = pdu.AppendDigest(c.qbuf, pdu.Digest(bhs[:]))
+		q.Append(pdu.AppendDigest(d4[:0], pdu.Digest(bhs[:])))
 	}
 	if n := len(data); n > 0 {
 		var zero [4]byte
 		pad := zero[:pdu.Pad(n)]
 		if n <= inlineData {
-			c.qbuf = append(c.qbuf, data...)
+			q.Append(data)
 		} else {
-			c.qsegs = append(c.qsegs, qseg{lo: c.qstart, hi: len(c.qbuf)}, qseg{ext: data})
-			c.qstart = len(c.qbuf)
+			q.AppendRef(data)
 		}
-		c.qbuf = append(c.qbuf, pad...)
+		q.Append(pad)
 		if c.p.DataDigest {
-			c.qbuf = pdu.AppendDigest(c.qbuf, pdu.UpdateDigest(pdu.Digest(data), pad))
+			q.Append(pdu.AppendDigest(d4[:0], pdu.UpdateDigest(pdu.Digest(data), pad)))
 		}
 	}
 	if c.log.Logger.IsLevelEnabled(logrus.TraceLevel) {
@@ -97,49 +92,20 @@ func (c *conn) writeQueued() {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
 	c.wmu.Lock()
-	if c.qstart < len(c.qbuf) {
-		c.qsegs = append(c.qsegs, qseg{lo: c.qstart, hi: len(c.qbuf)})
-	}
-	buf, segs := c.qbuf, c.qsegs
-	c.qbuf, c.qsegs, c.qstart = c.sparebuf[:0], c.sparesegs[:0], 0
+	b := c.q
+	c.q, c.spare = c.spare, b // the spare is empty: the last write reset it
 	c.wmu.Unlock()
-	if len(segs) == 0 {
-		c.sparebuf, c.sparesegs = buf, segs
+	if b.Empty() {
 		return
 	}
+	c.vec = b.Vec(c.vec[:0])
 	var err error
-	if c.raw != nil {
-		c.vec = c.vec[:0]
-		for _, s := range segs {
-			if s.ext != nil {
-				c.vec = append(c.vec, s.ext)
-			} else if s.hi > s.lo {
-				c.vec = append(c.vec, buf[s.lo:s.hi])
-			}
-		}
-		_, c.iov, err = c.raw.Writev(c.vec, c.iov)
-		clear(c.vec)
-	} else if len(segs) == 1 && segs[0].ext == nil {
-		_, err = c.nc.Write(buf[segs[0].lo:segs[0].hi])
-	} else {
-		vec := make(net.Buffers, 0, len(segs))
-		for _, s := range segs {
-			if s.ext != nil {
-				vec = append(vec, s.ext)
-			} else if s.hi > s.lo {
-				vec = append(vec, buf[s.lo:s.hi])
-			}
-		}
-		_, err = vec.WriteTo(c.nc)
-	}
+	c.iov, err = rawsock.Write(c.nc, c.raw, c.vec, c.iov)
+	clear(c.vec) // do not pin callers' buffers
 	if err != nil {
 		c.fail(err)
 	}
-	for i := range segs {
-		segs[i].ext = nil // do not pin callers' buffers
-	}
-	// flushMu is still held: nobody else touches the spares.
-	c.sparebuf, c.sparesegs = buf[:0], segs[:0]
+	b.Reset() // flushMu is still held: nobody else touches the spare
 }
 
 // write queues one PDU and flushes.

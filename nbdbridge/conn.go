@@ -33,20 +33,16 @@ type conn struct {
 	wmu  sync.Mutex // guards the reply queue (replyq.go) and werr
 	werr error      // first write error; later replies are dropped
 
-	// The reply queue, under wmu; the spares and scratch belong to the
-	// writer goroutine.
-	qbuf      []byte
-	qsegs     []qseg
-	qstart    int
-	qrel      []*request
-	sparebuf  []byte
-	sparesegs []qseg
-	sparerel  []*request
-	vec       [][]byte
-	iov       []unix.Iovec
-	wake      chan struct{}
-	wquit     chan struct{}
-	wexit     chan struct{}
+	// The reply queue (replyq.go): q and qrel are filled under wmu; the
+	// spares and the scratch belong to the writer goroutine.
+	q, spare *rawsock.Batch
+	qrel     []*request // released once their replies are written
+	sparerel []*request
+	vec      [][]byte
+	iov      []unix.Iovec
+	wake     chan struct{}
+	wquit    chan struct{}
+	wexit    chan struct{}
 
 	raw *rawsock.Sock // nil when nc has no descriptor
 
@@ -59,6 +55,8 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		s:      s,
 		nc:     nc,
 		raw:    rawsock.New(nc),
+		q:      new(rawsock.Batch),
+		spare:  new(rawsock.Batch),
 		log:    s.log.WithField("remote", addrString(nc.RemoteAddr())),
 		budget: newBudget(s.opts.MaxInFlightBytes, s.opts.MaxInFlight),
 	}

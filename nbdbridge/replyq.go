@@ -1,8 +1,9 @@
 package nbdbridge
 
 import (
-	"net"
 	"runtime"
+
+	"github.com/lunbridge/lunbridge/internal/rawsock"
 )
 
 // The reply queue. A finished request appends its reply to the queue and
@@ -15,12 +16,6 @@ import (
 // pooled buffer and its share of the in-flight budget) is released only
 // after the write that carried it, so the budget also bounds what waits
 // here.
-
-// qseg is one piece of the queue: a range of the arena, or an external slice.
-type qseg struct {
-	ext    []byte
-	lo, hi int
-}
 
 // inlineReply is the largest piece copied into the arena.
 const inlineReply = 4096
@@ -38,11 +33,10 @@ func (c *conn) reply(r *request, bufs ...[]byte) error {
 	}
 	for _, b := range bufs {
 		if len(b) <= inlineReply {
-			c.qbuf = append(c.qbuf, b...)
-			continue
+			c.q.Append(b)
+		} else {
+			c.q.AppendRef(b)
 		}
-		c.qsegs = append(c.qsegs, qseg{lo: c.qstart, hi: len(c.qbuf)}, qseg{ext: b})
-		c.qstart = len(c.qbuf)
 	}
 	c.qrel = append(c.qrel, r)
 	c.wmu.Unlock()
@@ -90,29 +84,15 @@ func (c *conn) stopWriter() {
 // are dropped and their requests released.
 func (c *conn) writeQueued() {
 	c.wmu.Lock()
-	if c.qstart < len(c.qbuf) {
-		c.qsegs = append(c.qsegs, qseg{lo: c.qstart, hi: len(c.qbuf)})
-	}
-	buf, segs, rel := c.qbuf, c.qsegs, c.qrel
-	c.qbuf, c.qsegs, c.qrel, c.qstart = c.sparebuf[:0], c.sparesegs[:0], c.sparerel[:0], 0
+	b, rel := c.q, c.qrel
+	c.q, c.qrel = c.spare, c.sparerel[:0] // both empty: the last write reset them
+	c.spare = b
 	failed := c.werr != nil
 	c.wmu.Unlock()
-	if len(segs) > 0 && !failed {
-		c.vec = c.vec[:0]
-		for _, s := range segs {
-			if s.ext != nil {
-				c.vec = append(c.vec, s.ext)
-			} else if s.hi > s.lo {
-				c.vec = append(c.vec, buf[s.lo:s.hi])
-			}
-		}
+	if !b.Empty() && !failed {
+		c.vec = b.Vec(c.vec[:0])
 		var err error
-		if c.raw != nil {
-			_, c.iov, err = c.raw.Writev(c.vec, c.iov)
-		} else {
-			nb := net.Buffers(c.vec)
-			_, err = nb.WriteTo(c.nc)
-		}
+		c.iov, err = rawsock.Write(c.nc, c.raw, c.vec, c.iov)
 		clear(c.vec)
 		if err != nil {
 			c.wmu.Lock()
@@ -127,7 +107,7 @@ func (c *conn) writeQueued() {
 		c.release(r)
 		rel[i] = nil
 	}
-	clear(segs) // do not pin payload buffers
+	b.Reset() // do not pin payload buffers
 	// Only the writer goroutine runs this: the spares are its own.
-	c.sparebuf, c.sparesegs, c.sparerel = buf[:0], segs[:0], rel[:0]
+	c.sparerel = rel[:0]
 }

@@ -144,3 +144,50 @@ func TestRawSockEOFDeadlineClose(t *testing.T) {
 		t.Fatal("net.Pipe has no descriptor; want nil")
 	}
 }
+
+func TestBatch(t *testing.T) {
+	var b Batch
+	if !b.Empty() || len(b.Vec(nil)) != 0 {
+		t.Fatal("new batch not empty")
+	}
+	big := bytes.Repeat([]byte{'B'}, 100)
+	b.Append([]byte("hdr1"))
+	b.AppendRef(big)
+	b.Append([]byte("pad"))
+	b.AppendRef(nil) // nothing
+	b.AppendRef(big[:3])
+	b.Append([]byte("tail"))
+	var got []byte
+	vec := b.Vec(nil)
+	for _, v := range vec {
+		got = append(got, v...)
+	}
+	want := "hdr1" + string(big) + "pad" + "BBB" + "tail"
+	if string(got) != want || len(vec) != 5 {
+		t.Fatalf("Vec gave %d pieces %q, want 5 pieces %q", len(vec), got, want)
+	}
+	b.Reset()
+	if !b.Empty() || len(b.Vec(nil)) != 0 {
+		t.Fatal("Reset left something")
+	}
+	for _, s := range b.segs[:cap(b.segs)] {
+		if s.ext != nil {
+			t.Fatal("Reset kept a reference")
+		}
+	}
+	// Through a connection without a descriptor (net.Pipe): nc's Write.
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	done := make(chan []byte)
+	go func() { d, _ := io.ReadAll(p2); done <- d }()
+	b.Append([]byte("x"))
+	b.AppendRef(big)
+	if _, err := Write(p1, nil, b.Vec(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	p1.Close()
+	if d := <-done; string(d) != "x"+string(big) {
+		t.Fatalf("pipe got %q", d)
+	}
+}
