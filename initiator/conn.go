@@ -100,11 +100,7 @@ func (c *conn) error() error {
 // readLoop dispatches incoming PDUs until the connection fails.
 func (c *conn) readLoop() {
 	defer close(c.exit)
-	var src io.Reader = c.nc
-	if c.raw != nil {
-		src = c.raw
-	}
-	c.lim.r = src
+	c.lim.r = rawsock.Reader(c.nc, c.raw)
 	br := bufio.NewReaderSize(&c.lim, 64<<10)
 	c.r.Reset(br)
 	var err error

@@ -60,11 +60,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		log:    s.log.WithField("remote", addrString(nc.RemoteAddr())),
 		budget: newBudget(s.opts.MaxInFlightBytes, s.opts.MaxInFlight),
 	}
-	var src io.Reader = nc
-	if c.raw != nil {
-		src = c.raw
-	}
-	c.br = bufio.NewReaderSize(src, 64<<10)
+	c.br = bufio.NewReaderSize(rawsock.Reader(nc, c.raw), 64<<10)
 	return c
 }
 

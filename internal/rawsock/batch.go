@@ -1,6 +1,7 @@
 package rawsock
 
 import (
+	"io"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -70,4 +71,12 @@ func Write(nc net.Conn, s *Sock, vec [][]byte, iov []unix.Iovec) ([]unix.Iovec, 
 	nb := net.Buffers(vec)
 	_, err := nb.WriteTo(nc)
 	return iov, err
+}
+
+// Reader is s when it is not nil, else nc: where to read nc's bytes from.
+func Reader(nc net.Conn, s *Sock) io.Reader {
+	if s != nil {
+		return s
+	}
+	return nc
 }
