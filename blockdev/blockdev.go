@@ -56,6 +56,18 @@ type Zeroer interface {
 	WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error
 }
 
+// AsyncIO is implemented by devices that can start a read or write and
+// report its end through a callback, so a server with many requests in
+// flight needs no goroutine per request. done runs exactly once, possibly
+// before the Start call returns, often on the device's own I/O goroutine:
+// it must not block. The caller must not touch p until done has run. The
+// outcome and its errors are those of ReadAt and WriteAt, with the
+// context's cancellation left out: a started I/O always ends.
+type AsyncIO interface {
+	StartReadAt(p []byte, off int64, done func(error))
+	StartWriteAt(p []byte, off int64, fua bool, done func(error))
+}
+
 // ExtentFlags describe an Extent, in the same sense as NBD's base:allocation.
 type ExtentFlags uint32
 

@@ -271,8 +271,17 @@ func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 	if s.conn == nil {
 		return nil, ErrSessionClosed
 	}
-	// Spread tasks over the connections (MC/S): round robin over the live
-	// ones; a task stays on the connection it started on (allegiance).
+	if c := s.liveConnLocked(); c != nil {
+		return c, nil
+	}
+	<-s.conn.done
+	return nil, s.conn.err
+}
+
+// liveConnLocked spreads tasks over the connections (MC/S): round robin
+// over the live ones; a task stays on the connection it started on
+// (allegiance). nil when none is live. connMu must be held.
+func (s *Session) liveConnLocked() *conn {
 	n := len(s.conns)
 	start := int(s.rr.Add(1))
 	for i := 0; i < n; i++ {
@@ -281,11 +290,10 @@ func (s *Session) currentConn(ctx context.Context) (*conn, error) {
 		case <-c.done:
 			continue
 		default:
-			return c, nil
+			return c
 		}
 	}
-	<-s.conn.done
-	return nil, s.conn.err
+	return nil
 }
 
 func (s *Session) allocLoginITT() uint32 {
@@ -398,38 +406,11 @@ func (s *Session) updateWindow(exp, max uint32) {
 // current CmdSN without advancing it and ignore the window.
 func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, send func(cmdSN uint32) error) error {
 	for {
-		c.wmu.Lock()
-		s.winMu.Lock()
-		if c.dead {
-			// Never consume a CmdSN for a connection that is gone: the
-			// reinstating login starts the new session at s.cmdSN, and a
-			// gap would stall the new session's first command.
-			s.winMu.Unlock()
-			c.wmu.Unlock()
-			return c.err
-		}
-		if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
-			sn := s.cmdSN
-			if !immediate {
-				s.cmdSN++
-			}
-			s.winMu.Unlock()
-			t.cmdSN, t.conn = sn, c
-			if err := s.register(t); err != nil {
-				c.wmu.Unlock()
-				t.itt = 0
-				return err
-			}
-			err := send(sn)
-			c.wmu.Unlock()
-			c.flush()
+		ok, ch, err := s.issueNow(c, t, immediate, true, send)
+		if ok || err != nil {
 			return err
 		}
 		// Zero window: wait for a NOP-In or response to open it.
-		s.waiters++
-		ch := s.winCh
-		s.winMu.Unlock()
-		c.wmu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -438,6 +419,47 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 			return c.err
 		}
 	}
+}
+
+// issueNow is one attempt of issue. When the window is closed it sends
+// nothing and returns ok false and, if the caller will wait, a channel
+// closed when the window may have opened.
+func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func(cmdSN uint32) error) (ok bool, opened <-chan struct{}, err error) {
+	c.wmu.Lock()
+	s.winMu.Lock()
+	if c.dead {
+		// Never consume a CmdSN for a connection that is gone: the
+		// reinstating login starts the new session at s.cmdSN, and a
+		// gap would stall the new session's first command.
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		return false, nil, c.err
+	}
+	if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
+		sn := s.cmdSN
+		if !immediate {
+			s.cmdSN++
+		}
+		s.winMu.Unlock()
+		t.cmdSN, t.conn = sn, c
+		if err := s.register(t); err != nil {
+			c.wmu.Unlock()
+			t.itt = 0
+			return false, nil, err
+		}
+		err := send(sn)
+		c.wmu.Unlock()
+		c.flush()
+		return true, nil, err
+	}
+	var ch chan struct{}
+	if willWait {
+		s.waiters++
+		ch = s.winCh
+	}
+	s.winMu.Unlock()
+	c.wmu.Unlock()
+	return false, ch, nil
 }
 
 func (s *Session) acquireSlot(ctx context.Context) error {
@@ -504,6 +526,22 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 	}
 	defer s.releaseSlot()
 
+	t, send := s.newSCSITask(c, cmd)
+	err = s.issue(ctx, c, t, false, send)
+	if err != nil && t.itt == 0 {
+		return Response{}, err // never sent
+	}
+	if err != nil {
+		<-t.done // the write failed: the connection is failing all its tasks
+		return t.resp, t.err
+	}
+	return s.wait(ctx, c, t)
+}
+
+// newSCSITask builds the task for cmd on c and the function that queues
+// its PDUs once issue has given it a CmdSN. t.r2t is set when the target
+// will solicit part of the data.
+func (s *Session) newSCSITask(c *conn, cmd *Command) (*task, func(cmdSN uint32) error) {
 	t := newTask(kindSCSI)
 	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
 	if s.cfg.CommandTimeout > 0 {
@@ -536,7 +574,7 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 		}
 	}
 	req.Final = unsol == 0
-	err = s.issue(ctx, c, t, false, func(sn uint32) error {
+	send := func(sn uint32) error {
 		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
 		if err := c.queueLocked(&req, cmd.Write[:imm]); err != nil {
 			return err
@@ -547,15 +585,8 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 			return s.sendData(c, t, pdu.ReservedTag, uint32(imm), uint32(unsol), true)
 		}
 		return nil
-	})
-	if err != nil && t.itt == 0 {
-		return Response{}, err // never sent
 	}
-	if err != nil {
-		<-t.done // the write failed: the connection is failing all its tasks
-		return t.resp, t.err
-	}
-	return s.wait(ctx, c, t)
+	return t, send
 }
 
 // wait serves R2Ts for t until it completes; on cancellation it aborts the

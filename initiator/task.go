@@ -54,6 +54,9 @@ type task struct {
 	// Completion. Only the read loop (or its exit) calls finish.
 	once sync.Once
 	done chan struct{}
+	// cb, when set, runs once the task is finished, on the goroutine
+	// that finished it (the read loop, its exit, or a TMF's completion).
+	cb   func(*task)
 	err  error
 	resp Response
 	// Control responses (TMF, Text, NOP-In, Logout) and their data.
@@ -69,6 +72,9 @@ func (t *task) finish(err error) {
 	t.once.Do(func() {
 		t.err = err
 		close(t.done)
+		if t.cb != nil {
+			t.cb(t)
+		}
 	})
 }
 

@@ -203,6 +203,10 @@ func (c *conn) dispatch(devCtx context.Context, r *request) error {
 		}
 	}
 	c.wg.Add(1)
+	if s.async != nil && (r.typ == cmdRead || r.typ == cmdWrite) && r.length > 0 {
+		c.start(r)
+		return nil
+	}
 	go func() {
 		defer c.wg.Done()
 		c.serve(devCtx, r)

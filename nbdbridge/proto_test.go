@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 )
 
@@ -23,7 +25,7 @@ type rawClient struct {
 	srv  *Server
 }
 
-func newRawClient(t testing.TB, dev *blockdevtest.Mem, opts Options) *rawClient {
+func newRawClient(t testing.TB, dev blockdev.Device, opts Options) *rawClient {
 	t.Helper()
 	s := NewServer(dev, opts)
 	cli, srv := net.Pipe()
@@ -285,8 +287,14 @@ func TestAbruptCloseMidRequest(t *testing.T) {
 	c.waitServer()
 }
 
+// 1000 pipelined requests, over a device that blocks and over one that
+// completes through callbacks (blockdev.AsyncIO, as a LUN does).
 func TestPipelined1000(t *testing.T) {
-	dev := blockdevtest.NewMem(4<<20, 512)
+	t.Run("blocking", func(t *testing.T) { testPipelined1000(t, blockdevtest.NewMem(4<<20, 512)) })
+	t.Run("async", func(t *testing.T) { testPipelined1000(t, &blockdevtest.Async{Mem: blockdevtest.NewMem(4<<20, 512)}) })
+}
+
+func testPipelined1000(t *testing.T, dev blockdev.Device) {
 	opts := DefaultOptions()
 	opts.MaxInFlight = 16
 	opts.MaxInFlightBytes = 64 << 10
@@ -423,5 +431,39 @@ func TestExportNameFallback(t *testing.T) {
 	c.write(optBytes(optExportName, []byte("nope")))
 	if err := c.waitServer(); err == nil {
 		t.Fatal("unknown export accepted")
+	}
+}
+
+// A failed I/O on the non-blocking path gets its NBD error (EIO for a
+// medium error, ENOSPC for a full thin pool) and the connection goes on.
+func TestAsyncErrors(t *testing.T) {
+	dev := &blockdevtest.Async{Mem: blockdevtest.NewMem(1<<20, 512), Fail: func(write bool, off int64) error {
+		switch {
+		case off == 4096 && !write:
+			return fmt.Errorf("read: %w", blockdev.ErrMedium)
+		case off == 8192 && write:
+			return fmt.Errorf("write: %w", blockdev.ErrNoSpace)
+		}
+		return nil
+	}}
+	c := newRawClient(t, dev, DefaultOptions())
+	c.greet()
+	c.goExport(false)
+	c.write(reqBytes(0, cmdRead, 1, 4096, 512))
+	if e, cookie := c.simpleReply(); e != errIO || cookie != 1 {
+		t.Errorf("failed read: errno %d cookie %d, want EIO", e, cookie)
+	}
+	c.write(append(reqBytes(0, cmdWrite, 2, 8192, 512), make([]byte, 512)...))
+	if e, cookie := c.simpleReply(); e != errNoSpc || cookie != 2 {
+		t.Errorf("failed write: errno %d cookie %d, want ENOSPC", e, cookie)
+	}
+	c.write(reqBytes(0, cmdRead, 3, 0, 512))
+	if e, cookie := c.simpleReply(); e != 0 || cookie != 3 {
+		t.Errorf("read after the failures: errno %d cookie %d", e, cookie)
+	}
+	c.read(512)
+	c.write(reqBytes(0, cmdDisc, 0, 0, 0))
+	if err := c.waitServer(); err != nil {
+		t.Fatal(err)
 	}
 }

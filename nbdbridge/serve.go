@@ -71,12 +71,40 @@ func (c *conn) serve(ctx context.Context, r *request) {
 		}
 	}
 	if err != nil {
-		s.stats.op(r.typ).errors.Add(1)
-		c.log.WithError(err).WithField("op", cmdName(r.typ)).Debug("nbd: request failed")
-		c.finish(r, 0, c.replyError(r, errnoOf(r.typ, err), err.Error()))
+		c.failed(r, err)
 		return
 	}
 	c.finish(r, n, c.replyOK(r))
+}
+
+// start hands a READ or WRITE to the device's non-blocking path; the
+// device's callback queues the reply (never blocking: reply only appends
+// to the reply queue) and ends the request.
+func (c *conn) start(r *request) {
+	data := *r.buf
+	done := func(err error) {
+		defer c.wg.Done()
+		switch {
+		case err != nil:
+			c.failed(r, err)
+		case r.typ == cmdRead:
+			c.finish(r, int64(len(data)), c.replyRead(r, data))
+		default:
+			c.finish(r, int64(len(data)), c.replyOK(r))
+		}
+	}
+	if r.typ == cmdRead {
+		c.s.async.StartReadAt(data, int64(r.off), done)
+	} else {
+		c.s.async.StartWriteAt(data, int64(r.off), r.flags&cmdFlagFUA != 0, done)
+	}
+}
+
+// failed answers r with the NBD error for err.
+func (c *conn) failed(r *request, err error) {
+	c.s.stats.op(r.typ).errors.Add(1)
+	c.log.WithError(err).WithField("op", cmdName(r.typ)).Debug("nbd: request failed")
+	c.finish(r, 0, c.replyError(r, errnoOf(r.typ, err), err.Error()))
 }
 
 func (c *conn) finish(r *request, n int64, werr error) {

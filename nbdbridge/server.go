@@ -73,6 +73,7 @@ type Server struct {
 	prefBS int
 
 	trimmer  blockdev.Trimmer
+	async    blockdev.AsyncIO // nil: one goroutine per request
 	zeroer   blockdev.Zeroer
 	extenter blockdev.Extenter
 	pool     *bufPool
@@ -124,6 +125,7 @@ func NewServer(dev blockdev.Device, opts Options) *Server {
 	}
 	s := &Server{dev: dev, opts: opts, log: log, minBS: bs, prefBS: opts.PreferredBlock, pool: newBufPool(opts.MaxRequest)}
 	s.trimmer, _ = dev.(blockdev.Trimmer)
+	s.async, _ = dev.(blockdev.AsyncIO)
 	s.zeroer, _ = dev.(blockdev.Zeroer)
 	s.extenter, _ = dev.(blockdev.Extenter)
 	return s

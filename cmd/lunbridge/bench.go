@@ -123,10 +123,14 @@ func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random
 	var ios, errs atomic.Int64
 	hists := make([]latHist, qd)
 	start := time.Now()
-	// The workers share a few buffers: their content is thrown away (reads)
-	// or arbitrary (writes), and RSS then measures the initiator, not
-	// qd private copies of the I/O size.
-	bufs := make([][]byte, min(qd, 4))
+	// The workers share one buffer: its content is thrown away (reads) or
+	// arbitrary (writes), so RSS measures the initiator, not qd private
+	// copies of the I/O size. One buffer also keeps the destination of the
+	// socket copy cache-resident, as iscsi-perf's (libiscsi reads data it
+	// was given no buffer for into one recycled allocation): with four
+	// 1 MiB buffers, more than this host's 2 MiB L2, the kernel's copy to
+	// user memory cost twice as much per byte (perf: _copy_to_iter).
+	bufs := make([][]byte, 1)
 	for i := range bufs {
 		bufs[i] = make([]byte, bs)
 		if write {

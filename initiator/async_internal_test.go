@@ -1,0 +1,55 @@
+package initiator
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/lunbridge/lunbridge/initiator/scsi"
+	"github.com/lunbridge/lunbridge/internal/faketarget"
+)
+
+// On an idle session the fast path takes the command (a test of the
+// fallbacks alone would pass with a fast path that never applies), and
+// it declines, sending nothing, once every slot is taken.
+func TestTryStartTakesTheFastPath(t *testing.T) {
+	defer faketarget.LeakCheck(t)()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tg := faketarget.New(faketarget.Config{})
+	defer tg.Close()
+	s, err := Dial(ctx, Config{InitiatorName: "iqn.2026-11.org.lunbridge:async", TargetName: tg.Name(),
+		Portal: "fake:3260", Dial: tg.Dial, NopInterval: -1, NoRecovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make(chan Response, 1)
+	var cdb [16]byte
+	cmd := Command{CDB: scsi.AppendReadCDB(cdb[:0], 0, 1, false), Read: make([]byte, 512)}
+	if !s.tryStart(&cmd, func(r Response, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}) {
+		t.Fatal("tryStart declined on an idle session")
+	}
+	select {
+	case r := <-got:
+		if r.Status != 0 || r.Received != 512 {
+			t.Errorf("response %+v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no callback")
+	}
+	for i := 0; i < cap(s.slots); i++ {
+		s.slots <- struct{}{}
+	}
+	if s.tryStart(&cmd, func(Response, error) { t.Error("callback of a command never started") }) {
+		t.Error("tryStart took a command with no slot free")
+	}
+	for i := 0; i < cap(s.slots); i++ {
+		<-s.slots
+	}
+}
