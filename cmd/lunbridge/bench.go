@@ -137,12 +137,82 @@ func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random
 			rand.Read(bufs[i])
 		}
 	}
+	if a, ok := dev.(blockdev.AsyncIO); ok {
+		runBenchAsync(ctx, a, bufs[0], write, random, bs, slots, deadline, hists, &next, &ios, &errs)
+	} else {
+		runBenchSync(ctx, dev, bufs[0], write, random, bs, slots, deadline, hists, &next, &ios, &errs)
+	}
+	el := time.Since(start).Seconds()
+	var all latHist
+	for i := range hists {
+		all.merge(&hists[i])
+	}
+	n := ios.Load()
+	return benchResult{
+		RW: rw, BlockSize: bs, QD: qd, Seconds: el, IOs: n, Errors: errs.Load(),
+		IOPS: float64(n) / el, MBps: float64(n) * float64(bs) / el / 1e6,
+		LatP50us: all.quantile(0.5), LatP90us: all.quantile(0.9), LatP99us: all.quantile(0.99),
+		LatP999us: all.quantile(0.999), LatMaxUs: float64(all.max) / 1e3,
+	}
+}
+
+// runBenchAsync keeps len(hists) I/Os in flight through the device's
+// non-blocking path, as iscsi-perf does with libiscsi's callbacks: each
+// completion records its latency and starts the next I/O of its slot, on
+// the goroutine that completed it. No goroutine waits per I/O.
+func runBenchAsync(ctx context.Context, dev blockdev.AsyncIO, buf []byte, write, random bool, bs, slots int64, deadline time.Time,
+	hists []latHist, next, ios, errs *atomic.Int64) {
 	var wg sync.WaitGroup
-	for w := 0; w < qd; w++ {
+	for w := range hists {
+		wg.Add(1)
+		h := &hists[w]
+		rng := mrand.New(mrand.NewPCG(uint64(w)+1, uint64(w+1)*7+1))
+		var issue func()
+		var t0 time.Time
+		done := func(err error) {
+			if err != nil {
+				errs.Add(1)
+				benchErr.CompareAndSwap(nil, err)
+			} else {
+				h.add(time.Since(t0))
+				ios.Add(1)
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				wg.Done()
+				return
+			}
+			if err != nil {
+				go issue() // no recursion through an error reported at once
+				return
+			}
+			issue()
+		}
+		issue = func() {
+			var slot int64
+			if random {
+				slot = rng.Int64N(slots)
+			} else {
+				slot = (next.Add(1) - 1) % slots
+			}
+			t0 = time.Now()
+			if write {
+				dev.StartWriteAt(buf, slot*bs, false, done)
+			} else {
+				dev.StartReadAt(buf, slot*bs, done)
+			}
+		}
+		issue()
+	}
+	wg.Wait()
+}
+
+func runBenchSync(ctx context.Context, dev blockdev.Device, buf []byte, write, random bool, bs, slots int64, deadline time.Time,
+	hists []latHist, next, ios, errs *atomic.Int64) {
+	var wg sync.WaitGroup
+	for w := range hists {
 		wg.Add(1)
 		go func(h *latHist, seed uint64) {
 			defer wg.Done()
-			buf := bufs[int(seed)%len(bufs)]
 			rng := mrand.New(mrand.NewPCG(seed, seed*7+1))
 			for ctx.Err() == nil && time.Now().Before(deadline) {
 				var slot int64
@@ -172,18 +242,6 @@ func runBench(ctx context.Context, dev blockdev.Device, rw string, write, random
 		}(&hists[w], uint64(w)+1)
 	}
 	wg.Wait()
-	el := time.Since(start).Seconds()
-	var all latHist
-	for i := range hists {
-		all.merge(&hists[i])
-	}
-	n := ios.Load()
-	return benchResult{
-		RW: rw, BlockSize: bs, QD: qd, Seconds: el, IOs: n, Errors: errs.Load(),
-		IOPS: float64(n) / el, MBps: float64(n) * float64(bs) / el / 1e6,
-		LatP50us: all.quantile(0.5), LatP90us: all.quantile(0.9), LatP99us: all.quantile(0.99),
-		LatP999us: all.quantile(0.999), LatMaxUs: float64(all.max) / 1e3,
-	}
 }
 
 // latHist is a log-linear latency histogram in nanoseconds: 16 linear

@@ -30,7 +30,7 @@ func globalFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "nop-timeout", Value: 5 * time.Second, Usage: "declare the connection dead when a ping is not answered within `DURATION`"},
 		&cli.DurationFlag{Name: "command-timeout", Value: 30 * time.Second, Usage: "abort a SCSI command after `DURATION` (ABORT TASK, then LUN RESET, then reconnect; -1s: never)"},
 		&cli.DurationFlag{Name: "replacement-timeout", Value: 120 * time.Second, Usage: "after a connection loss, keep I/O waiting for the session to come back at most `DURATION` (0: fail at once, -1s: forever)"},
-		&cli.IntFlag{Name: "procs", Usage: "run Go code on at most `N` CPUs at once (GOMAXPROCS; 0: all). 1 lowers CPU per I/O for bench, serve and attach when the target shares a small host (less thread hand-off); mounts want more", EnvVars: []string{"LUNBRIDGE_PROCS"}},
+		&cli.IntFlag{Name: "procs", Usage: "run Go code on at most `N` CPUs at once (GOMAXPROCS; 0: all). Default: all, except serve, attach and bench: half the CPUs (at least 1), which costs less CPU per I/O (fewer thread hand-offs)", EnvVars: []string{"LUNBRIDGE_PROCS"}},
 		metricsFlag(),
 	}
 }

@@ -31,12 +31,13 @@ lb_nrw() { lb_bench_json --rw randwrite --yes --bs 4k --qd 32 --span "$BENCH_SIZ
 bench_pair "4k randread QD32 (RAM LUN)" IOPS 1 1.0 iscsi-perf lb_rr pe_rr
 bench_pair "1M seq read QD8 (RAM LUN)" MB/s 2 1.0 iscsi-perf lb_sr pe_sr
 bench_pair "4k randread QD32 (null LUN)" IOPS 1 1.0 iscsi-perf lb_nrr pe_nrr
-# The same with the Go scheduler on one CPU (lunbridge --procs 1): less CPU
-# per command when the target shares the host (docs/benchmarks.md).
-lb_nrr1() { LUNBRIDGE_PROCS=1 lb_nrr; }
-lb_rr1() { LUNBRIDGE_PROCS=1 lb_rr; }
-bench_pair "4k randread QD32 (null LUN, --procs 1)" IOPS 1 1.0 iscsi-perf lb_nrr1 pe_nrr
-bench_pair "4k randread QD32 (RAM LUN, --procs 1)" IOPS 1 1.0 iscsi-perf lb_rr1 pe_rr
+# The same with the Go scheduler on every CPU (--procs 0). bench's default
+# is half the CPUs (docs/cli.md: fewer thread hand-offs per I/O); these
+# rows show what that default is worth on this host.
+lb_nrr0() { LUNBRIDGE_PROCS=0 lb_nrr; }
+lb_rr0() { LUNBRIDGE_PROCS=0 lb_rr; }
+bench_pair "4k randread QD32 (null LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_nrr0 pe_nrr
+bench_pair "4k randread QD32 (RAM LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_rr0 pe_rr
 # iscsi-perf (libiscsi-bin 1.19, "version 0.1") has no write mode: its options
 # are -i -m -b -t -r -l -n -x. lunbridge's write IOPS are measured alone; the
 # write comparison against libiscsi is in the nbd part (fio + qemu-nbd).
