@@ -37,6 +37,14 @@ func TestDefaultProcs(t *testing.T) {
 			t.Errorf("%v (GOMAXPROCS=%q): %d Ps, want %d", tc.args, tc.env, got, tc.want)
 		}
 	}
+	runtime.GOMAXPROCS(cpus)
+	t.Setenv("LUNBRIDGE_PROCS", "0")
+	app := newApp()
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	app.Run([]string{"lunbridge", "--log-level", "error", "bench"})
+	if got := runtime.GOMAXPROCS(0); got != cpus {
+		t.Errorf("LUNBRIDGE_PROCS=0 bench: GOMAXPROCS changed to %d (0 means: leave all CPUs)", got)
+	}
 	for cpus, want := range map[int]int{1: 1, 2: 1, 3: 1, 8: 4} {
 		if got := ioLoopProcs(cpus); got != want {
 			t.Errorf("ioLoopProcs(%d) = %d, want %d", cpus, got, want)
