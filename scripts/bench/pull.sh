@@ -22,7 +22,7 @@ qi_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img
 qw_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -m 16 -W -O raw "$URL" "$OUT"; }
 du_mib() { du -B1 "$OUT" 2>/dev/null | awk '{ printf "%.1f\n", $1/1048576 }'; }
 
-# pull3 LABEL BAR [du]: alternate lunbridge, qemu-img, qemu-img -m 16 -W.
+# pull3 LABEL BAR [du|ceiling]: alternate lunbridge, qemu-img, qemu-img -m 16 -W.
 pull3() {
 	local label="$1" bar="$2" dumode="${3:-}" i a b c
 	local lbv=() qv=() wv=() lbdu=() qdu=() wdu=()
@@ -35,6 +35,22 @@ pull3() {
 		lb_log "   round $i: lunbridge $a MB/s (${lbdu[-1]} MiB on disk), qemu-img $b (${qdu[-1]} MiB), qemu-img -m16 -W $c (${wdu[-1]} MiB)"
 	done
 	rm -f "$OUT" "$OUT".*
+	if [ "$dumode" = ceiling ]; then
+		# The host's ceiling for this bar: how fast the target serves the
+		# LUN at all. iscsi-perf reads 1 MiB at QD8 and throws the data
+		# away (no output file, no copy out of libiscsi), so no pull, ours
+		# or qemu-img's, can go faster; its rate over qemu-img's is the
+		# best ratio this host allows.
+		local pv=() p
+		for ((i = 1; i <= BENCH_ROUNDS; i++)); do
+			p="$(peer_iscsi_perf 2048 8 "$URL" | awk '{ print $2 }')"; pv+=("$p")
+			lb_log "   round $i: target serving rate (iscsi-perf 1M QD8, data discarded) $p MB/s"
+		done
+		bench_record "ceiling: pull $label, target serving rate (iscsi-perf 1M QD8, no output) vs qemu-img" MB/s \
+			"$(bench_median "${pv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" - \
+			"reported, no bar: the best pull/qemu-img ratio this host allows (the lunbridge column is iscsi-perf's rate)"
+		dumode=""
+	fi
 	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" "$bar"
 	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -m16 -W" "$bar"
 	if [ -n "$dumode" ]; then
@@ -46,7 +62,7 @@ pull3() {
 # 1. Fully written LUN.
 lb_log "filling the LUN with random data ($BENCH_SIZE)"
 dd if=/dev/urandom of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
-pull3 "full LUN" 1.5
+pull3 "full LUN" 1.5 ceiling
 
 lb_log " - peak RSS: pull of the full LUN"
 rm -f "$OUT" "$OUT".*
