@@ -152,15 +152,20 @@ func (d *Device) runFence(p *Path, n *nexus) {
 
 // proved records that n is gone and releases the writes held for it.
 func (d *Device) proved(p *Path, n *nexus, how string, reset bool) {
-	if !n.proveDead(how) {
+	// Count the fence before the held writes go: a caller whose write
+	// returns must find it in Status (TestNoGhostWrite read it too early).
+	if !n.proveDeadThen(how, func() {
+		d.mu.Lock()
+		if reset {
+			d.fencesReset++
+		} else {
+			d.fencesReinstate++
+		}
+		d.mu.Unlock()
+	}) {
 		return
 	}
 	d.mu.Lock()
-	if reset {
-		d.fencesReset++
-	} else {
-		d.fencesReinstate++
-	}
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.log.Infof("path %d (%s): old session proven dead: %s", p.idx, p.ep.Portal(), how)

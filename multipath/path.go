@@ -80,10 +80,18 @@ func newNexus(c pathConn, gen int) *nexus {
 }
 
 // proveDead records how the nexus was proven gone and releases held writes.
-func (n *nexus) proveDead(how string) bool {
+func (n *nexus) proveDead(how string) bool { return n.proveDeadThen(how, nil) }
+
+// proveDeadThen is proveDead running before (when it is the first proof)
+// ahead of releasing the writes held for n, so what before records is
+// visible to everyone those writes' completion reaches.
+func (n *nexus) proveDeadThen(how string, before func()) bool {
 	first := false
 	n.deadOnce.Do(func() {
 		n.deadHow = how
+		if before != nil {
+			before()
+		}
 		close(n.dead)
 		first = true
 	})
