@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -228,6 +229,18 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 			if err := devFull.(blockdev.Trimmer).Trim(ctx, 0, 4096); err != nil {
 				return err
 			}
+			// A LUN-like device keeps the non-blocking path through the
+			// wrapper, and its I/O is counted too.
+			devAsync := instrumentDevice(lunLike{&blockdevtest.Async{Mem: mem}}, "async")
+			a, ok := devAsync.(blockdev.AsyncIO)
+			if !ok {
+				return fmt.Errorf("instrumented async device lost AsyncIO (%T)", devAsync)
+			}
+			ch := make(chan error, 1)
+			a.StartReadAt(buf, 0, func(err error) { ch <- err })
+			if err := <-ch; err != nil {
+				return err
+			}
 			resp, err := http.Get("http://" + c.String("metrics-listen") + "/metrics")
 			if err != nil {
 				return err
@@ -250,6 +263,7 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 		`lunbridge_device_commands_total{device="iscsi://127.0.0.1:3260/iqn.x:y/1",op="trim"} 1`,
 		`lunbridge_device_latency_seconds_count{device="iscsi://127.0.0.1:3260/iqn.x:y/1",op="read"} 6`,
 		`lunbridge_device_size_bytes{device="min"} 1.048576e+06`,
+		`lunbridge_device_bytes_total{device="async",op="read"} 4096`,
 		`lunbridge_device_inflight{device="iscsi://127.0.0.1:3260/iqn.x:y/1"} 0`,
 		"go_goroutines",
 	} {
@@ -289,3 +303,9 @@ func freeLoopbackAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// lunLike has every optional interface a LUN has, the non-blocking path
+// included.
+type lunLike struct{ *blockdevtest.Async }
+
+func (lunLike) Identity() blockdev.Identity { return blockdev.Identity{WWID: "naa.test"} }

@@ -332,6 +332,22 @@ func (d *instrumented) WriteAt(ctx context.Context, p []byte, off int64, fua boo
 	return err
 }
 
+func (d *instrumented) StartReadAt(p []byte, off int64, done func(error)) {
+	t := d.begin()
+	d.dev.(blockdev.AsyncIO).StartReadAt(p, off, func(err error) {
+		d.end("read", int64(len(p)), t, err)
+		done(err)
+	})
+}
+
+func (d *instrumented) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
+	t := d.begin()
+	d.dev.(blockdev.AsyncIO).StartWriteAt(p, off, fua, func(err error) {
+		d.end("write", int64(len(p)), t, err)
+		done(err)
+	})
+}
+
 func (d *instrumented) Flush(ctx context.Context) error {
 	t := d.begin()
 	err := d.dev.Flush(ctx)
@@ -391,6 +407,7 @@ func instrument(dev blockdev.Device, m *metricSet, name string) blockdev.Device 
 		mask |= 16
 	}
 	type (
+		A = blockdev.AsyncIO
 		D = blockdev.Device
 		R = blockdev.ReadOnlyer
 		T = blockdev.Trimmer
@@ -398,6 +415,19 @@ func instrument(dev blockdev.Device, m *metricSet, name string) blockdev.Device 
 		E = blockdev.Extenter
 		I = blockdev.Identifier
 	)
+	if _, ok := dev.(blockdev.AsyncIO); ok && mask == 31 {
+		// A LUN: every capability, and the non-blocking path the NBD
+		// server and bench use (other devices do not have it).
+		return struct {
+			D
+			R
+			T
+			Z
+			E
+			I
+			A
+		}{w, w, w, w, w, w, w}
+	}
 	switch mask {
 	case 0:
 		return struct{ D }{w}
