@@ -88,18 +88,7 @@ func (l *LUN) StartReadAt(p []byte, off int64, done func(error)) {
 	var cdb [16]byte
 	cmd := Command{LUN: l.field, Read: p,
 		CDB: scsi.AppendReadCDB(cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), false)}
-	if !l.s.tryStart(&cmd, func(resp Response, err error) {
-		switch {
-		case err == nil && scsi.Status(resp.Status).OK() && resp.Received >= len(p):
-			done(nil)
-		case errors.Is(err, ErrCommandTimeout):
-			done(err)
-		default:
-			slow()
-		}
-	}) {
-		slow()
-	}
+	l.start(&cmd, len(p), done, slow)
 }
 
 // StartWriteAt is WriteAt without blocking, under StartReadAt's rules; with
@@ -117,9 +106,17 @@ func (l *LUN) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
 	var cdb [16]byte
 	cmd := Command{LUN: l.field, Write: p,
 		CDB: scsi.AppendWriteCDB(cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), fua)}
-	if !l.s.tryStart(&cmd, func(resp Response, err error) {
+	l.start(&cmd, 0, done, slow)
+}
+
+// start runs cmd on the fast path. GOOD status with at least want bytes
+// received ends in done(nil) and a command timeout is final; anything
+// else, or a start the fast path declines, goes to slow (the blocking
+// call, from the beginning).
+func (l *LUN) start(cmd *Command, want int, done func(error), slow func()) {
+	if !l.s.tryStart(cmd, func(resp Response, err error) {
 		switch {
-		case err == nil && scsi.Status(resp.Status).OK():
+		case err == nil && scsi.Status(resp.Status).OK() && resp.Received >= want:
 			done(nil)
 		case errors.Is(err, ErrCommandTimeout):
 			done(err)
