@@ -170,14 +170,15 @@ func runBenchAsync(ctx context.Context, dev blockdev.AsyncIO, buf []byte, write,
 		var issue func()
 		var t0 time.Time
 		done := func(err error) {
+			now := time.Now() // one clock read per I/O: its latency and the deadline
 			if err != nil {
 				errs.Add(1)
 				benchErr.CompareAndSwap(nil, err)
 			} else {
-				h.add(time.Since(t0))
+				h.add(now.Sub(t0))
 				ios.Add(1)
 			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
+			if now.After(deadline) || ctx.Err() != nil {
 				wg.Done()
 				return
 			}
