@@ -68,6 +68,7 @@ type Result struct {
 	BytesRead    int64
 	BytesWritten int64
 	HoleBytes    int64
+	DirectBytes  int64  // of BytesWritten, written to a file with O_DIRECT
 	SHA256       string // hex; empty without Options.Checksum
 	Elapsed      time.Duration
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -41,4 +43,33 @@ func nextHole(f *os.File, off, end int64) int64 {
 // punchHole deallocates [off, off+n) keeping the file size.
 func punchHole(f *os.File, off, n int64) error {
 	return syscall.Fallocate(int(f.Fd()), fallocKeepSize|fallocPunchHole, off, n)
+}
+
+// openDirect opens path a second time for O_DIRECT writes when its file
+// system takes them (and is not tmpfs, where O_DIRECT only adds a detour
+// through the same page cache). It returns the descriptor and the
+// alignment every direct write needs (memory, offset and length), taken
+// from statx's STATX_DIOALIGN; nil when direct I/O is not available, which
+// is not an error: the caller writes through the page cache.
+func openDirect(path string) (*os.File, int) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(path, &sfs); err != nil || sfs.Type == unix.TMPFS_MAGIC {
+		return nil, 0
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0
+	}
+	var stx unix.Statx_t
+	err = unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &stx)
+	if err != nil || stx.Mask&unix.STATX_DIOALIGN == 0 || stx.Dio_offset_align == 0 || stx.Dio_mem_align == 0 {
+		unix.Close(fd)
+		return nil, 0
+	}
+	align := int(max(stx.Dio_offset_align, stx.Dio_mem_align))
+	if align > 1<<16 || align&(align-1) != 0 {
+		unix.Close(fd)
+		return nil, 0
+	}
+	return os.NewFile(uintptr(fd), path), align
 }

@@ -156,6 +156,7 @@ type copySummary struct {
 	BytesRead    int64   `json:"bytes_read"`
 	BytesWritten int64   `json:"bytes_written"`
 	HolesBytes   int64   `json:"holes_bytes"`
+	DirectBytes  int64   `json:"direct_bytes,omitempty"`
 	TotalBytes   int64   `json:"total_bytes"`
 	ResumedBytes int64   `json:"resumed_bytes,omitempty"`
 	Seconds      float64 `json:"seconds"`
@@ -167,7 +168,7 @@ type copySummary struct {
 
 func summarize(r *blockcopy.Result, file, dev string) copySummary {
 	return copySummary{
-		BytesRead: r.BytesRead, BytesWritten: r.BytesWritten, HolesBytes: r.HoleBytes,
+		BytesRead: r.BytesRead, BytesWritten: r.BytesWritten, HolesBytes: r.HoleBytes, DirectBytes: r.DirectBytes,
 		TotalBytes: r.Total, ResumedBytes: r.Resumed,
 		Seconds: r.Elapsed.Seconds(), MBPerS: r.MBPerSec(), SHA256: r.SHA256,
 		File: file, Device: dev,

@@ -31,8 +31,13 @@ same command with --resume; it re-reads the last chunk before the resume
 point, refuses if the LUN changed, and still produces the whole-image
 checksum. An existing non-empty FILE is never overwritten without --force.
 
+On a disk-backed file system (ext4, xfs, btrfs...) the bulk of FILE is
+written with O_DIRECT, like dd oflag=direct or qemu-img -t none: no second
+copy through the page cache, no page cache filled with a backup, and FILE
+is fsynced before pull exits. --buffered writes through the page cache.
+
 --json prints a summary at the end (bytes_read, bytes_written, holes_bytes,
-seconds, mb_per_s, sha256, file) on stdout, or on stderr when the image goes
+direct_bytes, seconds, mb_per_s, sha256, file) on stdout, or on stderr when the image goes
 to stdout. A progress line is drawn on stderr when it is a terminal (or with
 --progress). SIGINT/SIGTERM stop the pull cleanly (exit 130).
 
@@ -47,6 +52,7 @@ Examples:
 			checksumFlag(),
 			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing non-empty FILE"},
+			&cli.BoolFlag{Name: "buffered", Usage: "write FILE through the page cache only (default: O_DIRECT for the aligned bulk where the file system has it; never on tmpfs)"},
 		),
 		Action: pullAction,
 	})
@@ -104,6 +110,7 @@ func pullAction(c *cli.Context) error {
 			Resume:       c.Bool("resume"),
 			Force:        c.Bool("force"),
 			ChecksumFile: opts.Checksum,
+			Buffered:     c.Bool("buffered"),
 		})
 	}
 	bar.done()

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # pull (issue 5): `lunbridge pull` vs `qemu-img convert` (plain, and with
-# -m 16 -W) from the same tgtd RAM LUN to /dev/shm, alternating, on
+# -m 16 -W) from the same tgtd RAM LUN, alternating, on
 #   1. a fully written LUN (random data)              bar >= 1.5x
 #   2. a thick LUN whose blocks are 90% zeros         bar >= 1.2x, output sparse
 #   3. a thin LUN (thin_provisioning=1, GET LBA STATUS) with 10% written
 #                                                     bar >= 1.5x, output no larger on disk
 # and `lunbridge push` vs `qemu-img convert -n` into the LUN   bar >= 1.2x;
 # peak RSS of pull (bar < 100 MiB). Rates are BENCH_SIZE / wall time.
+#
+# Every pull scenario writes its output twice over: to a disk-backed file
+# system (BENCH_DISK_DIR, default /var/tmp: where a backup goes) and to
+# tmpfs (/dev/shm). On disk, lunbridge writes with O_DIRECT and fsyncs before
+# it exits; qemu-img's default (cache=unsafe for convert) leaves its output
+# in the page cache, unflushed. Each disk run starts after `sync` (untimed),
+# so no run pays for the previous one's write-back; `qemu-img -t none`
+# (qemu's O_DIRECT) is reported beside, without a bar. On tmpfs both tools
+# pay the same kernel work per byte (page allocation and the copy into it).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bench_init pull
@@ -15,26 +24,58 @@ bench_target pull "$BENCH_SIZE"
 URL="${T_URL[pull]}"
 FILE="${T_FILE[pull]}"
 MIB=$((BENCH_SIZE_BYTES >> 20))
-OUT="$BENCH_SHM/out.raw"
 
-lb_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" pull --checksum none "$URL" "$OUT"; }
-qi_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -O raw "$URL" "$OUT"; }
-qw_pull() { rm -f "$OUT" "$OUT".*; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -m 16 -W -O raw "$URL" "$OUT"; }
+# The disk-backed output directory, when there is one with room for two images.
+DISK_DIR=""
+disk_base="${BENCH_DISK_DIR:-/var/tmp}"
+if [ -d "$disk_base" ] && [ "$(stat -f -c %T "$disk_base")" != tmpfs ] &&
+	[ "$(df -B1 --output=avail "$disk_base" | tail -1)" -gt $((3 * BENCH_SIZE_BYTES)) ]; then
+	DISK_DIR="$(mktemp -d "$disk_base/lunbridge-bench.XXXXXX")"
+	bench_on_exit rm -rf "$DISK_DIR"
+	DISK_FS="$(stat -f -c %T "$DISK_DIR")"
+else
+	lb_log "no disk-backed file system with room at $disk_base (BENCH_DISK_DIR): pulls go to tmpfs only"
+fi
+
+OUT="$BENCH_SHM/out.raw"
+SYNC=0
+fresh() { rm -f "$OUT" "$OUT".*; [ "$SYNC" = 1 ] && sync; return 0; }
+lb_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" pull --checksum none "$URL" "$OUT"; }
+qi_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -O raw "$URL" "$OUT"; }
+qw_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -m 16 -W -O raw "$URL" "$OUT"; }
+qn_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -t none -O raw "$URL" "$OUT"; }
 du_mib() { du -B1 "$OUT" 2>/dev/null | awk '{ printf "%.1f\n", $1/1048576 }'; }
 
-# pull3 LABEL BAR [du] [ceiling]: alternate lunbridge, qemu-img, qemu-img -m 16 -W.
+# pull3 LABEL BAR [du] [ceiling]: the scenario to disk (when there is one),
+# then to tmpfs (the ceiling rows go with the tmpfs runs: on disk the device
+# has its own limit).
 pull3() {
-	local label="$1" bar="$2" extras="${3:-} ${4:-}" i a b c
-	local lbv=() qv=() wv=() lbdu=() qdu=() wdu=()
+	if [ -n "$DISK_DIR" ]; then
+		local x=""
+		[[ " ${3:-} ${4:-} " == *" du "* ]] && x=du
+		OUT="$DISK_DIR/out.raw" SYNC=1 pull3at "$1 -> disk ($DISK_FS)" "$2" "$x" tnone
+	fi
+	OUT="$BENCH_SHM/out.raw" SYNC=0 pull3at "$1 -> tmpfs" "$2" "${3:-}" "${4:-}"
+}
+
+# pull3at LABEL BAR [du] [ceiling] [tnone]: alternate lunbridge, qemu-img,
+# qemu-img -m 16 -W (and qemu-img -t none) writing $OUT.
+pull3at() {
+	local label="$1" bar="$2" extras="${3:-} ${4:-} ${5:-}" i a b c d
+	local lbv=() qv=() wv=() nv=() lbdu=() qdu=() wdu=()
 	lb_log " - pull: $label"
 	lb_pull >/dev/null # warm-up (untimed): the first read after a refill is slower
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
 		a="$(lb_pull)"; lbv+=("$a"); lbdu+=("$(du_mib)")
 		b="$(qi_pull)"; qv+=("$b"); qdu+=("$(du_mib)")
 		c="$(qw_pull)"; wv+=("$c"); wdu+=("$(du_mib)")
-		lb_log "   round $i: lunbridge $a MB/s (${lbdu[-1]} MiB on disk), qemu-img $b (${qdu[-1]} MiB), qemu-img -m16 -W $c (${wdu[-1]} MiB)"
+		d=""
+		if [[ " $extras " == *" tnone "* ]]; then
+			d="$(qn_pull)"; nv+=("$d")
+		fi
+		lb_log "   round $i: lunbridge $a MB/s (${lbdu[-1]} MiB on disk), qemu-img $b (${qdu[-1]} MiB), qemu-img -m16 -W $c (${wdu[-1]} MiB)${d:+, qemu-img -t none $d}"
 	done
-	rm -f "$OUT" "$OUT".*
+	fresh
 	if [[ " $extras " == *" ceiling "* ]]; then
 		# The host's ceiling for this bar: how fast the target serves the
 		# LUN at all. iscsi-perf reads 1 MiB at QD8 and throws the data
@@ -52,6 +93,10 @@ pull3() {
 	fi
 	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" "$bar"
 	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -m16 -W" "$bar"
+	if [ "${#nv[@]}" -gt 0 ]; then
+		bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${nv[@]}")" "qemu-img -t none" - \
+			"reported, no bar: qemu-img with O_DIRECT output (not its default)"
+	fi
 	if [[ " $extras " == *" du "* ]]; then
 		BENCH_INVERT=1 bench_record "pull $label: output on disk" "MiB" "$(bench_median "${lbdu[@]}")" \
 			"$(bench_median "${qdu[@]}")" "qemu-img convert" 1.0 "ratio = qemu-img/lunbridge; >= 1 means no larger"
@@ -64,6 +109,7 @@ dd if=/dev/urandom of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
 pull3 "full LUN" 1.5 ceiling
 
 lb_log " - peak RSS: pull of the full LUN"
+OUT="$BENCH_SHM/out.raw"
 rm -f "$OUT" "$OUT".*
 rss="$(bench_max_rss_mib "$LB" pull --checksum none "$URL" "$OUT")"
 bench_record_limit "pull full LUN max RSS" "$rss" 100
