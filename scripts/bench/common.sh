@@ -236,6 +236,19 @@ peer_iscsi_perf() {
 	awk -v i="$iops" -v b="$blocks" 'BEGIN { printf "%s %.1f\n", i, i*b*512/1e6 }'
 }
 
+# peer_qemu_bench_write BYTES QD URL: libiscsi writes through qemu's block
+# layer (`qemu-img bench -w`, sequential BYTES-sized writes at queue depth
+# QD, wrapping at the end of the LUN), about BENCH_TIME seconds' worth;
+# prints "IOPS MBPS".
+peer_qemu_bench_write() {
+	local bytes="$1" qd="$2" url="$3" count secs
+	count=$((50000 * BENCH_TIME))
+	secs="$(timeout -s KILL $((BENCH_TIME * 4 + 30)) qemu-img bench -f raw -w -t none -c "$count" -d "$qd" \
+		-s "$bytes" -S "$bytes" "$url" 2>&1 | sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p')"
+	[ -n "$secs" ] || { lb_log "qemu-img bench -w $url produced no time"; echo "n/a n/a"; return 0; }
+	awk -v c="$count" -v s="$secs" -v b="$bytes" 'BEGIN { printf "%.1f %.1f\n", c/s, c*b/s/1e6 }'
+}
+
 # fio_json_rate OUT.json: prints "IOPS MBPS" of the first job (read+write).
 fio_json_rate() {
 	jq -r '.jobs[0] | "\(.read.iops + .write.iops) \((.read.bw_bytes + .write.bw_bytes)/1e6)"' "$1" 2>/dev/null ||

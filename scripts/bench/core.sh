@@ -39,11 +39,20 @@ lb_rr0() { LUNBRIDGE_PROCS=0 lb_rr; }
 bench_pair "4k randread QD32 (null LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_nrr0 pe_nrr
 bench_pair "4k randread QD32 (RAM LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_rr0 pe_rr
 # iscsi-perf (libiscsi-bin 1.19, "version 0.1") has no write mode: its options
-# are -i -m -b -t -r -l -n -x. lunbridge's write IOPS are measured alone; the
-# write comparison against libiscsi is in the nbd part (fio + qemu-nbd).
-NOWRITE="blocked: iscsi-perf has no write mode; lunbridge figure only (see nbd part for writes vs libiscsi)"
+# are -i -m -b -t -r -l -n -x. The random-write figures are lunbridge's alone;
+# writes are compared with libiscsi through `qemu-img bench -w` (qemu's block
+# layer on libiscsi), which writes sequentially only, so lunbridge writes
+# sequentially too in those rows (on a RAM or null LUN the order costs the
+# target nothing).
+NOWRITE="blocked: iscsi-perf has no write mode; lunbridge figure only (the 4k write rows compare writes with libiscsi via qemu-img bench -w)"
 bench_pair "4k randwrite QD32 (RAM LUN)" IOPS 1 1.0 iscsi-perf lb_rw pe_none "$NOWRITE"
 bench_pair "4k randwrite QD32 (null LUN)" IOPS 1 1.0 iscsi-perf lb_nrw pe_none "$NOWRITE"
+lb_sw() { lb_bench_json --rw write --yes --bs 4k --qd 32 "$URL"; }
+pe_sw() { peer_qemu_bench_write 4096 32 "$URL"; }
+lb_nsw() { lb_bench_json --rw write --yes --bs 4k --qd 32 --span "$BENCH_SIZE" "$NULL_URL"; }
+pe_nsw() { peer_qemu_bench_write 4096 32 "$NULL_URL"; }
+bench_pair "4k seq write QD32 (RAM LUN)" IOPS 1 1.0 "qemu-img bench -w" lb_sw pe_sw
+bench_pair "4k seq write QD32 (null LUN)" IOPS 1 1.0 "qemu-img bench -w" lb_nsw pe_nsw
 
 lb_log " - peak RSS: bench --rw read --bs 1M --qd 128"
 rss="$(bench_max_rss_mib "$LB" bench --rw read --bs 1M --qd 128 --time "${BENCH_TIME}s" "$URL")"

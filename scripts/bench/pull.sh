@@ -32,7 +32,7 @@ if [ -d "$disk_base" ] && [ "$(stat -f -c %T "$disk_base")" != tmpfs ] &&
 	[ "$(df -B1 --output=avail "$disk_base" | tail -1)" -gt $((3 * BENCH_SIZE_BYTES)) ]; then
 	DISK_DIR="$(mktemp -d "$disk_base/lunbridge-bench.XXXXXX")"
 	bench_on_exit rm -rf "$DISK_DIR"
-	DISK_FS="$(stat -f -c %T "$DISK_DIR")"
+	DISK_FS="$(findmnt -n -o FSTYPE --target "$DISK_DIR" 2>/dev/null || stat -f -c %T "$DISK_DIR")"
 else
 	lb_log "no disk-backed file system with room at $disk_base (BENCH_DISK_DIR): pulls go to tmpfs only"
 fi
