@@ -241,6 +241,18 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 			if err := <-ch; err != nil {
 				return err
 			}
+			// So does a mirror (Trim and WriteZeroes, no Extents).
+			devMirror := instrumentDevice(mirrorLike{blockdev.Device(mem), &blockdevtest.Async{Mem: mem}}, "mirror")
+			if _, ok := devMirror.(blockdev.AsyncIO); !ok {
+				return fmt.Errorf("instrumented mirror lost AsyncIO (%T)", devMirror)
+			}
+			_, tr := devMirror.(blockdev.Trimmer)
+			_, z := devMirror.(blockdev.Zeroer)
+			_, e := devMirror.(blockdev.Extenter)
+			_, r := devMirror.(blockdev.ReadOnlyer)
+			if !tr || !z || e || r {
+				return fmt.Errorf("instrumented mirror: Trimmer %v Zeroer %v Extenter %v ReadOnlyer %v", tr, z, e, r)
+			}
 			resp, err := http.Get("http://" + c.String("metrics-listen") + "/metrics")
 			if err != nil {
 				return err
@@ -309,3 +321,24 @@ func freeLoopbackAddr(t *testing.T) string {
 type lunLike struct{ *blockdevtest.Async }
 
 func (lunLike) Identity() blockdev.Identity { return blockdev.Identity{WWID: "naa.test"} }
+
+// mirrorLike has the optional interfaces of a mirror: Trim, WriteZeroes and
+// the non-blocking path, nothing else.
+type mirrorLike struct {
+	blockdev.Device
+	a *blockdevtest.Async
+}
+
+func (m mirrorLike) Trim(ctx context.Context, off, n int64) error {
+	return m.a.Mem.Trim(ctx, off, n)
+}
+
+func (m mirrorLike) WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error {
+	return m.a.Mem.WriteZeroes(ctx, off, n, mayTrim)
+}
+
+func (m mirrorLike) StartReadAt(p []byte, off int64, done func(error)) { m.a.StartReadAt(p, off, done) }
+
+func (m mirrorLike) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
+	m.a.StartWriteAt(p, off, fua, done)
+}

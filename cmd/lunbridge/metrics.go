@@ -428,6 +428,15 @@ func instrument(dev blockdev.Device, m *metricSet, name string) blockdev.Device 
 			A
 		}{w, w, w, w, w, w, w}
 	}
+	if _, ok := dev.(blockdev.AsyncIO); ok && mask == 6 {
+		// A mirror: Trim, WriteZeroes and the non-blocking path.
+		return struct {
+			D
+			T
+			Z
+			A
+		}{w, w, w, w}
+	}
 	switch mask {
 	case 0:
 		return struct{ D }{w}

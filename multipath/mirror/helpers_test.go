@@ -55,7 +55,14 @@ func (f *faulty) ReadAt(ctx context.Context, p []byte, off int64) error {
 
 func (f *faulty) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
 	if d := f.writeDelay.Load(); d > 0 {
-		time.Sleep(time.Duration(d))
+		// Like a LUN: a cancelled caller stops waiting.
+		t := time.NewTimer(time.Duration(d))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
 	}
 	if err := f.fault(); err != nil {
 		return err

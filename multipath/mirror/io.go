@@ -61,24 +61,7 @@ func (m *Mirror) ReadAt(ctx context.Context, p []byte, off int64) error {
 	bad := -1
 	for {
 		m.mu.Lock()
-		pick := -1
-		for i := range m.legs {
-			if tried[i] || !m.readableLocked(i, c0, c1) {
-				continue
-			}
-			if pick < 0 {
-				pick = i
-				continue
-			}
-			l, o := m.legs[i], m.legs[pick]
-			switch {
-			case l.lastEnd.Load() == off && o.lastEnd.Load() != off:
-				pick = i
-			case o.lastEnd.Load() == off && l.lastEnd.Load() != off:
-			case l.inflight.Load() < o.inflight.Load():
-				pick = i
-			}
-		}
+		pick := m.pickReadLegLocked(off, c0, c1, tried)
 		m.mu.Unlock()
 		if pick < 0 {
 			if firstErr == nil {
@@ -107,6 +90,32 @@ func (m *Mirror) ReadAt(ctx context.Context, p []byte, off int64) error {
 		}
 		m.log.WithError(err).Warnf("mirror: read [%d, %d) failed on leg %s, trying the other leg", off, off+n, legName(pick))
 	}
+}
+
+// pickReadLegLocked chooses the leg to read [off, ...) from, among the
+// legs not tried yet that hold chunks [c0, c1] in sync: the one a
+// sequential stream is already on, else the one with fewer reads in
+// flight; -1 when there is none. m.mu held.
+func (m *Mirror) pickReadLegLocked(off, c0, c1 int64, tried [maxLegs]bool) int {
+	pick := -1
+	for i := range m.legs {
+		if tried[i] || !m.readableLocked(i, c0, c1) {
+			continue
+		}
+		if pick < 0 {
+			pick = i
+			continue
+		}
+		l, o := m.legs[i], m.legs[pick]
+		switch {
+		case l.lastEnd.Load() == off && o.lastEnd.Load() != off:
+			pick = i
+		case o.lastEnd.Load() == off && l.lastEnd.Load() != off:
+		case l.inflight.Load() < o.inflight.Load():
+			pick = i
+		}
+	}
+	return pick
 }
 
 // repair rewrites [off, off+n) of leg bad from leg good after a read error.
@@ -217,13 +226,7 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
-		now := time.Now().UnixNano()
-		for c := c0; c <= c1; c++ {
-			m.inflight[c]--
-			m.writeSeq++
-			m.chunkSeq[c] = m.writeSeq
-			m.chunkTime[c] = now
-		}
+		m.endWriteLocked(c0, c1)
 		m.mu.Unlock()
 	}()
 	if err := m.commitMeta(ctx, wait); err != nil {
@@ -259,6 +262,27 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 		errs[last] = op(wctx, m.legs[idx[last]].dev)
 		wg.Wait()
 	}
+	return m.writeOutcome(ctx, off, n, idx, inSync, errs)
+}
+
+// endWriteLocked ends a write of chunks [c0, c1]: they are no longer in
+// flight and remember when they were last written. m.mu held.
+func (m *Mirror) endWriteLocked(c0, c1 int64) {
+	now := time.Now().UnixNano()
+	for c := c0; c <= c1; c++ {
+		m.inflight[c]--
+		m.writeSeq++
+		m.chunkSeq[c] = m.writeSeq
+		m.chunkTime[c] = now
+	}
+}
+
+// writeOutcome settles a write that went to legs idx (inSync[k]: leg
+// idx[k] was in sync) with results errs: a leg that failed while another
+// in-sync leg succeeded (or that is gone) is failed and the membership
+// change made durable before the caller hears of the write; the write
+// succeeded when an in-sync leg has it.
+func (m *Mirror) writeOutcome(ctx context.Context, off, n int64, idx []int, inSync []bool, errs []error) error {
 	okInSync := false
 	var callerErr error
 	for k := range idx {
@@ -278,7 +302,7 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 			m.failLegLocked(i, fmt.Errorf("write [%d, %d): %w", off, off+n, errs[k]))
 		}
 	}
-	wait = m.memberVer
+	wait := m.memberVer
 	m.mu.Unlock()
 	if err := m.commitMeta(ctx, wait); err != nil {
 		return err

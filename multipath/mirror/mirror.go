@@ -115,6 +115,8 @@ type Mirror struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	wg       sync.WaitGroup
+
+	asyncWrites atomic.Int64 // writes started on the legs through the non-blocking path
 }
 
 var (

@@ -387,3 +387,46 @@ func TestInitialSyncAndMismatchedLegs(t *testing.T) {
 		t.Fatalf("legs of two mirrors: %v", err)
 	}
 }
+
+// Closing a mirror in the middle of a resync stops the resync; the copies
+// cut short by that are not the target leg's fault, so the leg is not
+// failed: the next assembly resumes the resync from the bitmap.
+func TestCloseDuringResyncKeepsTheLeg(t *testing.T) {
+	ctx := context.Background()
+	ma, mb := newLegs()
+	a, b := wrap(ma), wrap(mb)
+	b.writeDelay.Store(int64(2 * time.Millisecond)) // slow enough to be mid-copy
+	opts := testOpts()
+	m, err := Create(ctx, a, b, CreateOptions{Options: opts, ChunkSize: testChunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Status().BytesResynced == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := m.Status(); st.BytesResynced == 0 || st.BytesResynced >= m.Size() {
+		t.Fatalf("resync not under way: %+v", st)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := m.Status()
+	if st.Legs[1].State == "failed" || st.Legs[1].Error != "" {
+		t.Fatalf("closing mid-resync failed leg B: %+v", st.Legs[1])
+	}
+	// Assembled again, the resync picks up where it stopped.
+	b.writeDelay.Store(0)
+	m2, err := Assemble(ctx, a, b, AssembleOptions{Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = waitSync(t, m2)
+	if st.Legs[1].State != "in-sync" {
+		t.Fatalf("after the resumed resync: %+v", st)
+	}
+	if err := m2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, ma, mb, m2.Size())
+}

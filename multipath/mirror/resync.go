@@ -155,6 +155,11 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		// Stopped (Close, or the resync was cancelled): the pieces that
+		// failed did so because of that, not because of a leg.
+		return 0, 0, err
+	}
 	if err := errors.Join(rerrs...); err != nil {
 		if legFatal(err) {
 			m.mu.Lock()
@@ -184,6 +189,9 @@ func (m *Mirror) checkpointBatch(ctx context.Context, t int, batch []copied) err
 		return nil
 	}
 	if err := m.legs[t].dev.Flush(ctx); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
 		m.mu.Lock()
 		m.failLegLocked(t, fmt.Errorf("resync flush: %w", err))
 		v := m.memberVer
@@ -211,6 +219,9 @@ func (m *Mirror) checkpointBatch(ctx context.Context, t int, batch []copied) err
 // had been dropped).
 func (m *Mirror) finishResync(ctx context.Context, t int) {
 	if err := m.legs[t].dev.Flush(ctx); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
 		m.mu.Lock()
 		m.failLegLocked(t, fmt.Errorf("resync flush: %w", err))
 		m.mu.Unlock()

@@ -81,6 +81,24 @@ func (l *rangeLock) lock(ctx context.Context, off, n int64) (*lockedRange, error
 	}
 }
 
+// tryLock takes [off, off+n) when no held range overlaps it; nil when one
+// does (it never waits).
+func (l *rangeLock) tryLock(off, n int64) *lockedRange {
+	r := &lockedRange{off, off + n}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for h := range l.held {
+		if h.off < r.end && r.off < h.end {
+			return nil
+		}
+	}
+	if l.held == nil {
+		l.held = make(map[*lockedRange]struct{})
+	}
+	l.held[r] = struct{}{}
+	return r
+}
+
 func (l *rangeLock) unlock(r *lockedRange) {
 	l.mu.Lock()
 	delete(l.held, r)
