@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
@@ -114,6 +115,7 @@ func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptio
 	if regular && !o.Buffered {
 		sink.direct, sink.align = openDirect(path)
 	}
+	sink.memWrites = regular && runtime.GOMAXPROCS(0) >= 2 && inMemory(f)
 	defer sink.close()
 	e.snk = sink
 	if regular {

@@ -44,6 +44,14 @@ type fileSink struct {
 	direct      *os.File
 	align       int
 	directBytes atomic.Int64
+	// memWrites: the file lives in memory (tmpfs), so a write never
+	// sleeps on I/O, and it is made without telling the Go scheduler
+	// (rawPwrite). Announced, each 1 MiB write outlived the scheduler's
+	// patience, which handed our P to another thread and back: perf
+	// showed 2.4 times qemu-img's context-switch time, and a tmpfs pull
+	// used 15 % more CPU than with the raw write. Writes are serialized
+	// (mu), so at most one P is held in a write; only with 2 or more Ps.
+	memWrites bool
 }
 
 // writeAt writes b at off: its aligned part through direct when there is
@@ -78,6 +86,9 @@ func (s *fileSink) writeAt(b []byte, off int64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.memWrites {
+		return rawPwrite(s.f, b, off)
+	}
 	_, err := s.f.WriteAt(b, off)
 	return err
 }

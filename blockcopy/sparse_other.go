@@ -14,3 +14,10 @@ func punchHole(f *os.File, off, n int64) error {
 }
 
 func openDirect(path string) (*os.File, int) { return nil, 0 }
+
+func inMemory(f *os.File) bool { return false }
+
+func rawPwrite(f *os.File, b []byte, off int64) error {
+	_, err := f.WriteAt(b, off)
+	return err
+}
