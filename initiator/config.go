@@ -24,7 +24,7 @@ type Config struct {
 	// Offered digests, in preference order; default {"None"}.
 	HeaderDigest, DataDigest []string
 
-	MaxRecvDataSegmentLength int  // default 262144
+	MaxRecvDataSegmentLength int  // default 1 MiB (one Data-In PDU per 1 MiB read)
 	FirstBurstLength         int  // default 262144
 	MaxBurstLength           int  // default 16776192
 	InitialR2T               bool // default false (No)
@@ -105,7 +105,7 @@ func (c *Config) withDefaults() Config {
 	if len(d.DataDigest) == 0 {
 		d.DataDigest = []string{"None"}
 	}
-	setDefault(&d.MaxRecvDataSegmentLength, 262144)
+	setDefault(&d.MaxRecvDataSegmentLength, 1<<20)
 	setDefault(&d.FirstBurstLength, 262144)
 	setDefault(&d.MaxBurstLength, 16776192)
 	setDefault(&d.MaxOutstandingR2T, 1)

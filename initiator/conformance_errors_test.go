@@ -116,8 +116,8 @@ func TestConformanceConnectionFaults(t *testing.T) {
 			c.SendRaw(append(b, 0, 0, 0, 0))
 		}},
 		{name: "data-segment-too-long", want: pdu.ErrDataTooLong, inject: func(c *faketarget.Conn, rd *pdu.SCSICommand) {
-			// The initiator declared MaxRecvDataSegmentLength 262144.
-			c.SendDataIn(&pdu.DataIn{Header: pdu.Header{ITT: rd.ITT}}, make([]byte, 262144+4))
+			// The initiator declared MaxRecvDataSegmentLength 1 MiB (the default).
+			c.SendDataIn(&pdu.DataIn{Header: pdu.Header{ITT: rd.ITT}}, make([]byte, 1<<20+4))
 		}},
 		{name: "data-in-beyond-buffer", want: initiator.ErrProtocol, inject: func(c *faketarget.Conn, rd *pdu.SCSICommand) {
 			c.SendDataIn(&pdu.DataIn{Header: pdu.Header{ITT: rd.ITT}, BufferOffset: 256, HasStatus: true}, make([]byte, 512))

@@ -238,3 +238,33 @@ func TestConformanceLoginCHAP(t *testing.T) {
 		}
 	}
 }
+
+// The initiator declares MaxRecvDataSegmentLength 1 MiB unless told
+// otherwise, so a target may answer a 1 MiB read with one Data-In PDU
+// (open-iscsi and libiscsi declare 262144: four PDUs, four sends); values
+// outside RFC 7143's 512..16777215 are refused before dialing.
+func TestMaxRecvDataSegmentLengthDeclared(t *testing.T) {
+	for _, tc := range []struct {
+		set, want int
+	}{{0, 1 << 20}, {8192, 8192}, {1<<24 - 1, 1<<24 - 1}} {
+		e := newEnv(t, faketarget.Config{MaxBurstLength: 1 << 20}, func(c *initiator.Config) { c.MaxRecvDataSegmentLength = tc.set })
+		if got := e.c.Params().InitiatorMaxRecvDSL; got != tc.want {
+			t.Errorf("set %d: the target saw MaxRecvDataSegmentLength %d, want %d", tc.set, got, tc.want)
+		}
+		if got := e.s.Params().MaxRecvDSL; got != tc.want {
+			t.Errorf("set %d: session reports MaxRecvDSL %d, want %d", tc.set, got, tc.want)
+		}
+		// A 1 MiB read in PDUs of up to the declared size arrives whole.
+		if _, err := e.s.Do(e.ctx, read10(0, 2048)); err != nil {
+			t.Fatalf("set %d: 1 MiB read: %v", tc.set, err)
+		}
+		e.noViolations()
+	}
+	for _, bad := range []int{100, 511, 1 << 24} {
+		_, err := initiator.Dial(context.Background(), initiator.Config{InitiatorName: confIQN, TargetName: "iqn.x:y", Portal: "fake:3260",
+			MaxRecvDataSegmentLength: bad})
+		if err == nil || !strings.Contains(err.Error(), "MaxRecvDataSegmentLength") {
+			t.Errorf("MaxRecvDataSegmentLength %d: Dial said %v", bad, err)
+		}
+	}
+}

@@ -70,6 +70,9 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		}
 	}
 	c := cfg.withDefaults()
+	if m := c.MaxRecvDataSegmentLength; m < 512 || m > 1<<24-1 {
+		return nil, fmt.Errorf("iscsi: MaxRecvDataSegmentLength %d out of range (RFC 7143: 512 to 16777215)", m)
+	}
 	s := &Session{
 		cfg:       c,
 		isid:      c.ISID,

@@ -76,6 +76,9 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 	if name == "" {
 		name = defaultInitiatorName()
 	}
+	if m := c.Int("max-recv-data-segment-length"); c.IsSet("max-recv-data-segment-length") && (m < 512 || m > 1<<24-1) {
+		return initiator.Config{}, usageErrorf("--max-recv-data-segment-length %d: want 512 to 16777215 (RFC 7143)", m)
+	}
 	cfg := initiator.Config{
 		InitiatorName:            name,
 		TargetName:               u.Target,
