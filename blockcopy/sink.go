@@ -55,32 +55,13 @@ type fileSink struct {
 }
 
 // writeAt writes b at off: its aligned part through direct when there is
-// one, the rest through f. A direct write that fails with EINVAL (an
-// alignment rule statx did not tell) turns direct I/O off and is retried
-// through f; any other error is returned as it is.
+// one, the rest through f.
 func (s *fileSink) writeAt(b []byte, off int64) error {
-	s.dmu.RLock()
-	d := s.direct
-	if d != nil && off%int64(s.align) == 0 && aligned(b, s.align) {
-		n := len(b) / s.align * s.align
-		if n > 0 {
-			_, err := d.WriteAt(b[:n], off)
-			s.dmu.RUnlock()
-			if err != nil {
-				if !errors.Is(err, syscall.EINVAL) {
-					return err
-				}
-				s.stopDirect()
-			} else {
-				s.directBytes.Add(int64(n))
-				b, off = b[n:], off+int64(n)
-			}
-		} else {
-			s.dmu.RUnlock()
-		}
-	} else {
-		s.dmu.RUnlock()
+	n, err := s.writeDirect(b, off)
+	if err != nil {
+		return err
 	}
+	b, off = b[n:], off+int64(n)
 	if len(b) == 0 {
 		return nil
 	}
@@ -89,8 +70,35 @@ func (s *fileSink) writeAt(b []byte, off int64) error {
 	if s.memWrites {
 		return rawPwrite(s.f, b, off)
 	}
-	_, err := s.f.WriteAt(b, off)
+	_, err = s.f.WriteAt(b, off)
 	return err
+}
+
+// writeDirect writes the aligned front of b through direct and returns
+// how many bytes it wrote (0 when b does not start aligned or there is no
+// direct descriptor). A direct write that fails with EINVAL (an alignment
+// rule statx did not tell) turns direct I/O off and reports 0 bytes, so
+// the caller writes them through f; any other error is returned as it is.
+func (s *fileSink) writeDirect(b []byte, off int64) (int, error) {
+	s.dmu.RLock()
+	n := 0
+	if s.direct != nil && off%int64(s.align) == 0 && aligned(b, s.align) {
+		n = len(b) / s.align * s.align
+	}
+	var err error
+	if n > 0 {
+		_, err = s.direct.WriteAt(b[:n], off)
+	}
+	s.dmu.RUnlock()
+	switch {
+	case err == nil:
+		s.directBytes.Add(int64(n))
+		return n, nil
+	case errors.Is(err, syscall.EINVAL):
+		s.stopDirect()
+		return 0, nil
+	}
+	return 0, err
 }
 
 // stopDirect closes the direct descriptor; later writes go through f.

@@ -30,12 +30,7 @@ var _ blockdev.AsyncIO = (*Mirror)(nil)
 // StartReadAt implements blockdev.AsyncIO.
 func (m *Mirror) StartReadAt(p []byte, off int64, done func(error)) {
 	n := int64(len(p))
-	if err := m.checkIO(off, n); err != nil {
-		done(err)
-		return
-	}
-	if n == 0 {
-		done(nil)
+	if m.endsAtOnce(off, n, done) {
 		return
 	}
 	c0, c1 := m.chunkRange(off, n)
@@ -66,18 +61,27 @@ func (m *Mirror) StartReadAt(p []byte, off int64, done func(error)) {
 
 // StartWriteAt implements blockdev.AsyncIO.
 func (m *Mirror) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
-	n := int64(len(p))
-	if err := m.checkIO(off, n); err != nil {
-		done(err)
-		return
-	}
-	if n == 0 {
-		done(nil)
+	if m.endsAtOnce(off, int64(len(p)), done) {
 		return
 	}
 	if !m.tryStartWrite(p, off, fua, done) {
 		go func() { done(m.WriteAt(context.Background(), p, off, fua)) }()
 	}
+}
+
+// endsAtOnce ends an I/O of n bytes at off that needs no leg (a closed
+// mirror, a range outside it, nothing to do) by calling done, and reports
+// whether it did.
+func (m *Mirror) endsAtOnce(off, n int64, done func(error)) bool {
+	if err := m.checkIO(off, n); err != nil {
+		done(err)
+		return true
+	}
+	if n == 0 {
+		done(nil)
+		return true
+	}
+	return false
 }
 
 // asyncWrite is one mirrored write in flight on the non-blocking path.
