@@ -35,13 +35,7 @@ func TestPullFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("pulled file differs from the device")
-	}
+	fileIs(t, path, want, "round trip")
 	if res.SHA256 != sum(want) {
 		t.Fatalf("sha256 %s, want %s", res.SHA256, sum(want))
 	}

@@ -3,6 +3,7 @@ package blockcopy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,13 +65,7 @@ func TestPullFileDirect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("buffered=%v: pulled file differs from the device", buffered)
-		}
+		fileIs(t, path, want, fmt.Sprintf("buffered=%v", buffered))
 		t.Logf("buffered=%v align=%d: written %d, direct %d, holes %d", buffered, align, res.BytesWritten, res.DirectBytes, res.HoleBytes)
 		if buffered {
 			if res.DirectBytes != 0 {

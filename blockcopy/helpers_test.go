@@ -1,6 +1,7 @@
 package blockcopy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -127,4 +128,16 @@ func allocated(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return statBlocks(st) * 512
+}
+
+// fileIs fails the test unless the file at path holds exactly want.
+func fileIs(t testing.TB, path string, want []byte, what string) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: pulled file differs from the device", what)
+	}
 }

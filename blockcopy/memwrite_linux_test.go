@@ -1,7 +1,6 @@
 package blockcopy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -49,13 +48,7 @@ func TestPullFileTmpfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("pulled file differs from the device")
-	}
+	fileIs(t, path, want, "tmpfs")
 	if res.DirectBytes != 0 {
 		t.Fatalf("%d bytes written with O_DIRECT on tmpfs", res.DirectBytes)
 	}
