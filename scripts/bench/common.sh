@@ -3,7 +3,8 @@
 # Source it: . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 #
 # Every part measures lunbridge and a peer tool in the SAME run, alternating
-# them (lunbridge, peer, lunbridge, peer, ... BENCH_ROUNDS times each), takes
+# them (lunbridge then peer in odd rounds, peer then lunbridge in even ones,
+# BENCH_ROUNDS times each), takes
 # the median of each side and records the ratio lunbridge/peer (higher is
 # better: every figure recorded is a rate — IOPS, MB/s — never a time).
 #
@@ -273,17 +274,40 @@ run_fio() {
 # each, and records the medians of FIELD (1 = IOPS, 2 = MB/s).
 bench_pair() {
 	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
-	local i lbv=() pv=() r
+	local i lbv=() pv=() a b spread
 	lb_log " - $test"
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
-		r="$($lbfn | awk -v f="$field" '{print $f}')"
-		lbv+=("$r")
-		lb_log "   round $i: lunbridge $r $unit"
-		r="$($peerfn | awk -v f="$field" '{print $f}')"
-		pv+=("$r")
-		lb_log "   round $i: $peer $r $unit"
+		# Odd rounds run lunbridge first, even rounds the peer: whatever
+		# drifts during a part (page cache, a noisy neighbour) falls on
+		# both sides alike.
+		if ((i % 2)); then
+			a="$($lbfn | awk -v f="$field" '{print $f}')"
+			b="$($peerfn | awk -v f="$field" '{print $f}')"
+		else
+			b="$($peerfn | awk -v f="$field" '{print $f}')"
+			a="$($lbfn | awk -v f="$field" '{print $f}')"
+		fi
+		lbv+=("$a")
+		pv+=("$b")
+		lb_log "   round $i: lunbridge $a $unit, $peer $b $unit"
 	done
+	spread="$(bench_round_ratios lbv pv)"
+	[ -n "$spread" ] && note="${note:+$note; }$spread"
 	bench_record "$test" "$unit" "$(bench_median "${lbv[@]}")" "$(bench_median "${pv[@]}")" "$peer" "$bar" "$note"
+}
+
+# bench_round_ratios LB_ARRAY PEER_ARRAY: "rounds 0.93-1.12" — the range of
+# the per-round ratios (round i's lunbridge over round i's peer), which says
+# how far one run's ratio can be trusted; empty with fewer than 2 rounds.
+bench_round_ratios() {
+	local -n _l="$1" _p="$2"
+	local i out=()
+	for ((i = 0; i < ${#_l[@]}; i++)); do
+		out+=("$(awk -v a="${_l[i]}" -v b="${_p[i]:-}" 'BEGIN {
+			if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0 > 0) printf "%.2f", a/b }')")
+	done
+	printf '%s\n' "${out[@]}" | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {
+		if (NR >= 2) printf "rounds %s-%s\n", v[1], v[NR] }'
 }
 
 # bench_timed_mbps BYTES CMD...: run CMD, print BYTES/seconds in MB/s

@@ -65,14 +65,21 @@ pull3at() {
 	local lbv=() qv=() wv=() nv=() lbdu=() qdu=() wdu=()
 	lb_log " - pull: $label"
 	lb_pull >/dev/null # warm-up (untimed): the first read after a refill is slower
+	local order who
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
-		a="$(lb_pull)"; lbv+=("$a"); lbdu+=("$(du_mib)")
-		b="$(qi_pull)"; qv+=("$b"); qdu+=("$(du_mib)")
-		c="$(qw_pull)"; wv+=("$c"); wdu+=("$(du_mib)")
+		# lunbridge first in odd rounds, last in even ones (see bench_pair).
+		order="lb qi qw"
+		[[ " $extras " == *" tnone "* ]] && order="$order qn"
+		((i % 2)) || order="$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')"
 		d=""
-		if [[ " $extras " == *" tnone "* ]]; then
-			d="$(qn_pull)"; nv+=("$d")
-		fi
+		for who in $order; do
+			case "$who" in
+			lb) a="$(lb_pull)"; lbv+=("$a"); lbdu+=("$(du_mib)") ;;
+			qi) b="$(qi_pull)"; qv+=("$b"); qdu+=("$(du_mib)") ;;
+			qw) c="$(qw_pull)"; wv+=("$c"); wdu+=("$(du_mib)") ;;
+			qn) d="$(qn_pull)"; nv+=("$d") ;;
+			esac
+		done
 		lb_log "   round $i: lunbridge $a MB/s (${lbdu[-1]} MiB on disk), qemu-img $b (${qdu[-1]} MiB), qemu-img -m16 -W $c (${wdu[-1]} MiB)${d:+, qemu-img -t none $d}"
 	done
 	fresh
@@ -91,8 +98,10 @@ pull3at() {
 			"$(bench_median "${pv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" - \
 			"reported, no bar: the best pull/qemu-img ratio this host allows (the lunbridge column is iscsi-perf's rate)"
 	fi
-	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" "$bar"
-	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -m16 -W" "$bar"
+	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert" "$bar" \
+		"$(bench_round_ratios lbv qv)"
+	bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -m16 -W" "$bar" \
+		"$(bench_round_ratios lbv wv)"
 	if [ "${#nv[@]}" -gt 0 ]; then
 		bench_record "pull $label" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${nv[@]}")" "qemu-img -t none" - \
 			"reported, no bar: qemu-img with O_DIRECT output (not its default)"
@@ -125,15 +134,20 @@ qw_push() { bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -n -m 16 -W -f
 lb_log " - push: full image"
 lbv=() qv=() wv=()
 for ((i = 1; i <= BENCH_ROUNDS; i++)); do
-	a="$(lb_push)"; lbv+=("$a")
-	b="$(qi_push)"; qv+=("$b")
-	c="$(qw_push)"; wv+=("$c")
+	if ((i % 2)); then
+		a="$(lb_push)"; b="$(qi_push)"; c="$(qw_push)"
+	else
+		c="$(qw_push)"; b="$(qi_push)"; a="$(lb_push)"
+	fi
+	lbv+=("$a"); qv+=("$b"); wv+=("$c")
 	lb_log "   round $i: lunbridge push $a MB/s, qemu-img $b, qemu-img -m16 -W $c"
 done
 cmp -s "$IN" "$FILE" || lb_log "   WARNING: the LUN's backing file differs from the pushed image"
 rm -f "$IN"
-bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert -n" 1.2
-bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -n -m16 -W" 1.2
+bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${qv[@]}")" "qemu-img convert -n" 1.2 \
+	"$(bench_round_ratios lbv qv)"
+bench_record "push full image" MB/s "$(bench_median "${lbv[@]}")" "$(bench_median "${wv[@]}")" "qemu-img -n -m16 -W" 1.2 \
+	"$(bench_round_ratios lbv wv)"
 
 # write10 FILE: random data in every tenth MiB (10% of the blocks).
 write10() {
