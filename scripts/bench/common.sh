@@ -292,7 +292,9 @@ bench_pair() {
 		lb_log "   round $i: lunbridge $a $unit, $peer $b $unit"
 	done
 	spread="$(bench_round_ratios lbv pv)"
-	[ -n "$spread" ] && note="${note:+$note; }$spread"
+	if [ -n "$spread" ]; then
+		note="${note:+$note; }$spread"
+	fi
 	bench_record "$test" "$unit" "$(bench_median "${lbv[@]}")" "$(bench_median "${pv[@]}")" "$peer" "$bar" "$note"
 }
 
@@ -306,7 +308,8 @@ bench_round_ratios() {
 		out+=("$(awk -v a="${_l[i]}" -v b="${_p[i]:-}" 'BEGIN {
 			if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b+0 > 0) printf "%.2f", a/b }')")
 	done
-	printf '%s\n' "${out[@]}" | grep -E '^[0-9.]+$' | sort -g | awk '{v[NR]=$1} END {
+	# (awk, not grep, filters: no match must not fail under pipefail)
+	printf '%s\n' "${out[@]}" | awk '/^[0-9.]+$/' | sort -g | awk '{v[NR]=$1} END {
 		if (NR >= 2) printf "rounds %s-%s\n", v[1], v[NR] }'
 }
 
