@@ -220,21 +220,35 @@ bench_summary() {
 
 # lb_bench_json ARGS...: one `lunbridge bench --json` run; prints "IOPS MBPS".
 lb_bench_json() {
-	local out
-	out="$(timeout -s KILL $((BENCH_TIME + 60)) "$LB" bench --json --time "${BENCH_TIME}s" "${NOCTL[@]}" "$@" 2>"$BENCH_TMP/lb-bench.err")" ||
-		{ lb_log "lunbridge bench $* failed: $(tail -n 3 "$BENCH_TMP/lb-bench.err")"; echo "n/a n/a"; return 0; }
-	jq -r '"\(.iops) \(.mb_per_s)"' <<<"$out"
+	local out tf
+	tf="$(mktemp -p "$BENCH_TMP" lb-bench.time.XXXXXX)" # runs may overlap (multipath, mirror)
+	out="$(timeout -s KILL $((BENCH_TIME + 60)) /usr/bin/time -f "%U %S" -o "$tf" \
+		"$LB" bench --json --time "${BENCH_TIME}s" "${NOCTL[@]}" "$@" 2>"$BENCH_TMP/lb-bench.err")" ||
+		{ lb_log "lunbridge bench $* failed: $(tail -n 3 "$BENCH_TMP/lb-bench.err")"; echo "n/a n/a n/a"; return 0; }
+	jq -r --arg cpu "$(cpu_seconds "$tf")" \
+		'"\(.iops) \(.mb_per_s) \(if .ios > 0 and ($cpu|length) > 0 then ($cpu|tonumber)*1e6/.ios else "n/a" end)"' <<<"$out"
 }
 
-# peer_iscsi_perf BLOCKS QD [-r] URL: one iscsi-perf run; prints "IOPS MBPS"
-# (MB = 10^6 bytes, the unit of lunbridge bench; 512-byte blocks).
+# cpu_seconds FILE: user + system seconds from a `/usr/bin/time -f "%U %S"`
+# output file (empty when it has none).
+cpu_seconds() {
+	awk 'NF == 2 && $1 ~ /^[0-9.]+$/ { c = $1 + $2 } END { if (c != "") print c }' "$1" 2>/dev/null
+}
+
+# peer_iscsi_perf BLOCKS QD [-r] URL: one iscsi-perf run; prints "IOPS MBPS
+# CPU" (MB = 10^6 bytes, the unit of lunbridge bench; 512-byte blocks; CPU =
+# iscsi-perf's user+system microseconds per I/O, login included as in
+# lunbridge's figure).
 peer_iscsi_perf() {
-	local blocks="$1" qd="$2" iops
+	local blocks="$1" qd="$2" iops tf
 	shift 2
-	iops="$(timeout -s KILL $((BENCH_TIME + 30)) iscsi-perf -t "$BENCH_TIME" -b "$blocks" -m "$qd" "$@" 2>&1 |
+	tf="$(mktemp -p "$BENCH_TMP" iscsi-perf.time.XXXXXX)"
+	iops="$(timeout -s KILL $((BENCH_TIME + 30)) /usr/bin/time -f "%U %S" -o "$tf" \
+		iscsi-perf -t "$BENCH_TIME" -b "$blocks" -m "$qd" "$@" 2>&1 |
 		tr '\r' '\n' | sed -n 's/^iops average \([0-9]*\).*/\1/p' | tail -n 1)"
-	[ -n "$iops" ] || { lb_log "iscsi-perf $* produced no average"; echo "n/a n/a"; return 0; }
-	awk -v i="$iops" -v b="$blocks" 'BEGIN { printf "%s %.1f\n", i, i*b*512/1e6 }'
+	[ -n "$iops" ] || { lb_log "iscsi-perf $* produced no average"; echo "n/a n/a n/a"; return 0; }
+	awk -v i="$iops" -v b="$blocks" -v t="$BENCH_TIME" -v c="$(cpu_seconds "$tf")" 'BEGIN {
+		printf "%s %.1f %s\n", i, i*b*512/1e6, (c != "" && i > 0) ? sprintf("%.2f", c*1e6/(i*t)) : "n/a" }'
 }
 
 # peer_qemu_bench_write BYTES QD URL: libiscsi writes through qemu's block
@@ -274,28 +288,37 @@ run_fio() {
 # each, and records the medians of FIELD (1 = IOPS, 2 = MB/s).
 bench_pair() {
 	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
-	local i lbv=() pv=() a b spread
+	local i lbv=() pv=() lbc=() pc=() a b spread
 	lb_log " - $test"
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
 		# Odd rounds run lunbridge first, even rounds the peer: whatever
 		# drifts during a part (page cache, a noisy neighbour) falls on
 		# both sides alike.
 		if ((i % 2)); then
-			a="$($lbfn | awk -v f="$field" '{print $f}')"
-			b="$($peerfn | awk -v f="$field" '{print $f}')"
+			a="$($lbfn)"
+			b="$($peerfn)"
 		else
-			b="$($peerfn | awk -v f="$field" '{print $f}')"
-			a="$($lbfn | awk -v f="$field" '{print $f}')"
+			b="$($peerfn)"
+			a="$($lbfn)"
 		fi
-		lbv+=("$a")
-		pv+=("$b")
-		lb_log "   round $i: lunbridge $a $unit, $peer $b $unit"
+		lbv+=("$(awk -v f="$field" '{print $f}' <<<"$a")")
+		pv+=("$(awk -v f="$field" '{print $f}' <<<"$b")")
+		lbc+=("$(awk '{print $3}' <<<"$a")")
+		pc+=("$(awk '{print $3}' <<<"$b")")
+		lb_log "   round $i: lunbridge ${lbv[-1]} $unit, $peer ${pv[-1]} $unit${BENCH_CPU:+ (CPU per I/O: ${lbc[-1]} vs ${pc[-1]} µs)}"
 	done
 	spread="$(bench_round_ratios lbv pv)"
 	if [ -n "$spread" ]; then
 		note="${note:+$note; }$spread"
 	fi
 	bench_record "$test" "$unit" "$(bench_median "${lbv[@]}")" "$(bench_median "${pv[@]}")" "$peer" "$bar" "$note"
+	if [ -n "${BENCH_CPU:-}" ]; then
+		# The initiator's own cost: user+system CPU of the whole process
+		# (login included) per I/O; lower is better, so the ratio is
+		# peer/lunbridge (>= 1: lunbridge spends less per I/O).
+		BENCH_INVERT=1 bench_record "$test: initiator CPU per I/O" "us/IO" "$(bench_median "${lbc[@]}")" \
+			"$(bench_median "${pc[@]}")" "$peer" - "reported, no bar; ratio = $peer/lunbridge, >= 1 means lunbridge spends less CPU per I/O"
+	fi
 }
 
 # bench_round_ratios LB_ARRAY PEER_ARRAY: "rounds 0.93-1.12" — the range of
