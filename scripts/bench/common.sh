@@ -218,7 +218,8 @@ bench_summary() {
 	echo "JSON: $json"
 }
 
-# lb_bench_json ARGS...: one `lunbridge bench --json` run; prints "IOPS MBPS".
+# lb_bench_json ARGS...: one `lunbridge bench --json` run; prints "IOPS MBPS
+# CPU" (CPU: the process's user+system microseconds per I/O, login included).
 lb_bench_json() {
 	local out tf
 	tf="$(mktemp -p "$BENCH_TMP" lb-bench.time.XXXXXX)" # runs may overlap (multipath, mirror)
@@ -284,8 +285,10 @@ run_fio() {
 }
 
 # bench_pair TEST UNIT FIELD BAR PEER_NAME LB_FN PEER_FN [NOTE]
-# Alternates LB_FN and PEER_FN (each prints "IOPS MBPS"), BENCH_ROUNDS times
-# each, and records the medians of FIELD (1 = IOPS, 2 = MB/s).
+# Alternates LB_FN and PEER_FN (each prints "IOPS MBPS [CPU]"), BENCH_ROUNDS
+# times each, and records the medians of FIELD (1 = IOPS, 2 = MB/s). With
+# BENCH_CPU set it also records the medians of the third field, each side's
+# CPU per I/O, as a row of its own.
 bench_pair() {
 	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
 	local i lbv=() pv=() lbc=() pc=() a b spread
