@@ -24,7 +24,18 @@ func newAsyncLegs() (asyncLeg, asyncLeg) {
 	return asyncLeg{&blockdevtest.Async{Mem: a}}, asyncLeg{&blockdevtest.Async{Mem: b}}
 }
 
-// asyncWorkload keeps chains I/O chains going through m's non-blocking
+// newAsyncMirror is a clean mirror (no initial sync) over two asyncLegs.
+func newAsyncMirror(t *testing.T) (*Mirror, asyncLeg, asyncLeg) {
+	t.Helper()
+	a, b := newAsyncLegs()
+	m, err := Create(context.Background(), a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, a, b
+}
+
+// asyncWorkload keeps chains of I/O going through m's non-blocking
 // path until stop: each chain owns a region, writes a random range of it,
 // records the write in md once acknowledged, reads it back and checks it,
 // then starts the next write from the callback, as bench and serve do.
@@ -91,12 +102,7 @@ func asyncWorkload(m *Mirror, md *model, chains int, stop <-chan struct{}) (int6
 // write of a chunk has made its bit durable, later writes to it start on
 // the legs without waiting for metadata.
 func TestAsyncWritesReachBothLegs(t *testing.T) {
-	ctx := context.Background()
-	a, b := newAsyncLegs()
-	m, err := Create(ctx, a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, a, b := newAsyncMirror(t)
 	md := newModel(m.Size())
 	stop := make(chan struct{})
 	time.AfterFunc(400*time.Millisecond, func() { close(stop) })
@@ -122,12 +128,7 @@ func TestAsyncWritesReachBothLegs(t *testing.T) {
 // Overlapping writes in flight at once (the non-blocking path defers to
 // WriteAt's range lock for them) leave both legs identical.
 func TestAsyncOverlappingWritesKeepLegsIdentical(t *testing.T) {
-	ctx := context.Background()
-	a, b := newAsyncLegs()
-	m, err := Create(ctx, a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, a, b := newAsyncMirror(t)
 	var wg sync.WaitGroup
 	var bad atomic.Int64
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
@@ -157,12 +158,7 @@ func TestAsyncOverlappingWritesKeepLegsIdentical(t *testing.T) {
 // caller was told succeeded is on the surviving leg, and the mirror goes
 // on degraded.
 func TestAsyncWriteLegFailure(t *testing.T) {
-	ctx := context.Background()
-	a, b := newAsyncLegs()
-	m, err := Create(ctx, a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, a, b := newAsyncMirror(t)
 	var ops atomic.Int64
 	b.Fail = func(write bool, off int64) error {
 		if ops.Add(1) > 300 {
@@ -192,15 +188,10 @@ func TestAsyncWriteLegFailure(t *testing.T) {
 
 // A read that fails on the leg it went to is answered from the other leg.
 func TestAsyncReadFallsBackToTheOtherLeg(t *testing.T) {
-	ctx := context.Background()
-	a, b := newAsyncLegs()
-	m, err := Create(ctx, a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, a, b := newAsyncMirror(t)
 	defer m.Close()
 	want := bytes.Repeat([]byte{0x5a}, 64<<10)
-	if err := m.WriteAt(ctx, want, 1<<20, false); err != nil {
+	if err := m.WriteAt(context.Background(), want, 1<<20, false); err != nil {
 		t.Fatal(err)
 	}
 	var failed atomic.Int64
