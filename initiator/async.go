@@ -18,10 +18,58 @@ import (
 // uses the blocking path, which handles everything else (recovery,
 // waiting for the window, R2Ts, retries).
 
-// tryStart issues cmd now if it can without waiting. On true, done runs
-// exactly once with the command's outcome, on the goroutine that finishes
-// it: it must not block. On false nothing was sent and done is not called.
-func (s *Session) tryStart(cmd *Command, done func(Response, error)) bool {
+// asyncCmd is one command on the fast path, with everything its start,
+// completion and fallback need in one allocation: at queue depth 32 every
+// allocation per command is paid tens of thousands of times a second.
+type asyncCmd struct {
+	s     *Session
+	l     *LUN // for slow
+	p     []byte
+	off   int64
+	write bool
+	fua   bool
+	want  int // bytes a read must receive to succeed
+	done  func(error)
+	cmd   Command
+	cdb   [16]byte
+}
+
+// slow runs the command as the blocking call, from the beginning, on a
+// goroutine of its own (errors and retries are then exactly its).
+func (a *asyncCmd) slow() {
+	go func() {
+		if a.write {
+			a.done(a.l.WriteAt(context.Background(), a.p, a.off, a.fua))
+		} else {
+			a.done(a.l.ReadAt(context.Background(), a.p, a.off))
+		}
+	}()
+}
+
+// finished runs once the task of a started command is finished, on the
+// goroutine that finished it. GOOD status with at least want bytes
+// received ends in done(nil) and a command timeout is final; anything
+// else goes to slow.
+func (a *asyncCmd) finished(t *task) {
+	s := a.s
+	s.releaseSlot()
+	resp, err := s.result(t)
+	switch {
+	case err == nil && scsi.Status(resp.Status).OK() && resp.Received >= a.want:
+		a.done(nil)
+	case errors.Is(err, ErrCommandTimeout):
+		a.done(err)
+	default:
+		a.slow()
+	}
+}
+
+// tryStart issues a's command now if it can without waiting. On true,
+// a.finished runs exactly once with the command's outcome, on the
+// goroutine that finishes it. On false nothing was sent and a.finished is
+// not called.
+func (s *Session) tryStart(a *asyncCmd) bool {
+	cmd := &a.cmd
 	if len(cmd.CDB) > 16 || (cmd.Read != nil && cmd.Write != nil) || s.closed.Load() {
 		return false
 	}
@@ -45,17 +93,13 @@ func (s *Session) tryStart(cmd *Command, done func(Response, error)) bool {
 	default:
 		return false
 	}
-	t, send := s.newSCSITask(c, cmd)
+	t := s.newSCSITask(c, cmd)
 	if t.r2t != nil {
 		s.releaseSlot()
 		return false
 	}
-	t.cb = func(t *task) {
-		s.releaseSlot()
-		resp, err := s.result(t)
-		done(resp, err)
-	}
-	ok, _, err := s.issueNow(c, t, false, false, send)
+	t.async = a
+	ok, _, err := s.issueNow(c, t, false, false, nil)
 	if !ok && t.itt == 0 {
 		// Not sent (closed window, connection gone): the callback never
 		// runs, so give the slot back here.
@@ -80,15 +124,16 @@ func (l *LUN) StartReadAt(p []byte, off int64, done func(error)) {
 		done(err)
 		return
 	}
-	slow := func() { go func() { done(l.ReadAt(context.Background(), p, off)) }() }
+	a := &asyncCmd{s: l.s, l: l, p: p, off: off, want: len(p), done: done}
 	if len(p) == 0 || len(p) > l.maxXfer {
-		slow()
+		a.slow()
 		return
 	}
-	var cdb [16]byte
-	cmd := Command{LUN: l.field, Read: p,
-		CDB: scsi.AppendReadCDB(cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), false)}
-	l.start(&cmd, len(p), done, slow)
+	a.cmd = Command{LUN: l.field, Read: p,
+		CDB: scsi.AppendReadCDB(a.cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), false)}
+	if !l.s.tryStart(a) {
+		a.slow()
+	}
 }
 
 // StartWriteAt is WriteAt without blocking, under StartReadAt's rules; with
@@ -98,32 +143,14 @@ func (l *LUN) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
 		done(err)
 		return
 	}
-	slow := func() { go func() { done(l.WriteAt(context.Background(), p, off, fua)) }() }
+	a := &asyncCmd{s: l.s, l: l, p: p, off: off, write: true, fua: fua, done: done}
 	if l.WriteProtect || len(p) == 0 || len(p) > l.maxXfer || (fua && !l.dpofua) {
-		slow()
+		a.slow()
 		return
 	}
-	var cdb [16]byte
-	cmd := Command{LUN: l.field, Write: p,
-		CDB: scsi.AppendWriteCDB(cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), fua)}
-	l.start(&cmd, 0, done, slow)
-}
-
-// start runs cmd on the fast path. GOOD status with at least want bytes
-// received ends in done(nil) and a command timeout is final; anything
-// else, or a start the fast path declines, goes to slow (the blocking
-// call, from the beginning).
-func (l *LUN) start(cmd *Command, want int, done func(error), slow func()) {
-	if !l.s.tryStart(cmd, func(resp Response, err error) {
-		switch {
-		case err == nil && scsi.Status(resp.Status).OK() && resp.Received >= want:
-			done(nil)
-		case errors.Is(err, ErrCommandTimeout):
-			done(err)
-		default:
-			slow()
-		}
-	}) {
-		slow()
+	a.cmd = Command{LUN: l.field, Write: p,
+		CDB: scsi.AppendWriteCDB(a.cdb[:0], uint64(off/int64(l.bs)), uint32(len(p)/l.bs), fua)}
+	if !l.s.tryStart(a) {
+		a.slow()
 	}
 }

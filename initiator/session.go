@@ -45,6 +45,9 @@ type Session struct {
 	portal  string // where the session logged in (after redirects)
 	closed  atomic.Bool
 	closeCh chan struct{}
+	// clock is a coarse UnixNano the sweeper advances each tick: a
+	// command's start time costs no clock read (sweep allows for it).
+	clock atomic.Int64
 
 	recMu        sync.Mutex
 	rec          recoveryState
@@ -84,6 +87,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		cmdSN:     1,
 		closeCh:   make(chan struct{}),
 	}
+	s.clock.Store(time.Now().UnixNano())
 	s.log = c.Logger.WithField("portal", c.Portal)
 	if c.TargetName != "" {
 		s.log = s.log.WithField("target", c.TargetName)
@@ -405,7 +409,8 @@ func (s *Session) updateWindow(exp, max uint32) {
 
 // issue assigns a CmdSN inside the window (blocking while it is closed),
 // registers t and calls send with the CmdSN, all under the connection's
-// write mutex so commands leave in CmdSN order. Immediate commands take the
+// write mutex so commands leave in CmdSN order; a nil send is sendSCSI
+// (t is a SCSI command from newSCSITask). Immediate commands take the
 // current CmdSN without advancing it and ignore the window.
 func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, send func(cmdSN uint32) error) error {
 	for {
@@ -450,7 +455,12 @@ func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func
 			t.itt = 0
 			return false, nil, err
 		}
-		err := send(sn)
+		var err error
+		if send == nil {
+			err = s.sendSCSI(c, t, sn)
+		} else {
+			err = send(sn)
+		}
 		c.wmu.Unlock()
 		c.flush()
 		return true, nil, err
@@ -529,34 +539,34 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 	}
 	defer s.releaseSlot()
 
-	t, send := s.newSCSITask(c, cmd)
-	err = s.issue(ctx, c, t, false, send)
+	t := s.newSCSITask(c, cmd)
+	err = s.issue(ctx, c, t, false, nil)
 	if err != nil && t.itt == 0 {
 		return Response{}, err // never sent
 	}
 	if err != nil {
-		<-t.done // the write failed: the connection is failing all its tasks
+		<-t.doneCh() // the write failed: the connection is failing all its tasks
 		return t.resp, t.err
 	}
 	return s.wait(ctx, c, t)
 }
 
-// newSCSITask builds the task for cmd on c and the function that queues
-// its PDUs once issue has given it a CmdSN. t.r2t is set when the target
-// will solicit part of the data.
-func (s *Session) newSCSITask(c *conn, cmd *Command) (*task, func(cmdSN uint32) error) {
+// newSCSITask builds the task for cmd on c: its command PDU and how its
+// data goes out; sendSCSI queues them once issue has given it a CmdSN.
+// t.r2t is set when the target will solicit part of the data.
+func (s *Session) newSCSITask(c *conn, cmd *Command) *task {
 	t := newTask(kindSCSI)
 	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
 	if s.cfg.CommandTimeout > 0 {
-		t.start = time.Now().UnixNano()
+		t.start = s.clock.Load()
 	}
 	p := c.p
-	req := pdu.SCSICommand{Header: pdu.Header{LUN: cmd.LUN}, Attr: cmd.Attr}
+	req := &t.req
+	*req = pdu.SCSICommand{Header: pdu.Header{LUN: cmd.LUN}, Attr: cmd.Attr}
 	if req.Attr == 0 {
 		req.Attr = pdu.AttrSimple
 	}
 	copy(req.CDB[:], cmd.CDB)
-	var imm, unsol int
 	switch {
 	case cmd.Read != nil:
 		req.Read = true
@@ -566,30 +576,34 @@ func (s *Session) newSCSITask(c *conn, cmd *Command) (*task, func(cmdSN uint32) 
 		req.EDTL = uint32(len(cmd.Write))
 		first := min(len(cmd.Write), p.FirstBurstLength)
 		if p.ImmediateData {
-			imm = min(first, p.MaxXmitDSL)
+			t.imm = min(first, p.MaxXmitDSL)
 		}
 		if !p.InitialR2T {
-			unsol = first - imm
+			t.unsol = first - t.imm
 		}
-		if len(cmd.Write) > imm+unsol {
+		if len(cmd.Write) > t.imm+t.unsol {
 			// Solicited data follows (R2Ts) beyond the first burst.
 			t.r2t = make(chan r2tReq, p.MaxOutstandingR2T+1)
 		}
 	}
-	req.Final = unsol == 0
-	send := func(sn uint32) error {
-		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
-		if err := c.queueLocked(&req, cmd.Write[:imm]); err != nil {
-			return err
-		}
-		if unsol > 0 {
-			// Unsolicited Data-Out follows the command at once so it
-			// precedes later commands' data (Section 4.2.5.2).
-			return s.sendData(c, t, pdu.ReservedTag, uint32(imm), uint32(unsol), true)
-		}
-		return nil
+	req.Final = t.unsol == 0
+	return t
+}
+
+// sendSCSI queues t's command PDU with CmdSN sn, its immediate data and
+// its unsolicited Data-Out; c.wmu is held (issueNow).
+func (s *Session) sendSCSI(c *conn, t *task, sn uint32) error {
+	req := &t.req
+	req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
+	if err := c.queueLocked(req, t.wbuf[:t.imm]); err != nil {
+		return err
 	}
-	return t, send
+	if t.unsol > 0 {
+		// Unsolicited Data-Out follows the command at once so it
+		// precedes later commands' data (Section 4.2.5.2).
+		return s.sendData(c, t, pdu.ReservedTag, uint32(t.imm), uint32(t.unsol), true)
+	}
+	return nil
 }
 
 // wait serves R2Ts for t until it completes; on cancellation it aborts the
@@ -599,17 +613,17 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 		select {
 		case r := <-t.r2t:
 			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
-				<-t.done
+				<-t.doneCh()
 				return s.result(t)
 			}
-		case <-t.done:
+		case <-t.doneCh():
 			return s.result(t)
 		case <-ctx.Done():
 			if t.timedOut.CompareAndSwap(false, true) {
 				t.cancelled = true
 				s.escalate(c, t, "cancelled")
 			}
-			<-t.done
+			<-t.doneCh()
 			if t.err == nil {
 				return t.resp, nil // completed before the abort took effect
 			}
@@ -634,12 +648,28 @@ func (s *Session) sweep() {
 	d := s.cfg.CommandTimeout
 	tick := time.NewTicker(min(max(d/4, 10*time.Millisecond), time.Second))
 	defer tick.Stop()
+	// marks are the clock values stored so far (oldest first, trimmed).
+	// A task stamped with mark i started before mark i+1 was stored; so
+	// with L the newest mark at least d old, every task stamped before
+	// L is older than d, however late the ticks came.
+	marks := []int64{s.clock.Load()}
 	for {
 		select {
 		case <-s.closeCh:
 			return
-		case now := <-tick.C:
-			limit := now.Add(-d).UnixNano()
+		case <-tick.C:
+			now := time.Now().UnixNano()
+			s.clock.Store(now)
+			marks = append(marks, now)
+			i := 0
+			for i < len(marks) && marks[i] <= now-int64(d) {
+				i++
+			}
+			if i == 0 {
+				continue
+			}
+			limit := marks[i-1]
+			marks = marks[i-1:]
 			var late []*task
 			s.taskMu.Lock()
 			for _, t := range s.tasks {
@@ -729,7 +759,7 @@ func (s *Session) escalate(c *conn, t *task, why string) {
 		}
 		log.Debugf("task management %d (%s): %s", fn, why, tmfResponseName(resp))
 		select {
-		case <-t.done:
+		case <-t.doneCh():
 			return true
 		case <-time.After(s.tmfTimeout()):
 			return false
@@ -823,7 +853,7 @@ func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, r
 		return 0, err
 	}
 	select {
-	case <-t.done:
+	case <-t.doneCh():
 	case <-ctx.Done():
 		s.complete(t, ctx.Err())
 		return 0, ctx.Err()
@@ -866,7 +896,7 @@ func (s *Session) control(ctx context.Context, c *conn, t *task, immediate bool,
 		return err
 	}
 	select {
-	case <-t.done:
+	case <-t.doneCh():
 		return t.err
 	case <-ctx.Done():
 		// Control exchanges carry no caller buffers: dropping the wait

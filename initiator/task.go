@@ -34,8 +34,11 @@ type task struct {
 	conn  *conn
 
 	// SCSI data.
-	rbuf      []byte // Data-In lands here at BufferOffset
-	wbuf      []byte // Data-Out comes from here
+	req       pdu.SCSICommand // the command PDU, sent by sendSCSI
+	imm       int             // immediate data bytes (with the command)
+	unsol     int             // unsolicited Data-Out bytes after it
+	rbuf      []byte          // Data-In lands here at BufferOffset
+	wbuf      []byte          // Data-Out comes from here
 	expDataSN uint32
 	received  int
 	r2t       chan r2tReq
@@ -51,31 +54,56 @@ type task struct {
 	tmfFunc uint8
 	tmfRef  uint32
 
-	// Completion. Only the read loop (or its exit) calls finish.
-	once sync.Once
-	done chan struct{}
-	// cb, when set, runs once the task is finished, on the goroutine
-	// that finished it (the read loop, its exit, or a TMF's completion).
-	cb   func(*task)
-	err  error
-	resp Response
+	// Completion. Only the read loop (or its exit) calls finish. done is
+	// made by the first doneCh: a command on the non-blocking path, which
+	// nobody waits for, never pays for a channel.
+	mu       sync.Mutex
+	finished bool
+	done     chan struct{}
+	// async, when set, is told once the task is finished, on the
+	// goroutine that finished it (the read loop, its exit, or a TMF's
+	// completion).
+	async *asyncCmd
+	err   error
+	resp  Response
 	// Control responses (TMF, Text, NOP-In, Logout) and their data.
 	ctl     pdu.PDU
 	ctlData []byte
 }
 
 func newTask(kind taskKind) *task {
-	return &task{kind: kind, done: make(chan struct{})}
+	return &task{kind: kind}
 }
 
+// finish ends the task once with err; later calls do nothing.
 func (t *task) finish(err error) {
-	t.once.Do(func() {
-		t.err = err
+	t.mu.Lock()
+	if t.finished {
+		t.mu.Unlock()
+		return
+	}
+	t.finished = true
+	t.err = err
+	if t.done != nil {
 		close(t.done)
-		if t.cb != nil {
-			t.cb(t)
+	}
+	t.mu.Unlock()
+	if t.async != nil {
+		t.async.finished(t)
+	}
+}
+
+// doneCh returns a channel closed once the task is finished.
+func (t *task) doneCh() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done == nil {
+		t.done = make(chan struct{})
+		if t.finished {
+			close(t.done)
 		}
-	})
+	}
+	return t.done
 }
 
 // Response is the outcome of a SCSI command.

@@ -34,8 +34,8 @@ func (c *conn) queueLocked(p pdu.PDU, data []byte) error {
 	h := p.Hdr()
 	h.DataLen = len(data)
 	h.AHSLength = 0
-	var bhs pdu.BHS
-	p.MarshalBHS(&bhs)
+	bhs := &c.wbhs // a local would escape through the interface call
+	p.MarshalBHS(bhs)
 	var d4 [4]byte
 	q := c.q
 	q.Append(bhs[:])

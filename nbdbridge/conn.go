@@ -82,10 +82,17 @@ type request struct {
 	cookie uint64
 	off    uint64
 	length uint32
-	buf    *[]byte // pooled payload buffer (WRITE data, READ destination)
-	cost   int64   // bytes taken from the budget
-	start  time.Time
+	buf    *[]byte                       // pooled payload buffer (WRITE data, READ destination)
+	cost   int64                         // bytes taken from the budget
+	start  int64                         // monotonic(): when its header arrived
+	hdr    [structuredHeaderLen + 8]byte // its reply's header
 }
+
+// epoch anchors monotonic.
+var epoch = time.Now()
+
+// monotonic is nanoseconds on the monotonic clock: one clock read.
+func monotonic() int64 { return int64(time.Since(epoch)) }
 
 // transmit runs the read loop until DISC, EOF, a protocol error or ctx's
 // cancellation, then waits for every request in flight to be answered.
@@ -120,7 +127,11 @@ func (c *conn) transmit(ctx context.Context) error {
 
 func (c *conn) readLoop(ctx, devCtx context.Context) error {
 	var hdr [requestHeaderLen]byte
+	var arrived int64
 	for {
+		// Headers already buffered arrived with the last read from the
+		// socket: one clock read per read, not per request.
+		refill := c.br.Buffered() < requestHeaderLen
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("nbd: connection closed mid-request: %w", err)
@@ -129,6 +140,9 @@ func (c *conn) readLoop(ctx, devCtx context.Context) error {
 				return nil
 			}
 			return err
+		}
+		if refill || arrived == 0 {
+			arrived = monotonic()
 		}
 		if m := binary.BigEndian.Uint32(hdr[0:4]); m != requestMagic {
 			return fmt.Errorf("%w: bad request magic %#x", errProtocol, m)
@@ -139,7 +153,7 @@ func (c *conn) readLoop(ctx, devCtx context.Context) error {
 			cookie: binary.BigEndian.Uint64(hdr[8:16]),
 			off:    binary.BigEndian.Uint64(hdr[16:24]),
 			length: binary.BigEndian.Uint32(hdr[24:28]),
-			start:  time.Now(),
+			start:  arrived,
 		}
 		if r.typ == cmdDisc {
 			// "the server MUST ... finish in-flight requests, then close".

@@ -103,7 +103,14 @@ func (c *conn) writeQueued() {
 			c.nc.Close() // unblocks the read loop
 		}
 	}
+	var now int64
+	if len(rel) > 0 {
+		now = monotonic()
+	}
 	for i, r := range rel {
+		if r.start != 0 {
+			c.s.stats.op(r.typ).latencyNs.Add(uint64(now - r.start))
+		}
 		c.release(r)
 		rel[i] = nil
 	}

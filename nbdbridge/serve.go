@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
 )
@@ -113,7 +112,7 @@ func (c *conn) finish(r *request, n int64, werr error) {
 	if n > 0 && (r.typ == cmdRead || r.typ == cmdWrite) {
 		st.bytes.Add(uint64(n))
 	}
-	st.latencyNs.Add(uint64(time.Since(r.start)))
+	// The latency is added once the reply is written (writeQueued).
 	_ = werr // a write error already closed the connection
 }
 
@@ -207,12 +206,15 @@ func (c *conn) blockStatus(ctx context.Context, r *request) (werr, err error) {
 		p = binary.BigEndian.AppendUint32(p, uint32(d.n)) // d.n <= r.length: fits
 		p = binary.BigEndian.AppendUint32(p, d.flags)
 	}
-	h := c.chunkHeader(r.cookie, replyFlagDone, replyBlockStatus, len(p))
+	h := c.chunkHeader(r, replyFlagDone, replyBlockStatus, len(p))
 	return c.reply(r, h, p), nil
 }
 
-func (c *conn) chunkHeader(cookie uint64, flags, typ uint16, n int) []byte {
-	h := make([]byte, 0, structuredHeaderLen+8)
+// chunkHeader builds a structured reply chunk's header in r.hdr (room for
+// the 8-byte offset of OFFSET_DATA after it).
+func (c *conn) chunkHeader(r *request, flags, typ uint16, n int) []byte {
+	cookie := r.cookie
+	h := r.hdr[:0]
 	h = binary.BigEndian.AppendUint32(h, structuredMagic)
 	h = binary.BigEndian.AppendUint16(h, flags)
 	h = binary.BigEndian.AppendUint16(h, typ)
@@ -223,24 +225,24 @@ func (c *conn) chunkHeader(cookie uint64, flags, typ uint16, n int) []byte {
 
 func (c *conn) replyRead(r *request, data []byte) error {
 	if !c.structured {
-		return c.reply(r, c.simpleHeader(r.cookie, 0), data)
+		return c.reply(r, c.simpleHeader(r, 0), data)
 	}
 	if len(data) == 0 {
-		return c.reply(r, c.chunkHeader(r.cookie, replyFlagDone, replyNone, 0))
+		return c.reply(r, c.chunkHeader(r, replyFlagDone, replyNone, 0))
 	}
 	// One OFFSET_DATA chunk: never fragmented, so NBD_CMD_FLAG_DF holds.
-	h := c.chunkHeader(r.cookie, replyFlagDone, replyOffsetData, 8+len(data))
+	h := c.chunkHeader(r, replyFlagDone, replyOffsetData, 8+len(data))
 	h = binary.BigEndian.AppendUint64(h, r.off)
 	return c.reply(r, h, data)
 }
 
 func (c *conn) replyOK(r *request) error {
-	return c.reply(r, c.simpleHeader(r.cookie, 0))
+	return c.reply(r, c.simpleHeader(r, 0))
 }
 
 func (c *conn) replyError(r *request, errno uint32, msg string) error {
 	if !c.structured {
-		return c.reply(r, c.simpleHeader(r.cookie, errno))
+		return c.reply(r, c.simpleHeader(r, errno))
 	}
 	if len(msg) > 1024 {
 		msg = msg[:1024]
@@ -249,11 +251,13 @@ func (c *conn) replyError(r *request, errno uint32, msg string) error {
 	p = binary.BigEndian.AppendUint32(p, errno)
 	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
 	p = append(p, msg...)
-	return c.reply(r, c.chunkHeader(r.cookie, replyFlagDone, replyError, len(p)), p)
+	return c.reply(r, c.chunkHeader(r, replyFlagDone, replyError, len(p)), p)
 }
 
-func (c *conn) simpleHeader(cookie uint64, errno uint32) []byte {
-	h := make([]byte, 0, simpleReplyLen)
+// simpleHeader builds a simple reply's header in r.hdr.
+func (c *conn) simpleHeader(r *request, errno uint32) []byte {
+	cookie := r.cookie
+	h := r.hdr[:0]
 	h = binary.BigEndian.AppendUint32(h, simpleMagic)
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint64(h, cookie)

@@ -166,6 +166,16 @@ func main() {
 			atExit = append(atExit, func() { pprof.StopCPUProfile(); f.Close() })
 		}
 	}
+	if p := os.Getenv("LUNBRIDGE_MEMPROFILE"); p != "" {
+		// For performance work: the allocations of the whole run, by site.
+		runtime.MemProfileRate = 4096
+		atExit = append(atExit, func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		})
+	}
 	err := app.RunContext(ctx, os.Args)
 	for i := len(atExit) - 1; i >= 0; i-- {
 		atExit[i]()

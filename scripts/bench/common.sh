@@ -291,8 +291,9 @@ run_fio() {
 # CPU per I/O, as a row of its own.
 bench_pair() {
 	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
-	local i lbv=() pv=() lbc=() pc=() a b spread
+	local i lbv=() pv=() lbc=() pc=() a b spread steal0 steal
 	lb_log " - $test"
+	steal0="$(bench_cpu_snap)"
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
 		# Odd rounds run lunbridge first, even rounds the peer: whatever
 		# drifts during a part (page cache, a noisy neighbour) falls on
@@ -314,6 +315,10 @@ bench_pair() {
 	if [ -n "$spread" ]; then
 		note="${note:+$note; }$spread"
 	fi
+	steal="$(bench_steal_since "$steal0")"
+	if [ -n "$steal" ]; then
+		note="${note:+$note; }$steal"
+	fi
 	bench_record "$test" "$unit" "$(bench_median "${lbv[@]}")" "$(bench_median "${pv[@]}")" "$peer" "$bar" "$note"
 	if [ -n "${BENCH_CPU:-}" ]; then
 		# The initiator's own cost: user+system CPU of the whole process
@@ -322,6 +327,23 @@ bench_pair() {
 		BENCH_INVERT=1 bench_record "$test: initiator CPU per I/O" "us/IO" "$(bench_median "${lbc[@]}")" \
 			"$(bench_median "${pc[@]}")" "$peer" - "reported, no bar; ratio = $peer/lunbridge, >= 1 means lunbridge spends less CPU per I/O"
 	fi
+}
+
+# bench_cpu_snap: "STEAL TOTAL" jiffies of all CPUs from /proc/stat.
+bench_cpu_snap() {
+	awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t; exit }' /proc/stat
+}
+
+# bench_steal_since SNAP: "steal 12%" — the share of CPU time the
+# hypervisor took from this machine since SNAP (bench_cpu_snap). On a
+# virtual machine whose host is busy, the rounds then run on a fraction
+# of the cores they were measured with elsewhere, and ratios between
+# programs that share them drift; empty on bare metal (no steal at all).
+bench_steal_since() {
+	local s0 t0 s1 t1
+	read -r s0 t0 <<<"$1"
+	read -r s1 t1 <<<"$(bench_cpu_snap)"
+	awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { if (t > 0 && s > 0) printf "steal %.0f%%\n", 100*s/t }'
 }
 
 # bench_round_ratios LB_ARRAY PEER_ARRAY: "rounds 0.93-1.12" — the range of
