@@ -86,6 +86,26 @@ type request struct {
 	cost   int64                         // bytes taken from the budget
 	start  int64                         // monotonic(): when its header arrived
 	hdr    [structuredHeaderLen + 8]byte // its reply's header
+
+	c      *conn
+	onDone func(error) // r.asyncDone, made once per pooled request
+}
+
+// Requests are recycled (Server.reqs): at queue depth 32 a request and its
+// completion callback were two allocations per I/O. A request is taken in
+// the read loop and put back by release, the last thing that touches it:
+// whoever queues its reply (reply) must not touch it afterwards, so the
+// counters are updated before the reply (account).
+
+// newRequest takes a request from the server's pool.
+func (c *conn) newRequest() *request {
+	r, _ := c.s.reqs.Get().(*request)
+	if r == nil {
+		r = new(request)
+		r.onDone = r.asyncDone
+	}
+	r.c = c
+	return r
 }
 
 // epoch anchors monotonic.
@@ -147,18 +167,17 @@ func (c *conn) readLoop(ctx, devCtx context.Context) error {
 		if m := binary.BigEndian.Uint32(hdr[0:4]); m != requestMagic {
 			return fmt.Errorf("%w: bad request magic %#x", errProtocol, m)
 		}
-		r := &request{
-			flags:  binary.BigEndian.Uint16(hdr[4:6]),
-			typ:    binary.BigEndian.Uint16(hdr[6:8]),
-			cookie: binary.BigEndian.Uint64(hdr[8:16]),
-			off:    binary.BigEndian.Uint64(hdr[16:24]),
-			length: binary.BigEndian.Uint32(hdr[24:28]),
-			start:  arrived,
-		}
-		if r.typ == cmdDisc {
+		if binary.BigEndian.Uint16(hdr[6:8]) == cmdDisc {
 			// "the server MUST ... finish in-flight requests, then close".
 			return nil
 		}
+		r := c.newRequest()
+		r.flags = binary.BigEndian.Uint16(hdr[4:6])
+		r.typ = binary.BigEndian.Uint16(hdr[6:8])
+		r.cookie = binary.BigEndian.Uint64(hdr[8:16])
+		r.off = binary.BigEndian.Uint64(hdr[16:24])
+		r.length = binary.BigEndian.Uint32(hdr[24:28])
+		r.start = arrived
 		if err := c.dispatch(devCtx, r); err != nil {
 			return err
 		}
@@ -191,7 +210,8 @@ func (c *conn) dispatch(devCtx context.Context, r *request) error {
 		go func() {
 			defer c.wg.Done()
 			s.stats.op(r.typ).errors.Add(1)
-			c.finish(r, 0, c.replyError(r, errno, ""))
+			c.account(r, 0)
+			c.replyError(r, errno, "")
 		}()
 		return nil
 	}
@@ -228,6 +248,7 @@ func (c *conn) dispatch(devCtx context.Context, r *request) error {
 	return nil
 }
 
+// release ends r: its buffer and budget are given back and r is recycled.
 func (c *conn) release(r *request) {
 	if r.buf != nil {
 		c.s.pool.put(r.buf)
@@ -235,6 +256,8 @@ func (c *conn) release(r *request) {
 	}
 	c.budget.release(r.cost)
 	r.cost = 0
+	r.c = nil
+	c.s.reqs.Put(r)
 }
 
 // validate applies the checks that need no device call and returns an NBD

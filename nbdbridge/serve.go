@@ -27,7 +27,8 @@ func (c *conn) serve(ctx context.Context, r *request) {
 			err = dev.ReadAt(ctx, data, off)
 		}
 		if err == nil {
-			c.finish(r, n, c.replyRead(r, data))
+			c.account(r, n)
+			c.replyRead(r, data)
 			return
 		}
 	case cmdWrite:
@@ -37,7 +38,8 @@ func (c *conn) serve(ctx context.Context, r *request) {
 			err = dev.Flush(ctx)
 		}
 		if err == nil {
-			c.finish(r, n, c.replyOK(r))
+			c.account(r, n)
+			c.replyOK(r)
 			return
 		}
 	case cmdFlush:
@@ -62,40 +64,45 @@ func (c *conn) serve(ctx context.Context, r *request) {
 	case cmdCache:
 		// Advisory prefetch: nothing to do for a remote LUN.
 	case cmdBlockStatus:
-		var werr error
-		werr, err = c.blockStatus(ctx, r)
-		if err == nil {
-			c.finish(r, 0, werr)
-			return
+		if err = c.blockStatus(ctx, r); err == nil {
+			return // replied
 		}
 	}
 	if err != nil {
 		c.failed(r, err)
 		return
 	}
-	c.finish(r, n, c.replyOK(r))
+	c.account(r, n)
+	c.replyOK(r)
 }
 
 // start hands a READ or WRITE to the device's non-blocking path; the
-// device's callback queues the reply (never blocking: reply only appends
-// to the reply queue) and ends the request.
+// device's callback (asyncDone) queues the reply (never blocking: reply
+// only appends to the reply queue) and ends the request.
 func (c *conn) start(r *request) {
 	data := *r.buf
-	done := func(err error) {
-		defer c.wg.Done()
-		switch {
-		case err != nil:
-			c.failed(r, err)
-		case r.typ == cmdRead:
-			c.finish(r, int64(len(data)), c.replyRead(r, data))
-		default:
-			c.finish(r, int64(len(data)), c.replyOK(r))
-		}
-	}
 	if r.typ == cmdRead {
-		c.s.async.StartReadAt(data, int64(r.off), done)
+		c.s.async.StartReadAt(data, int64(r.off), r.onDone)
 	} else {
-		c.s.async.StartWriteAt(data, int64(r.off), r.flags&cmdFlagFUA != 0, done)
+		c.s.async.StartWriteAt(data, int64(r.off), r.flags&cmdFlagFUA != 0, r.onDone)
+	}
+}
+
+// asyncDone ends a request started by start, once, with the device's
+// outcome.
+func (r *request) asyncDone(err error) {
+	c := r.c
+	defer c.wg.Done()
+	data := *r.buf
+	switch {
+	case err != nil:
+		c.failed(r, err)
+	case r.typ == cmdRead:
+		c.account(r, int64(len(data)))
+		c.replyRead(r, data)
+	default:
+		c.account(r, int64(len(data)))
+		c.replyOK(r)
 	}
 }
 
@@ -103,17 +110,20 @@ func (c *conn) start(r *request) {
 func (c *conn) failed(r *request, err error) {
 	c.s.stats.op(r.typ).errors.Add(1)
 	c.log.WithError(err).WithField("op", cmdName(r.typ)).Debug("nbd: request failed")
-	c.finish(r, 0, c.replyError(r, errnoOf(r.typ, err), err.Error()))
+	c.account(r, 0)
+	c.replyError(r, errnoOf(r.typ, err), err.Error())
 }
 
-func (c *conn) finish(r *request, n int64, werr error) {
+// account counts r (n payload bytes) before its reply is queued: once
+// queued, r belongs to the writer. Its latency is added when the reply is
+// written (writeQueued); a reply that cannot be written has already
+// closed the connection.
+func (c *conn) account(r *request, n int64) {
 	st := c.s.stats.op(r.typ)
 	st.requests.Add(1)
 	if n > 0 && (r.typ == cmdRead || r.typ == cmdWrite) {
 		st.bytes.Add(uint64(n))
 	}
-	// The latency is added once the reply is written (writeQueued).
-	_ = werr // a write error already closed the connection
 }
 
 // writeZeroes uses the device's Zeroer, else writes zero buffers.
@@ -149,19 +159,20 @@ func (s *Server) writeZeroes(ctx context.Context, off, n int64, mayTrim bool) er
 // maxStatusDescriptors caps one BLOCK_STATUS reply (8 bytes per descriptor).
 const maxStatusDescriptors = 64 << 10
 
-// blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation. err is a
-// per-request error to report; werr a reply write error.
-func (c *conn) blockStatus(ctx context.Context, r *request) (werr, err error) {
+// blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation. An error
+// is for the caller to report; nil: the reply is queued.
+func (c *conn) blockStatus(ctx context.Context, r *request) error {
 	off := int64(r.off)
 	end := off + int64(r.length)
 	var exts []blockdev.Extent
 	if c.s.extenter != nil {
+		var err error
 		exts, err = c.s.extenter.Extents(ctx, off, int64(r.length))
 		if errors.Is(err, blockdev.ErrNotSupported) {
 			exts, err = nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
 	limit := maxStatusDescriptors
@@ -207,7 +218,9 @@ func (c *conn) blockStatus(ctx context.Context, r *request) (werr, err error) {
 		p = binary.BigEndian.AppendUint32(p, d.flags)
 	}
 	h := c.chunkHeader(r, replyFlagDone, replyBlockStatus, len(p))
-	return c.reply(r, h, p), nil
+	c.account(r, 0)
+	c.reply(r, h, p)
+	return nil
 }
 
 // chunkHeader builds a structured reply chunk's header in r.hdr (room for

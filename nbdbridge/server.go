@@ -77,6 +77,7 @@ type Server struct {
 	zeroer   blockdev.Zeroer
 	extenter blockdev.Extenter
 	pool     *bufPool
+	reqs     sync.Pool // *request (conn.go)
 	zeroBuf  []byte
 	zeroOnce sync.Once
 }
