@@ -110,7 +110,9 @@ func (p *Proxy) accept() {
 		}
 		c := &pair{client: client, server: server, budget: [2]int64{-1, -1}}
 		p.mu.Lock()
-		if p.closed {
+		// Checked again: RefuseNew and ResetAll may have run while we
+		// dialled, and ResetAll did not see this pair yet.
+		if p.closed || p.refuse {
 			p.mu.Unlock()
 			c.close(false)
 			continue
