@@ -609,21 +609,22 @@ func (s *Session) sendSCSI(c *conn, t *task, sn uint32) error {
 // wait serves R2Ts for t until it completes; on cancellation it aborts the
 // task on the target (ABORT TASK) before returning.
 func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) {
+	done := t.doneCh()
 	for {
 		select {
 		case r := <-t.r2t:
 			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
-				<-t.doneCh()
+				<-done
 				return s.result(t)
 			}
-		case <-t.doneCh():
+		case <-done:
 			return s.result(t)
 		case <-ctx.Done():
 			if t.timedOut.CompareAndSwap(false, true) {
 				t.cancelled = true
 				s.escalate(c, t, "cancelled")
 			}
-			<-t.doneCh()
+			<-done
 			if t.err == nil {
 				return t.resp, nil // completed before the abort took effect
 			}
