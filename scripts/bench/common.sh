@@ -16,6 +16,13 @@
 #   BENCH_LB      the lunbridge binary to measure (default bin/lunbridge, built
 #                 when missing); each part copies it first, so a rebuild of
 #                 bin/ during the run does not change what is measured
+#   BENCH_PIN     1 (default on 2+ CPUs): the target runs on its own CPUs,
+#                 everything else on the others (see bench_placement); 0: the
+#                 scheduler places every process
+#   BENCH_TARGET_CPUS, BENCH_HOST_CPUS
+#                 the two CPU lists (taskset -c syntax) when BENCH_PIN=1;
+#                 default: the first half of the online CPUs (at least one)
+#                 for the target, the rest for the host side
 
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 
@@ -42,6 +49,87 @@ bench_size_bytes() {
 	esac
 }
 BENCH_SIZE_BYTES="$(bench_size_bytes "$BENCH_SIZE")"
+
+# --- placement --------------------------------------------------------------
+#
+# A SAN is another machine: its target never competes with the initiator,
+# the NBD server or the application for a CPU. On this 2-core lab machine
+# they share two cores, and the scheduler decides, run by run, whether tgtd
+# runs beside the server or on the same core (a wakeup through a socket
+# pulls the woken process to the waker's core). Measured on 2026-12-04 with
+# fio 4k randread QD32 through `lunbridge serve`: 26-32k IOPS with tgtd on
+# the server's core, 41-57k with tgtd on the other one, for the same binary
+# within minutes; qemu-nbd 28-42k the same way. A ratio then says more about
+# where tgtd happened to run than about the two initiators. So by default
+# (BENCH_PIN=1) every part runs tgtd alone on BENCH_TARGET_CPUS — the
+# target's own machine — and this script with everything it starts
+# (lunbridge, the peers, fio, qemu-img) on BENCH_HOST_CPUS, the same for
+# both sides of every pair. BENCH_PIN=0 restores free placement.
+
+# bench_cpu_list_expand LIST: "0-2,5" -> "0 1 2 5".
+bench_cpu_list_expand() {
+	local part a b out=()
+	IFS=, read -ra parts <<<"$1"
+	for part in "${parts[@]}"; do
+		if [[ "$part" == *-* ]]; then
+			a="${part%-*}" b="${part#*-}"
+			for ((; a <= b; a++)); do out+=("$a"); done
+		elif [ -n "$part" ]; then
+			out+=("$part")
+		fi
+	done
+	echo "${out[*]}"
+}
+
+if [ -z "${BENCH_PIN:-}" ]; then
+	BENCH_PIN=1
+	[ "$(nproc --all)" -ge 2 ] || BENCH_PIN=0
+fi
+if [ "$BENCH_PIN" = 1 ] && { [ -z "${BENCH_TARGET_CPUS:-}" ] || [ -z "${BENCH_HOST_CPUS:-}" ]; }; then
+	_cpus=($(bench_cpu_list_expand "$(cat /sys/devices/system/cpu/online 2>/dev/null || echo 0)"))
+	if [ ${#_cpus[@]} -ge 2 ]; then
+		_half=$((${#_cpus[@]} / 2))
+		BENCH_TARGET_CPUS="$(IFS=,; echo "${_cpus[*]:0:$_half}")"
+		BENCH_HOST_CPUS="$(IFS=,; echo "${_cpus[*]:$_half}")"
+	else
+		BENCH_PIN=0
+	fi
+	unset _cpus _half
+fi
+export BENCH_PIN BENCH_TARGET_CPUS BENCH_HOST_CPUS
+
+# bench_placement: one line saying where the processes run.
+bench_placement() {
+	if [ "$BENCH_PIN" = 1 ]; then
+		echo "target on CPU $BENCH_TARGET_CPUS, host side on CPU $BENCH_HOST_CPUS"
+	else
+		echo "free placement"
+	fi
+}
+
+# bench_pin_host: this shell (and so everything it starts from now on) on
+# the host CPUs.
+bench_pin_host() {
+	[ "$BENCH_PIN" = 1 ] || return 0
+	taskset -a -p -c "$BENCH_HOST_CPUS" $$ >/dev/null || lb_die "taskset $BENCH_HOST_CPUS failed"
+}
+
+# bench_pin_target PID: every thread of PID on the target CPUs (threads it
+# starts later inherit them).
+bench_pin_target() {
+	[ "$BENCH_PIN" = 1 ] || return 0
+	taskset -a -p -c "$BENCH_TARGET_CPUS" "$1" >/dev/null || lb_die "taskset $BENCH_TARGET_CPUS $1 failed"
+}
+
+# bench_unpin PID...: every thread of each PID, and this shell, on every
+# online CPU (for rows that show free placement beside pinned ones).
+bench_unpin() {
+	local all p
+	all="$(cat /sys/devices/system/cpu/online)"
+	for p in "$@" $$; do
+		taskset -a -p -c "$all" "$p" >/dev/null || lb_die "taskset $all $p failed"
+	done
+}
 
 # --- setup / teardown -------------------------------------------------------
 
@@ -74,6 +162,7 @@ bench_init() {
 	LB="$BENCH_TMP/lunbridge"
 	"$LB" bench --help 2>&1 | grep -q -- '--control-socket' && NOCTL=(--control-socket "")
 	BENCH_SHM="$(mktemp -d /dev/shm/lunbridge-bench.XXXXXX)"
+	bench_pin_host
 	trap _bench_cleanup EXIT
 	trap 'exit 130' INT TERM
 	if [ -z "${BENCH_RESULTS:-}" ]; then
@@ -82,7 +171,7 @@ bench_init() {
 		BENCH_OWNER=1
 		: >"$BENCH_RESULTS"
 	fi
-	lb_log "== bench $BENCH_PART: BENCH_TIME=${BENCH_TIME}s BENCH_ROUNDS=$BENCH_ROUNDS BENCH_SIZE=$BENCH_SIZE"
+	lb_log "== bench $BENCH_PART: BENCH_TIME=${BENCH_TIME}s BENCH_ROUNDS=$BENCH_ROUNDS BENCH_SIZE=$BENCH_SIZE, $(bench_placement)"
 }
 
 # bench_build: build bin/lunbridge (when BENCH_LB is it) and bin/lbtarget if missing.
@@ -106,8 +195,9 @@ bench_done() {
 
 # bench_target NAME SIZE [iscsi-port]: start a tgtd with one RAM LUN (a file
 # in /dev/shm) through lbtarget; stopped at exit. Sets, for NAME:
-#   T_URL[NAME] T_DIR[NAME] T_CTL[NAME] T_PORT[NAME] T_FILE[NAME] T_IQN[NAME]
-declare -A T_URL T_DIR T_CTL T_PORT T_FILE T_IQN
+#   T_URL[NAME] T_DIR[NAME] T_CTL[NAME] T_PORT[NAME] T_FILE[NAME] T_IQN[NAME] T_PID[NAME]
+# and, with BENCH_PIN=1, moves the tgtd to the target CPUs.
+declare -A T_URL T_DIR T_CTL T_PORT T_FILE T_IQN T_PID
 bench_target() {
 	local name="$1" size="$2" dir iqn url
 	dir="$BENCH_TMP/target-$name"
@@ -122,6 +212,8 @@ bench_target() {
 	T_CTL[$name]="$(jq -r .Control "$dir/state.json")"
 	T_PORT[$name]="$(jq -r .Port "$dir/state.json")"
 	T_FILE[$name]="$(jq -r '.Targets[0].LUNs[0].Path' "$dir/state.json")"
+	T_PID[$name]="$(jq -r .Pid "$dir/state.json")"
+	bench_pin_target "${T_PID[$name]}"
 }
 
 # bench_tgtadm NAME ARGS...: tgtadm against NAME's tgtd.
@@ -199,17 +291,17 @@ bench_summary() {
 	mkdir -p "$BENCH_OUT"
 	json="$BENCH_OUT/bench-$(date +%Y%m%d-%H%M%S).json"
 	echo
-	echo "lunbridge benchmarks — $(date '+%Y-%m-%d %H:%M'), $(nproc) cores, binary $BENCH_LB (sha256 $(sha256sum "$BENCH_LB" | cut -c1-12)), BENCH_TIME=${BENCH_TIME}s, BENCH_ROUNDS=$BENCH_ROUNDS, BENCH_SIZE=$BENCH_SIZE (medians; ratio = lunbridge/peer, higher is better)"
+	echo "lunbridge benchmarks — $(date '+%Y-%m-%d %H:%M'), $(nproc --all) cores ($(bench_placement)), binary $BENCH_LB (sha256 $(sha256sum "$BENCH_LB" | cut -c1-12)), BENCH_TIME=${BENCH_TIME}s, BENCH_ROUNDS=$BENCH_ROUNDS, BENCH_SIZE=$BENCH_SIZE (medians; ratio = lunbridge/peer, higher is better)"
 	{
 		printf 'part\ttest\tunit\tlunbridge\tpeer\tpeer value\tratio\tbar\tresult\tnote\n'
 		cat "$res"
 	} | awk -F'\t' 'BEGIN { OFS = "\t" } { print }' | column -t -s $'\t'
-	jq -R -s --arg date "$(date -Iseconds)" --arg host "$(hostname)" --argjson cores "$(nproc)" \
+	jq -R -s --arg date "$(date -Iseconds)" --arg host "$(hostname)" --argjson cores "$(nproc --all)" --arg placement "$(bench_placement)" \
 		--arg time "$BENCH_TIME" --arg rounds "$BENCH_ROUNDS" --arg size "$BENCH_SIZE" \
 		--arg commit "$(cd "$LB_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
 		--arg binary "$BENCH_LB" --arg binsha "$(sha256sum "$BENCH_LB" | cut -c1-16)" '
 		def num: if test("^[0-9.]+$") then tonumber else null end;
-		{date: $date, host: $host, cores: $cores, repo_head: $commit, binary: $binary, binary_sha256: $binsha,
+		{date: $date, host: $host, cores: $cores, placement: $placement, repo_head: $commit, binary: $binary, binary_sha256: $binsha,
 		 bench_time_s: ($time|tonumber), rounds: ($rounds|tonumber), lun_size: $size,
 		 results: [split("\n")[] | select(length > 0) | split("\t") |
 			{part: .[0], test: .[1], unit: .[2], lunbridge: (.[3]|num), peer: .[4],
