@@ -307,9 +307,10 @@ func TestServeReadOnly(t *testing.T) {
 }
 
 // TestServeDefaultsNbdcopy: `lunbridge serve URL` with its defaults and
-// nbdcopy with its defaults, as the serve help suggests. The export
-// advertises NBD_FLAG_CAN_MULTI_CONN, so nbdcopy opens 4 connections; the
-// default --shared 1 must not make that copy fail.
+// nbdcopy with its defaults, as the serve help suggests. With the default
+// --shared 1 the export must not advertise NBD_FLAG_CAN_MULTI_CONN (nbdcopy
+// would open 4 connections and 3 would get NBD_REP_ERR_POLICY): the copy
+// must work over the one connection nbdcopy then opens.
 func TestServeDefaultsNbdcopy(t *testing.T) {
 	const size = 64 * mib
 	srv := startTarget(t, targets.KindTgtd, targets.LUN{Size: size})
@@ -317,6 +318,9 @@ func TestServeDefaultsNbdcopy(t *testing.T) {
 	fillRandom(t, backing, 0, size, 77)
 	uri, p := serveExport(t, srv.URL(0, 0), "--persistent")
 	e := getInfo(t, uri).Exports[0]
+	if e.MultiConn {
+		t.Errorf("serve with --shared 1 advertises can_multi_conn")
+	}
 	out := filepath.Join(scratch(t), "copy.img")
 	makeFile(t, out, 0)
 	r := run(t, time.Minute, tool(t, "nbdcopy"), uri, out)

@@ -96,7 +96,10 @@ if [ "$BENCH_PIN" = 1 ] && { [ -z "${BENCH_TARGET_CPUS:-}" ] || [ -z "${BENCH_HO
 	fi
 	unset _cpus _half
 fi
-export BENCH_PIN BENCH_TARGET_CPUS BENCH_HOST_CPUS
+# BENCH_RUN_PIN: the placement of the whole run (set once, by the first
+# script); a part that differs says so in its rows' notes.
+BENCH_RUN_PIN="${BENCH_RUN_PIN:-$BENCH_PIN}"
+export BENCH_PIN BENCH_TARGET_CPUS BENCH_HOST_CPUS BENCH_RUN_PIN
 
 # bench_placement: one line saying where the processes run.
 bench_placement() {
@@ -267,6 +270,9 @@ bench_median() {
 bench_record() {
 	local test="$1" unit="$2" lbv="$3" peerv="$4" peer="$5" bar="$6" note="${7:-}"
 	local ratio verdict
+	if [ "$BENCH_PIN" != "$BENCH_RUN_PIN" ]; then
+		note="${note:+$note; }$(bench_placement)"
+	fi
 	# BENCH_INVERT=1: lower is better (e.g. bytes on disk): ratio = PEER/LB.
 	ratio="$(awk -v a="$lbv" -v b="$peerv" -v inv="${BENCH_INVERT:-0}" 'BEGIN {
 		if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) { print "n/a"; exit }
