@@ -68,7 +68,7 @@ BENCH_SIZE_BYTES="$(bench_size_bytes "$BENCH_SIZE")"
 
 # bench_cpu_list_expand LIST: "0-2,5" -> "0 1 2 5".
 bench_cpu_list_expand() {
-	local part a b out=()
+	local part parts a b out=()
 	IFS=, read -ra parts <<<"$1"
 	for part in "${parts[@]}"; do
 		if [[ "$part" == *-* ]]; then
@@ -81,12 +81,13 @@ bench_cpu_list_expand() {
 	echo "${out[*]}"
 }
 
+BENCH_ONLINE_CPUS="$(cat /sys/devices/system/cpu/online 2>/dev/null || echo 0)"
 if [ -z "${BENCH_PIN:-}" ]; then
 	BENCH_PIN=1
 	[ "$(nproc --all)" -ge 2 ] || BENCH_PIN=0
 fi
 if [ "$BENCH_PIN" = 1 ] && { [ -z "${BENCH_TARGET_CPUS:-}" ] || [ -z "${BENCH_HOST_CPUS:-}" ]; }; then
-	_cpus=($(bench_cpu_list_expand "$(cat /sys/devices/system/cpu/online 2>/dev/null || echo 0)"))
+	_cpus=($(bench_cpu_list_expand "$BENCH_ONLINE_CPUS"))
 	if [ ${#_cpus[@]} -ge 2 ]; then
 		_half=$((${#_cpus[@]} / 2))
 		BENCH_TARGET_CPUS="$(IFS=,; echo "${_cpus[*]:0:$_half}")"
@@ -127,10 +128,9 @@ bench_pin_target() {
 # bench_unpin PID...: every thread of each PID, and this shell, on every
 # online CPU (for rows that show free placement beside pinned ones).
 bench_unpin() {
-	local all p
-	all="$(cat /sys/devices/system/cpu/online)"
+	local p
 	for p in "$@" $$; do
-		taskset -a -p -c "$all" "$p" >/dev/null || lb_die "taskset $all $p failed"
+		taskset -a -p -c "$BENCH_ONLINE_CPUS" "$p" >/dev/null || lb_die "taskset $BENCH_ONLINE_CPUS $p failed"
 	done
 }
 

@@ -36,8 +36,9 @@ BENCH_CPU=1 bench_pair "4k randread QD32 (null LUN)" IOPS 1 1.0 iscsi-perf lb_nr
 # rows show what that default is worth on this host.
 lb_nrr0() { LUNBRIDGE_PROCS=0 lb_nrr; }
 lb_rr0() { LUNBRIDGE_PROCS=0 lb_rr; }
-# With one host CPU (2 cores, BENCH_PIN=1) every CPU is half of them: the
-# rows would repeat the two above.
+# With one host CPU (2 cores, BENCH_PIN=1) --procs 0 and bench's default
+# (half the CPUs, at least one) are both one P: the rows would repeat the
+# two above.
 if [ "$(nproc)" -ge 2 ]; then
 	bench_pair "4k randread QD32 (null LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_nrr0 pe_nrr
 	bench_pair "4k randread QD32 (RAM LUN, --procs 0)" IOPS 1 1.0 iscsi-perf lb_rr0 pe_rr
