@@ -119,6 +119,10 @@ var (
 	ErrNoSpace      = errors.New("blockdev: no space left on device")
 	ErrNotSupported = errors.New("blockdev: operation not supported by the device")
 	ErrUnavailable  = errors.New("blockdev: device unavailable (target unreachable past the replacement timeout)")
+	// ErrBusy: the device kept answering "try again" (BUSY, TASK SET FULL,
+	// TASK ABORTED) past the command's retry budget. The device itself is
+	// fine; the command was not done. A mirror does not fail a leg for it.
+	ErrBusy = errors.New("blockdev: device busy past the retry budget (BUSY, TASK SET FULL or TASK ABORTED)")
 )
 
 // CheckRange validates an I/O of n bytes at off against d's size and block size.
