@@ -243,8 +243,9 @@ func (l *LUN) Close() error {
 
 // retry policy for statuses that clear by themselves.
 const (
-	maxUARetries   = 8
-	busyBackoffMax = 200 * time.Millisecond
+	maxUARetries      = 8
+	busyBackoffMax    = 200 * time.Millisecond
+	defaultBusyBudget = 30 * time.Second
 )
 
 // exec runs a CDB with an exact-length transfer.
@@ -269,12 +270,14 @@ func (l *LUN) execN(ctx context.Context, cdb []byte, buf []byte) (int, error) {
 	return min(resp.Received, len(buf)), nil
 }
 
-// do runs one command, retrying UNIT ATTENTION (absorbed), BUSY and TASK SET
-// FULL (with backoff) and NOT READY "becoming ready", and maps the rest to
-// errors that wrap both the SCSI sense and the blockdev sentinel.
+// do runs one command, retrying UNIT ATTENTION (absorbed), BUSY, TASK SET
+// FULL and TASK ABORTED (with backoff, for at most the command timeout) and
+// NOT READY "becoming ready" (for at most NotReadyWait), and maps the rest
+// to errors that wrap both the SCSI sense and the blockdev sentinel.
 func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response, error) {
 	backoff := time.Millisecond
-	var notReadySince time.Time
+	var notReadySince, busySince time.Time
+	busyTries := 0
 	for attempt := 0; ; attempt++ {
 		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write})
 		if err != nil {
@@ -285,6 +288,7 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 			return resp, nil
 		}
 		serr := statusError(st, resp.Sense)
+		wait := backoff
 		switch {
 		case scsi.IsUnitAttention(serr) && attempt < maxUARetries:
 			l.s.log.WithField("lun", l.number).Debugf("absorbed %v", serr)
@@ -292,7 +296,23 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 				f(l.number, serr)
 			}
 			continue
-		case st == scsi.StatusBusy || st == scsi.StatusTaskSetFull:
+		case st == scsi.StatusBusy || st == scsi.StatusTaskSetFull || st == scsi.StatusTaskAborted:
+			// Try again later: the device is fine but did not do the
+			// command (TASK ABORTED: another I_T nexus's reset or PREEMPT
+			// AND ABORT with TAS=1). Linux requeues all three, bounded by
+			// the command's timeout; so do we.
+			busyTries++
+			if busySince.IsZero() {
+				busySince = time.Now()
+			}
+			budget := l.busyBudget()
+			left := budget - time.Since(busySince)
+			if left <= 0 {
+				return resp, &wrapped{sentinel: blockdev.ErrBusy,
+					err: fmt.Errorf("iscsi: LUN %d: %w on %d attempts over %v (retry budget %v)",
+						l.number, serr, busyTries, time.Since(busySince).Round(time.Millisecond), budget)}
+			}
+			wait = min(wait, left)
 		case scsi.IsRetryable(serr) && !scsi.IsUnitAttention(serr):
 			if notReadySince.IsZero() {
 				notReadySince = time.Now()
@@ -303,7 +323,7 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 		default:
 			return resp, mapSense(serr)
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -312,6 +332,17 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 		}
 		backoff = min(backoff*2, busyBackoffMax)
 	}
+}
+
+// busyBudget bounds how long one command is retried while the LU answers
+// BUSY, TASK SET FULL or TASK ABORTED: the command timeout, the bound Linux
+// puts on a requeued command, or its 30 s default when the timeout is
+// disabled, so a LUN that answers BUSY forever still fails the request.
+func (l *LUN) busyBudget() time.Duration {
+	if d := l.s.cfg.CommandTimeout; d > 0 {
+		return d
+	}
+	return defaultBusyBudget
 }
 
 func statusError(st scsi.Status, sense []byte) error {
