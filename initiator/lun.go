@@ -574,6 +574,13 @@ func (l *LUN) writeZeroBuffers(ctx context.Context, off, n int64) error {
 	return nil
 }
 
+// unmappedReadZero reports whether unmapped blocks read back as zeros:
+// LBPRZ bit 0 of VPD page B2, or READ CAPACITY(16)'s LBPRZ bit (which SBC-4
+// sets from that same bit). LBPRZ=010b (an initialization pattern) is not.
+func (l *LUN) unmappedReadZero() bool {
+	return (l.HasProv && l.Provisioning.UnmappedReadZero()) || l.Capacity.LBPRZ
+}
+
 // Extents reports allocation from GET LBA STATUS on thin LUNs; on thick
 // LUNs the whole range is data.
 func (l *LUN) Extents(ctx context.Context, off, n int64) ([]blockdev.Extent, error) {
@@ -612,9 +619,9 @@ func (l *LUN) Extents(ctx context.Context, off, n int64) ([]blockdev.Extent, err
 		}
 		e := min(de, end)
 		var f blockdev.ExtentFlags
-		if d.Status != scsi.LBAMapped {
+		if d.Hole() {
 			f = blockdev.ExtentHole
-			if l.Provisioning.LBPRZ != 0 || l.Capacity.LBPRZ {
+			if l.unmappedReadZero() {
 				f |= blockdev.ExtentZero
 			}
 		}

@@ -5,11 +5,17 @@ package initiator_test
 // SAME) and identity checks inside a session.
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lunbridge/lunbridge/blockcopy"
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
@@ -101,4 +107,135 @@ func TestLUNTryAgainBounded(t *testing.T) {
 			e.noViolations()
 		})
 	}
+}
+
+// thin makes a fake target's LUN 0 (2048 blocks of 512 bytes) thin
+// provisioned: READ CAPACITY(16) with LBPME (and LBPRZ when lbprz bit 0 is
+// set), VPD B2 with the 3-bit LBPRZ field, GET LBA STATUS answered with
+// descs, and every WRITE SAME(16) CDB recorded (answered GOOD).
+type thin struct {
+	lbprz byte
+	descs []scsi.LBAStatus
+
+	mu        sync.Mutex
+	writeSame [][]byte
+}
+
+func (th *thin) hook(c *faketarget.Conn, cmd *pdu.SCSICommand, _ []byte) bool {
+	cdb := cmd.CDB[:]
+	be := binary.BigEndian
+	switch {
+	case cdb[0] == 0x9e && cdb[1]&0x1f == 0x10: // READ CAPACITY(16)
+		b := make([]byte, 32)
+		be.PutUint64(b, 2047)
+		be.PutUint32(b[8:], 512)
+		b[14] = 0x80 // LBPME
+		if th.lbprz&1 != 0 {
+			b[14] |= 0x40
+		}
+		c.DataIn(cmd, b[:min(32, int(be.Uint32(cdb[10:])))])
+	case cdb[0] == 0x9e && cdb[1]&0x1f == 0x12: // GET LBA STATUS
+		b := make([]byte, 8, 8+16*len(th.descs))
+		for _, d := range th.descs {
+			var x [16]byte
+			be.PutUint64(x[:], d.LBA)
+			be.PutUint32(x[8:], d.Blocks)
+			x[12] = d.Status
+			b = append(b, x[:]...)
+		}
+		be.PutUint32(b, uint32(len(b)-4))
+		c.DataIn(cmd, b[:min(len(b), int(be.Uint32(cdb[10:])))])
+	case cdb[0] == 0x12 && cdb[1]&1 != 0 && (cdb[2] == 0x00 || cdb[2] == 0xb2):
+		b := []byte{0, 0x00, 0, 5, 0x00, 0x80, 0x83, 0xb0, 0xb2}
+		if cdb[2] == 0xb2 {
+			// LBPU, LBPWS, LBPRZ field, provisioning type thin.
+			b = []byte{0, 0xb2, 0, 4, 0, 0x80 | 0x40 | th.lbprz<<2, 0x02, 0}
+		}
+		c.DataIn(cmd, b[:min(len(b), int(be.Uint16(cdb[3:])))])
+	case cdb[0] == 0x93: // WRITE SAME(16)
+		th.mu.Lock()
+		th.writeSame = append(th.writeSame, append([]byte(nil), cdb...))
+		th.mu.Unlock()
+		c.SendStatus(cmd.ITT, faketarget.StatusGood, nil)
+	default:
+		return false
+	}
+	return true
+}
+
+// Review #5: SBC-4's provisioning status 3 (mapped) and 4 (unknown), like
+// 0, are data even with LBPRZ; only 1 and 2 are holes. A backup that took
+// them for zero holes lost the data there.
+func TestLUNExtentsProvisioningStatus(t *testing.T) {
+	th := &thin{lbprz: 1, descs: []scsi.LBAStatus{
+		{LBA: 0, Blocks: 16, Status: scsi.LBAMappedOnly},
+		{LBA: 16, Blocks: 16, Status: scsi.LBAUnknown},
+		{LBA: 32, Blocks: 16, Status: scsi.LBAMapped},
+		{LBA: 48, Blocks: 16, Status: 7}, // not defined yet: data
+		{LBA: 64, Blocks: 64, Status: scsi.LBADeallocated},
+		{LBA: 128, Blocks: 1920, Status: scsi.LBAAnchored},
+	}}
+	e := newEnv(t, faketarget.Config{OnCommand: th.hook}, nil)
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lun.Thin() {
+		t.Fatal("LUN not thin: the fake target's READ CAPACITY(16) hook did not take")
+	}
+	data := make([]byte, 64*512)
+	for i := range data {
+		data[i] = byte(i%251) + 1
+	}
+	if err := lun.WriteAt(e.ctx, data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lun.Extents(e.ctx, 0, lun.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []blockdev.Extent{
+		{Offset: 0, Length: 64 * 512},
+		{Offset: 64 * 512, Length: lun.Size() - 64*512, Flags: blockdev.ExtentHole | blockdev.ExtentZero},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("extents %+v, want %+v", got, want)
+	}
+	// A copy of the LUN equals the LUN.
+	f, err := os.Create(filepath.Join(t.TempDir(), "pull.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := blockcopy.ToFile(e.ctx, lun, f, blockcopy.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	img := make([]byte, len(data))
+	if _, err := f.ReadAt(img, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(img, data) {
+		t.Fatal("the pulled image differs from the LUN where GET LBA STATUS said mapped or unknown")
+	}
+	e.noViolations()
+}
+
+// Review #5: LBPRZ=010b (provisioning initialization pattern) does not
+// promise zeros: a deallocated extent is a hole but not known zero.
+func TestLUNExtentsPatternIsNotZero(t *testing.T) {
+	th := &thin{lbprz: 2, descs: []scsi.LBAStatus{{LBA: 0, Blocks: 2048, Status: scsi.LBADeallocated}}}
+	e := newEnv(t, faketarget.Config{OnCommand: th.hook}, nil)
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lun.Extents(e.ctx, 0, lun.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []blockdev.Extent{{Offset: 0, Length: lun.Size(), Flags: blockdev.ExtentHole}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("extents %+v, want %+v (a hole, not zero)", got, want)
+	}
+	e.noViolations()
 }

@@ -111,7 +111,9 @@ type LogicalBlockProvisioning struct {
 	LBPWS             bool // WRITE SAME(16) with UNMAP supported
 	LBPWS10           bool // WRITE SAME(10) with UNMAP supported
 	// LBPRZ is the 3-bit SBC-4 field (bits 4-2); SBC-3 defined only its
-	// low bit. Non-zero: unmapped blocks read as zeros.
+	// low bit. xx1b: unmapped blocks read as zeros. 010b: they read as
+	// the "provisioning initialization pattern", which need not be zeros.
+	// 000b: what they read is not specified. Use UnmappedReadZero.
 	LBPRZ               byte
 	ANCSup              bool // anchored LBAs supported
 	DP                  bool // provisioning group descriptor present
@@ -119,6 +121,10 @@ type LogicalBlockProvisioning struct {
 	ProvisioningType    byte // ProvisioningFull/Resource/Thin
 	ThresholdPercentage byte
 }
+
+// UnmappedReadZero reports whether unmapped (deallocated or anchored)
+// blocks read as zeros: LBPRZ bit 0 (SBC-4, xx1b).
+func (p LogicalBlockProvisioning) UnmappedReadZero() bool { return p.LBPRZ&1 != 0 }
 
 // ParseLogicalBlockProvisioning decodes VPD page 0xB2. It needs bytes 4-5;
 // bytes 6-7 are zero if absent. Designators after byte 7 are ignored.

@@ -2,11 +2,16 @@ package scsi
 
 import "encoding/binary"
 
-// Provisioning status of an LBA status descriptor (SBC-3).
+// Provisioning status of an LBA status descriptor (SBC-4, "LBA status
+// descriptor"; sg3_utils decodes the same values). Only deallocated and
+// anchored extents are holes; every other value, including ones a later
+// standard may add, is data.
 const (
-	LBAMapped      = 0 // mapped (or unknown)
+	LBAMapped      = 0 // mapped, or unknown (SBC-3: mapped)
 	LBADeallocated = 1
 	LBAAnchored    = 2
+	LBAMappedOnly  = 3 // SBC-4: mapped
+	LBAUnknown     = 4 // SBC-4: unknown
 )
 
 // LBAStatus is one LBA status descriptor of GET LBA STATUS parameter data
@@ -15,8 +20,12 @@ const (
 type LBAStatus struct {
 	LBA    uint64
 	Blocks uint32
-	Status byte // LBAMapped, LBADeallocated or LBAAnchored
+	Status byte // LBAMapped, LBADeallocated, LBAAnchored, LBAMappedOnly, LBAUnknown
 }
+
+// Hole reports whether the extent is unallocated: deallocated or anchored.
+// Mapped, unknown and unrecognised statuses are data.
+func (s LBAStatus) Hole() bool { return s.Status == LBADeallocated || s.Status == LBAAnchored }
 
 // LBAStatusData is GET LBA STATUS parameter data (SBC-3):
 //

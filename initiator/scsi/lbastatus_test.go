@@ -52,3 +52,25 @@ func TestParseLBAStatus(t *testing.T) {
 		}
 	}
 }
+
+// Review #5: only deallocated (1) and anchored (2) are holes; SBC-4's
+// mapped (3) and unknown (4), 0, and values not yet defined are data.
+func TestLBAStatusHole(t *testing.T) {
+	for st := 0; st < 16; st++ {
+		want := st == 1 || st == 2
+		if got := (LBAStatus{Status: byte(st)}).Hole(); got != want {
+			t.Errorf("provisioning status %d: Hole() = %v, want %v", st, got, want)
+		}
+	}
+}
+
+// Review #5: LBPRZ xx1b means unmapped blocks read as zeros; 010b is the
+// "provisioning initialization pattern", which need not be zeros.
+func TestUnmappedReadZero(t *testing.T) {
+	for lbprz := byte(0); lbprz < 8; lbprz++ {
+		want := lbprz&1 != 0
+		if got := (LogicalBlockProvisioning{LBPRZ: lbprz}).UnmappedReadZero(); got != want {
+			t.Errorf("LBPRZ %03b: UnmappedReadZero() = %v, want %v", lbprz, got, want)
+		}
+	}
+}
