@@ -528,8 +528,10 @@ func (l *LUN) Trim(ctx context.Context, off, n int64) error {
 	return nil
 }
 
-// WriteZeroes zeroes [off, off+n) with WRITE SAME(16) (UNMAP set when
-// mayTrim and the LUN supports it), falling back to writing zero buffers.
+// WriteZeroes zeroes [off, off+n) with WRITE SAME(16) of a zero block,
+// falling back to writing zero buffers. UNMAP is set only when mayTrim, the
+// LUN supports it (LBPWS) and unmapped blocks read as zeros (LBPRZ bit 0),
+// as Linux's sd does: elsewhere unmapped blocks may read back non-zero.
 func (l *LUN) WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error {
 	if err := l.check(off, n); err != nil {
 		return err
@@ -538,7 +540,7 @@ func (l *LUN) WriteZeroes(ctx context.Context, off, n int64, mayTrim bool) error
 		return blockdev.ErrReadOnly
 	}
 	bs := int64(l.bs)
-	unmap := mayTrim && l.HasProv && l.Provisioning.LBPWS
+	unmap := mayTrim && l.HasProv && l.Provisioning.LBPWS && l.unmappedReadZero()
 	maxBlocks := uint64(1 << 16)
 	if l.HasLimits && l.Limits.MaxWriteSameLength > 0 {
 		maxBlocks = min(l.Limits.MaxWriteSameLength, 0xffffffff)

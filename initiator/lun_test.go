@@ -239,3 +239,42 @@ func TestLUNExtentsPatternIsNotZero(t *testing.T) {
 	}
 	e.noViolations()
 }
+
+// Review #16: WRITE SAME(16) sets UNMAP only when unmapped blocks read as
+// zeros (LBPRZ bit 0); otherwise it writes the zero block.
+func TestLUNWriteZeroesUnmapNeedsLBPRZ(t *testing.T) {
+	for _, tc := range []struct {
+		lbprz     byte
+		mayTrim   bool
+		wantUnmap bool
+	}{
+		{lbprz: 1, mayTrim: true, wantUnmap: true},
+		{lbprz: 1, mayTrim: false, wantUnmap: false},
+		{lbprz: 0, mayTrim: true, wantUnmap: false},
+		{lbprz: 2, mayTrim: true, wantUnmap: false}, // initialization pattern
+	} {
+		th := &thin{lbprz: tc.lbprz}
+		e := newEnv(t, faketarget.Config{OnCommand: th.hook}, nil)
+		lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lun.WriteZeroes(e.ctx, 4096, 8192, tc.mayTrim); err != nil {
+			t.Fatal(err)
+		}
+		th.mu.Lock()
+		cdbs := th.writeSame
+		th.mu.Unlock()
+		if len(cdbs) != 1 {
+			t.Fatalf("LBPRZ %03b: %d WRITE SAME(16) sent, want 1", tc.lbprz, len(cdbs))
+		}
+		c := cdbs[0]
+		if unmap := c[1]&0x08 != 0; unmap != tc.wantUnmap {
+			t.Errorf("LBPRZ %03b mayTrim %v: WRITE SAME(16) UNMAP=%v, want %v (CDB % x)", tc.lbprz, tc.mayTrim, unmap, tc.wantUnmap, c)
+		}
+		if c[1]&0x01 != 0 || binary.BigEndian.Uint64(c[2:]) != 8 || binary.BigEndian.Uint32(c[10:]) != 16 {
+			t.Errorf("CDB % x: want LBA 8, 16 blocks, NDOB 0", c)
+		}
+		e.noViolations()
+	}
+}
