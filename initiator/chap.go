@@ -73,11 +73,18 @@ func (c *CHAP) validate() error {
 	return nil
 }
 
+// algorithms is the CHAP_A offer. The target takes the first one it
+// supports, so the default lists the strongest first: SHA3-256, SHA-1,
+// then MD5 for targets that know nothing else (istgt). SHA-256 (7) is left
+// out: tgtd (and the IET code it comes from) takes 7 to mean SHA-1, answers
+// CHAP_A=7 and then refuses a SHA-256 response with "initiator error"
+// (0x0200), so offering it breaks logins there. LIO, which has all four,
+// picks SHA3-256. Config.Algorithms can still offer 7.
 func (c *CHAP) algorithms() []int {
 	if len(c.Algorithms) > 0 {
 		return c.Algorithms
 	}
-	return []int{CHAPMD5, CHAPSHA1, CHAPSHA256, CHAPSHA3256}
+	return []int{CHAPSHA3256, CHAPSHA1, CHAPMD5}
 }
 
 func (c *CHAP) offerA() string {

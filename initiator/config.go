@@ -90,7 +90,9 @@ type CHAP struct {
 	// it knows TargetSecret.
 	TargetUser, TargetSecret string
 	// Algorithms offered in order (CHAP_A): 5 MD5, 6 SHA-1, 7 SHA-256,
-	// 8 SHA3-256. Default {5, 6, 7, 8}.
+	// 8 SHA3-256. Default {8, 6, 5}: strongest first, as the target takes
+	// the first it supports; 7 only on request, because tgtd answers
+	// CHAP_A=7 but computes SHA-1 and then fails the login.
 	Algorithms []int
 	// AllowShortSecret accepts secrets shorter than 12 bytes (96 bits,
 	// RFC 7143 Section 9.2.1).
