@@ -60,6 +60,9 @@ func (a *asyncCmd) finished(t *task) {
 	case errors.Is(err, ErrCommandTimeout):
 		a.done(err)
 	default:
+		if err == nil {
+			a.l.observe(resp) // a sense that may mean another disk holds later I/O
+		}
 		a.slow()
 	}
 }
@@ -125,7 +128,7 @@ func (l *LUN) StartReadAt(p []byte, off int64, done func(error)) {
 		return
 	}
 	a := &asyncCmd{s: l.s, l: l, p: p, off: off, want: len(p), done: done}
-	if len(p) == 0 || len(p) > l.maxXfer {
+	if len(p) == 0 || len(p) > l.maxXfer || l.gated() {
 		a.slow()
 		return
 	}
@@ -144,7 +147,7 @@ func (l *LUN) StartWriteAt(p []byte, off int64, fua bool, done func(error)) {
 		return
 	}
 	a := &asyncCmd{s: l.s, l: l, p: p, off: off, write: true, fua: fua, done: done}
-	if l.WriteProtect || len(p) == 0 || len(p) > l.maxXfer || (fua && !l.dpofua) {
+	if l.WriteProtect || len(p) == 0 || len(p) > l.maxXfer || (fua && !l.dpofua) || l.gated() {
 		a.slow()
 		return
 	}

@@ -7,6 +7,9 @@ import (
 	"math/rand"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/internal/targets"
 	"github.com/lunbridge/lunbridge/internal/testenv"
 )
@@ -157,4 +161,83 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// Issue item 15 on a real target: a running LUN handle; the LUN is deleted
+// (tgtadm) while I/O goes on, then created again under the same number on
+// another backing file with another serial. The write that meets the gap
+// (LOGICAL UNIT NOT SUPPORTED) makes the handle identify the LU again,
+// which fails: that write and every later one fail with the identity
+// error, and nothing lands on the new backing file.
+//
+// tgtd posts no unit attention to an existing session when a LUN is
+// created (checked by hand: TEST UNIT READY after the re-creation answers
+// GOOD without sense), so a replacement while no command reaches the LUN
+// between delete and create is invisible to any initiator; that case is
+// not tested because nothing in SCSI reports it.
+func TestLUNReplacedInSessionTgtd(t *testing.T) {
+	testenv.RequireRoot(t)
+	requireKind(t, targets.KindTgtd)
+	for _, path := range []string{"blocking", "nonblocking"} {
+		t.Run(path, func(t *testing.T) {
+			srv := startKind(t, targets.KindTgtd, targets.Target{Name: "iqn.2026-11.org.lunbridge.test:replaced", LUNs: []targets.LUN{{Size: 8 << 20}}})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cfg := config(srv, 0, variant{})
+			s, l := openLUN(t, ctx, srv, 0, 0, cfg)
+			defer s.Close()
+			buf := make([]byte, 4096)
+			for i := range buf {
+				buf[i] = 0xa5
+			}
+			write := func(off int64) error {
+				if path == "blocking" {
+					return l.WriteAt(ctx, buf, off, false)
+				}
+				done := make(chan error, 1)
+				l.StartWriteAt(buf, off, false, func(err error) { done <- err })
+				select {
+				case err := <-done:
+					return err
+				case <-ctx.Done():
+					t.Fatal("StartWriteAt never completed")
+					return nil
+				}
+			}
+			if err := write(0); err != nil {
+				t.Fatal(err)
+			}
+			tgtadm := func(args ...string) {
+				t.Helper()
+				full := append([]string{"-C", strconv.Itoa(srv.Control), "--lld", "iscsi", "--mode", "logicalunit", "--tid", "1", "--lun", strconv.Itoa(srv.LUNNumber(0))}, args...)
+				if out, err := exec.Command("tgtadm", full...).CombinedOutput(); err != nil {
+					t.Fatalf("tgtadm %v: %v: %s", full, err, out)
+				}
+			}
+			other := filepath.Join(filepath.Dir(srv.BackingFile(0, 0)), "replacement.img")
+			if err := os.WriteFile(other, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(other, 8<<20); err != nil {
+				t.Fatal(err)
+			}
+			tgtadm("--op", "delete")
+			err := write(4096)
+			if !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Fatalf("write while the LUN is gone: %v, want ErrLUNChanged", err)
+			}
+			t.Logf("refused: %v", err)
+			tgtadm("--op", "new", "--backing-store", other)
+			tgtadm("--op", "update", "--params", "scsi_sn=lunbridgeother1")
+			if err := write(8192); !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Errorf("write after the LUN was replaced: %v, want ErrLUNChanged", err)
+			}
+			if err := l.ReadAt(ctx, buf, 0); !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Errorf("read after the LUN was replaced: %v, want ErrLUNChanged", err)
+			}
+			if got, err := readFileAt(other, 0, 64<<10); err != nil || !allZero(got) {
+				t.Fatalf("data reached the replacement backing file (%v)", err)
+			}
+		})
+	}
 }

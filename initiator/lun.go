@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
@@ -40,6 +41,25 @@ type LUN struct {
 	ownsSess bool
 	closeMu  sync.Mutex
 	closed   bool
+
+	// probe marks a LUN value that only identifies the LU (OpenLUN
+	// before it returns, the identity checks): its commands bypass id.
+	probe bool
+	id    idGate
+}
+
+// idGate holds I/O back while the LU's identity is in doubt. A sense that
+// may mean another disk behind the LUN number (scsi.IsIdentityChange)
+// makes it suspect; the next command then identifies the LU again first,
+// and every other command waits for that. A different disk fails the
+// session as a failed check after a reconnect does.
+type idGate struct {
+	hold    atomic.Bool // suspect, being checked or failed: commands go through gate
+	mu      sync.Mutex
+	suspect error         // the sense that put the identity in doubt
+	gen     uint64        // counts suspect's settings
+	running chan struct{} // closed when the running check ends
+	failed  error         // the LU is another disk: every later command fails
 }
 
 var (
@@ -59,10 +79,11 @@ const maxCommandBytes = 4 << 20
 // MODE SENSE for write protection. Unit attentions after login are absorbed.
 func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 	f := scsi.EncodeLUN(lun)
-	l := &LUN{s: s, number: lun, field: binary.BigEndian.Uint64(f[:])}
+	l := &LUN{s: s, number: lun, field: binary.BigEndian.Uint64(f[:]), probe: true}
 	if err := l.identify(ctx); err != nil {
 		return nil, err
 	}
+	l.probe = false // not shared yet
 	s.OnReconnect(l.verifyIdentity)
 	return l, nil
 }
@@ -71,20 +92,132 @@ func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 // same medium (VPD 0x80 serial, VPD 0x83 WWID, capacity and block size),
 // else continuing would put data on the wrong disk.
 func (l *LUN) verifyIdentity(ctx context.Context) error {
-	n := &LUN{s: l.s, number: l.number, field: l.field}
+	return l.checkIdentity(ctx, "after reconnect")
+}
+
+// checkIdentity identifies the LU behind the LUN number again and compares
+// it with the one the handle was opened on. An error wrapping ErrLUNChanged
+// means it is not that disk (or no longer a usable disk); any other error
+// means the check could not be made (link, timeout, busy).
+//
+// Any change of size is refused, growth included. Serial and WWID do not
+// tell disks apart on every target: tgtd derives both from the target and
+// LUN numbers, so the same LUN number of another tgtd target, or a LUN
+// re-created on another file, differs from the old disk only in size
+// (TestReconnectToDifferentLUNOrGarbage). A LUN grown online therefore ends
+// the session; open it again to use the new size.
+func (l *LUN) checkIdentity(ctx context.Context, when string) error {
+	n := &LUN{s: l.s, number: l.number, field: l.field, probe: true}
 	if err := n.identify(ctx); err != nil {
 		var ce *ConnError
-		if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("re-identifying LUN %d after reconnect: %w", l.number, err)
+		if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+			errors.Is(err, ErrSessionClosed) || errors.Is(err, blockdev.ErrBusy) || errors.Is(err, blockdev.ErrUnavailable) {
+			return fmt.Errorf("re-identifying LUN %d %s: %w", l.number, when, err)
 		}
 		// The LUN answers, but not as the disk it was (gone, not a disk...).
-		return fmt.Errorf("%w: re-identifying LUN %d after reconnect: %w", ErrLUNChanged, l.number, err)
+		return fmt.Errorf("%w: re-identifying LUN %d %s: %w", ErrLUNChanged, l.number, when, err)
 	}
 	if n.Serial != l.Serial || n.wwid != l.wwid || n.size != l.size || n.bs != l.bs {
-		return fmt.Errorf("%w: after reconnect LUN %d of %s is a different disk (serial %q→%q, WWID %s→%s, size %d→%d, block %d→%d); refusing to continue",
-			ErrLUNChanged, l.number, l.s.cfg.TargetName, l.Serial, n.Serial, l.wwid, n.wwid, l.size, n.size, l.bs, n.bs)
+		return fmt.Errorf("%w: %s LUN %d of %s is a different disk (serial %q→%q, WWID %s→%s, size %d→%d, block %d→%d); refusing to continue",
+			ErrLUNChanged, when, l.number, l.s.cfg.TargetName, l.Serial, n.Serial, l.wwid, n.wwid, l.size, n.size, l.bs, n.bs)
 	}
 	return nil
+}
+
+// suspect puts the LU's identity in doubt after sense err: the next command
+// checks it first, and the others wait for that.
+func (l *LUN) suspect(err error) {
+	l.id.mu.Lock()
+	l.id.suspect = err
+	l.id.gen++
+	l.id.hold.Store(true)
+	l.id.mu.Unlock()
+	l.s.log.WithField("lun", l.number).Infof("%v: re-identifying the LUN before further I/O", err)
+}
+
+// gated reports whether commands must go through gate (the non-blocking
+// path then falls back to the blocking one).
+func (l *LUN) gated() bool { return l.id.hold.Load() }
+
+// observe looks at the status of a command issued outside do (the
+// non-blocking path): a sense that may mean another disk puts the identity
+// in doubt, as it does in do.
+func (l *LUN) observe(resp Response) {
+	if st := scsi.Status(resp.Status); st == scsi.StatusCheckCondition {
+		if serr := statusError(st, resp.Sense); scsi.IsIdentityChange(serr) {
+			l.suspect(serr)
+		}
+	}
+}
+
+// gate lets a command through once the LU's identity is not in doubt. When
+// it is, the first caller identifies the LU again while the others wait; a
+// check that could not be made is retried by the next command; a different
+// disk fails this and every later command, and the session, like a failed
+// check after a reconnect.
+func (l *LUN) gate(ctx context.Context) error {
+	for l.id.hold.Load() {
+		l.id.mu.Lock()
+		if err := l.id.failed; err != nil {
+			l.id.mu.Unlock()
+			return err
+		}
+		if ch := l.id.running; ch != nil {
+			l.id.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		why, gen := l.id.suspect, l.id.gen
+		if why == nil {
+			l.id.hold.Store(false)
+			l.id.mu.Unlock()
+			return nil
+		}
+		ch := make(chan struct{})
+		l.id.running = ch
+		l.id.mu.Unlock()
+
+		err := l.checkIdentity(ctx, fmt.Sprintf("after %v", why))
+
+		l.id.mu.Lock()
+		l.id.running = nil
+		switch {
+		case errors.Is(err, ErrLUNChanged):
+			l.id.failed = err
+		case err == nil && l.id.gen == gen:
+			l.id.suspect = nil
+			l.id.hold.Store(false)
+		}
+		l.id.mu.Unlock()
+		close(ch)
+		if errors.Is(err, ErrLUNChanged) {
+			l.s.log.WithField("lun", l.number).WithError(err).Error("the LUN changed; refusing to continue")
+			l.s.failLUNChanged(err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failLUNChanged makes err, a LUN's failed identity check inside the
+// session, the session's permanent failure, as recover does for a failed
+// check after a reconnect: the connections are dropped and every later
+// command fails with err.
+func (s *Session) failLUNChanged(err error) {
+	s.recMu.Lock()
+	if s.rec.fatal == nil {
+		s.rec.fatal = err
+	}
+	s.recMu.Unlock()
+	for _, c := range s.allConns() {
+		c.fail(err)
+	}
 }
 
 func (l *LUN) identify(ctx context.Context) error {
@@ -273,12 +406,19 @@ func (l *LUN) execN(ctx context.Context, cdb []byte, buf []byte) (int, error) {
 // do runs one command, retrying UNIT ATTENTION (absorbed), BUSY, TASK SET
 // FULL and TASK ABORTED (with backoff, for at most the command timeout) and
 // NOT READY "becoming ready" (for at most NotReadyWait), and maps the rest
-// to errors that wrap both the SCSI sense and the blockdev sentinel.
+// to errors that wrap both the SCSI sense and the blockdev sentinel. A sense
+// that may mean another disk (scsi.IsIdentityChange) is retried only after
+// gate has identified the LU again.
 func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response, error) {
 	backoff := time.Millisecond
 	var notReadySince, busySince time.Time
 	busyTries := 0
 	for attempt := 0; ; attempt++ {
+		if !l.probe {
+			if err := l.gate(ctx); err != nil {
+				return Response{}, err
+			}
+		}
 		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write})
 		if err != nil {
 			return resp, err
@@ -289,6 +429,11 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 		}
 		serr := statusError(st, resp.Sense)
 		wait := backoff
+		if !l.probe && scsi.IsIdentityChange(serr) && attempt < maxUARetries {
+			// Possibly another disk now: the retry waits in gate until
+			// the LU is identified again.
+			l.suspect(serr)
+		}
 		switch {
 		case scsi.IsUnitAttention(serr) && attempt < maxUARetries:
 			l.s.log.WithField("lun", l.number).Debugf("absorbed %v", serr)
@@ -296,6 +441,8 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 				f(l.number, serr)
 			}
 			continue
+		case !l.probe && scsi.IsIdentityChange(serr) && attempt < maxUARetries:
+			continue // LOGICAL UNIT NOT SUPPORTED: retried after the check
 		case st == scsi.StatusBusy || st == scsi.StatusTaskSetFull || st == scsi.StatusTaskAborted:
 			// Try again later: the device is fine but did not do the
 			// command (TASK ABORTED: another I_T nexus's reset or PREEMPT

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -277,4 +278,235 @@ func TestLUNWriteZeroesUnmapNeedsLBPRZ(t *testing.T) {
 		}
 		e.noViolations()
 	}
+}
+
+// idScript scripts identity changes on the fake target's LUN 0: ua, when
+// set, answers the next READ or WRITE with that sense (once); serial, when
+// set, replaces VPD 0x80's serial; hold, when set, keeps VPD 0x80 answers
+// until it is closed. It counts READs and WRITEs that reached the disk.
+type idScript struct {
+	mu     sync.Mutex
+	ua     []byte
+	serial string
+	hold   chan struct{}
+	held   chan struct{} // receives when a VPD 0x80 request is being held
+	writes int
+	reads  int
+	blocks uint64 // when set, READ CAPACITY(16) reports this many blocks
+}
+
+func (s *idScript) hook(c *faketarget.Conn, cmd *pdu.SCSICommand, _ []byte) bool {
+	cdb := cmd.CDB[:]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case cdb[0] == 0x28 || cdb[0] == 0x2a:
+		if s.ua != nil {
+			sense := s.ua
+			s.ua = nil
+			c.SendStatus(cmd.ITT, faketarget.StatusCheckCondition, sense)
+			return true
+		}
+		if cdb[0] == 0x2a {
+			s.writes++
+		} else {
+			s.reads++
+		}
+	case cdb[0] == 0x9e && cdb[1]&0x1f == 0x10 && s.blocks != 0:
+		b := make([]byte, 32)
+		binary.BigEndian.PutUint64(b, s.blocks-1)
+		binary.BigEndian.PutUint32(b[8:], 512)
+		c.DataIn(cmd, b[:min(32, int(binary.BigEndian.Uint32(cdb[10:])))])
+		return true
+	case cdb[0] == 0x12 && cdb[1]&1 != 0 && cdb[2] == 0x80 && s.serial != "":
+		b := append([]byte{0, 0x80, 0, byte(len(s.serial))}, s.serial...)
+		if hold := s.hold; hold != nil {
+			go func() {
+				s.held <- struct{}{}
+				<-hold
+				c.DataIn(cmd, b)
+			}()
+			return true
+		}
+		c.DataIn(cmd, b)
+		return true
+	}
+	return false
+}
+
+func (s *idScript) set(f func(s *idScript)) {
+	s.mu.Lock()
+	f(s)
+	s.mu.Unlock()
+}
+
+func (s *idScript) counts() (reads, writes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reads, s.writes
+}
+
+// Issue item 15: inside a session, a UNIT ATTENTION that can mean another
+// disk behind the LUN number (here REPORTED LUNS DATA HAS CHANGED, 3F/0E)
+// makes the handle identify the LU again before any further I/O; another
+// serial fails the write without sending it, and every later command, as a
+// failed check after a reconnect does.
+func TestLUNIdentityChangedInSession(t *testing.T) {
+	for _, path := range []string{"blocking", "nonblocking"} {
+		t.Run(path, func(t *testing.T) {
+			sc := &idScript{}
+			e := newEnv(t, faketarget.Config{OnCommand: sc.hook}, nil)
+			lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			if err := lun.WriteAt(e.ctx, buf, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			sc.set(func(s *idScript) { s.ua, s.serial = faketarget.Sense(0x06, 0x3f, 0x0e), "OTHERDISK0001" })
+			if path == "blocking" {
+				err = lun.WriteAt(e.ctx, buf, 4096, false)
+			} else {
+				done := make(chan error, 1)
+				lun.StartWriteAt(buf, 4096, false, func(err error) { done <- err })
+				select {
+				case err = <-done:
+				case <-e.ctx.Done():
+					t.Fatal("StartWriteAt never completed")
+				}
+			}
+			if !errors.Is(err, initiator.ErrLUNChanged) || !strings.Contains(err.Error(), "different disk") {
+				t.Fatalf("write after 3F/0E with another serial behind the LUN: %v, want ErrLUNChanged", err)
+			}
+			t.Logf("refused: %v", err)
+			if _, w := sc.counts(); w != 1 {
+				t.Errorf("%d WRITEs reached the disk, want 1 (the one before the change)", w)
+			}
+			// Every later command fails the same way, on this LUN and on
+			// the session.
+			if err := lun.ReadAt(e.ctx, buf, 0); !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Errorf("read after the refusal: %v, want ErrLUNChanged", err)
+			}
+			if _, err := e.s.Do(e.ctx, read10(0, 1)); !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Errorf("session command after the refusal: %v, want ErrLUNChanged", err)
+			}
+			if r, w := sc.counts(); w != 1 || r != 0 {
+				t.Errorf("%d READs, %d WRITEs reached the disk after the refusal", r, w-1)
+			}
+			e.noViolations()
+		})
+	}
+}
+
+// The same disk after a reset (29/00), or grown (2A/09), carries on: the
+// write is sent again after the check.
+func TestLUNIdentitySameDiskContinues(t *testing.T) {
+	for _, ua := range [][]byte{faketarget.Sense(0x06, 0x29, 0x00), faketarget.Sense(0x06, 0x2a, 0x09), faketarget.Sense(0x05, 0x25, 0x00)} {
+		sc := &idScript{}
+		e := newEnv(t, faketarget.Config{OnCommand: sc.hook}, nil)
+		lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inquiries := func() int { return len(vpdRequests(e.c, 0x80)) }
+		before := inquiries()
+		sc.set(func(s *idScript) { s.ua = ua })
+		if err := lun.WriteAt(e.ctx, make([]byte, 4096), 0, false); err != nil {
+			t.Fatalf("write after sense %x on the same disk: %v", ua[12:14], err)
+		}
+		if inquiries() == before {
+			t.Errorf("sense %x: the LU was not identified again", ua[12:14])
+		}
+		if _, w := sc.counts(); w != 1 {
+			t.Errorf("sense %x: %d WRITEs reached the disk, want 1", ua[12:14], w)
+		}
+		e.noViolations()
+	}
+}
+
+// While the LU is being identified again, other I/O waits: a write issued
+// meanwhile must not reach what may be another disk.
+func TestLUNIdentityCheckHoldsOtherIO(t *testing.T) {
+	sc := &idScript{held: make(chan struct{}, 4)}
+	e := newEnv(t, faketarget.Config{OnCommand: sc.hook}, nil)
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	unhold := func() { once.Do(func() { close(release) }) }
+	defer unhold() // a failing test must not leave the held answer behind
+	sc.set(func(s *idScript) {
+		s.ua, s.serial, s.hold = faketarget.Sense(0x06, 0x29, 0x00), "OTHERDISK0002", release
+	})
+	first := make(chan error, 1)
+	go func() { first <- lun.WriteAt(e.ctx, make([]byte, 512), 0, false) }()
+	select {
+	case <-sc.held: // the check is under way
+	case <-e.ctx.Done():
+		t.Fatal("the LU was not identified again")
+	}
+	var others []chan error
+	for i := 0; i < 3; i++ {
+		ch := make(chan error, 1)
+		others = append(others, ch)
+		if i == 2 {
+			lun.StartWriteAt(make([]byte, 512), 8192, false, func(err error) { ch <- err })
+			continue
+		}
+		go func(off int64) { ch <- lun.WriteAt(e.ctx, make([]byte, 512), off, false) }(int64(i+1) * 4096)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, w := sc.counts(); w != 0 {
+		t.Fatalf("%d WRITEs reached the disk while its identity was being checked", w)
+	}
+	unhold()
+	for i, ch := range append(others, first) {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, initiator.ErrLUNChanged) {
+				t.Errorf("write %d: %v, want ErrLUNChanged", i, err)
+			}
+		case <-e.ctx.Done():
+			t.Fatalf("write %d never completed", i)
+		}
+	}
+	if _, w := sc.counts(); w != 0 {
+		t.Errorf("%d WRITEs reached the other disk", w)
+	}
+	e.noViolations()
+}
+
+// vpdRequests returns the INQUIRY commands for VPD page that c received.
+func vpdRequests(c *faketarget.Conn, page byte) []*pdu.SCSICommand {
+	var out []*pdu.SCSICommand
+	for _, r := range ofOpcode(c.Received(), pdu.OpSCSICommand) {
+		if q := r.PDU.(*pdu.SCSICommand); q.CDB[0] == 0x12 && q.CDB[1]&1 != 0 && q.CDB[2] == page {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// A LUN that reports another capacity after CAPACITY DATA HAS CHANGED is
+// refused, growth included: on tgtd serial and WWID come from the target
+// and LUN numbers, so size may be all that tells two disks apart.
+func TestLUNIdentityCapacityChangeRefused(t *testing.T) {
+	sc := &idScript{}
+	e := newEnv(t, faketarget.Config{OnCommand: sc.hook}, nil)
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.set(func(s *idScript) { s.ua, s.blocks = faketarget.Sense(0x06, 0x2a, 0x09), 4096 })
+	err = lun.WriteAt(e.ctx, make([]byte, 4096), 0, false)
+	if !errors.Is(err, initiator.ErrLUNChanged) || !strings.Contains(err.Error(), "size 1048576→2097152") {
+		t.Fatalf("write after the LUN grew: %v, want ErrLUNChanged naming the sizes", err)
+	}
+	if _, w := sc.counts(); w != 0 {
+		t.Errorf("%d WRITEs reached the disk", w)
+	}
+	e.noViolations()
 }

@@ -211,3 +211,35 @@ func TestCheckStatusAndClassifiers(t *testing.T) {
 		}
 	}
 }
+
+// Issue item 15: the senses after which the LU behind a LUN number may be
+// another disk.
+func TestIsIdentityChange(t *testing.T) {
+	se := func(key SenseKey, asc, ascq byte) error {
+		return &SenseError{Status: StatusCheckCondition, Key: key, ASC: asc, ASCQ: ascq, HasSense: true}
+	}
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{se(KeyIllegalRequest, 0x25, 0x00), true}, // LOGICAL UNIT NOT SUPPORTED
+		{se(KeyUnitAttention, 0x29, 0x00), true},  // power on, reset
+		{se(KeyUnitAttention, 0x29, 0x03), true},  // bus device reset
+		{se(KeyUnitAttention, 0x28, 0x00), true},  // medium may have changed
+		{se(KeyUnitAttention, 0x2a, 0x09), true},  // capacity data changed
+		{se(KeyUnitAttention, 0x3f, 0x0e), true},  // reported LUNs changed
+		{se(KeyUnitAttention, 0x3f, 0x03), true},  // INQUIRY data changed
+		{se(KeyUnitAttention, 0x3f, 0x05), true},  // device identifier changed
+		{se(KeyUnitAttention, 0x2a, 0x06), false}, // ALUA state changed
+		{se(KeyUnitAttention, 0x2a, 0x01), false}, // mode parameters changed
+		{se(KeyUnitAttention, 0x47, 0x7f), false}, // iSCSI protocol event
+		{se(KeyIllegalRequest, 0x21, 0x00), false},
+		{se(KeyNotReady, 0x29, 0x00), false},
+		{&SenseError{Status: StatusBusy}, false},
+		{nil, false},
+	} {
+		if got := IsIdentityChange(tc.err); got != tc.want {
+			t.Errorf("IsIdentityChange(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -155,3 +155,31 @@ func IsCapacityChanged(err error) bool { return senseIs(err, KeyUnitAttention, 0
 // IsLUNsChanged reports UNIT ATTENTION: REPORTED LUNS DATA HAS CHANGED
 // (3F/0E): rescan with REPORT LUNS.
 func IsLUNsChanged(err error) bool { return senseIs(err, KeyUnitAttention, 0x3f, 0x0e) }
+
+// IsIdentityChange reports a sense after which the logical unit behind the
+// LUN number may be another disk, so its identity must be checked again
+// before any further I/O: LOGICAL UNIT NOT SUPPORTED (25/00, the LUN is
+// gone or was replaced), and the UNIT ATTENTIONs NOT READY TO READY CHANGE,
+// MEDIUM MAY HAVE CHANGED (28/xx), POWER ON, RESET, OR BUS DEVICE RESET
+// OCCURRED (29/xx), CAPACITY DATA HAS CHANGED (2A/09) and every 3F/xx
+// (REPORTED LUNS DATA HAS CHANGED 3F/0E, INQUIRY DATA HAS CHANGED 3F/03,
+// DEVICE IDENTIFIER CHANGED 3F/05, CHANGED OPERATING DEFINITION 3F/02 ...).
+func IsIdentityChange(err error) bool {
+	se, ok := asSense(err)
+	if !ok || !se.HasSense {
+		return false
+	}
+	if se.ASC == 0x25 && se.ASCQ == 0x00 {
+		return true
+	}
+	if se.Key != KeyUnitAttention {
+		return false
+	}
+	switch se.ASC {
+	case 0x28, 0x29, 0x3f:
+		return true
+	case 0x2a:
+		return se.ASCQ == 0x09
+	}
+	return false
+}
