@@ -31,6 +31,12 @@ type Session struct {
 	maxCmdSN uint32
 	waiters  int
 	winCh    chan struct{} // closed when the window may have opened
+	// Task-set holds (tmfhold.go): while a task-set TMF is outstanding,
+	// new SCSI commands to its LUN (to every LUN for a target reset)
+	// are not sent.
+	holds   map[uint64]int
+	holdAll int
+	holdCh  chan struct{} // closed and replaced when a hold ends
 
 	taskMu  sync.Mutex
 	tasks   map[uint32]*task
@@ -83,6 +89,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		tasks:     make(map[uint32]*task),
 		slots:     make(chan struct{}, c.QueueDepth),
 		winCh:     make(chan struct{}),
+		holdCh:    make(chan struct{}),
 		nextITT:   1,
 		cmdSN:     1,
 		closeCh:   make(chan struct{}),
@@ -418,7 +425,8 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 		if ok || err != nil {
 			return err
 		}
-		// Zero window: wait for a NOP-In or response to open it.
+		// Zero window, or the LUN held by a task-set TMF: wait for a
+		// NOP-In or response to open the window, or the TMF to end.
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -443,10 +451,25 @@ func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func
 		c.wmu.Unlock()
 		return false, nil, c.err
 	}
+	if t.kind == kindSCSI && s.heldLocked(t.lun) {
+		// A task-set TMF is outstanding for this LUN: a command sent now
+		// would get a CmdSN after the TMF's, so the TMF would not cover
+		// it, yet it would run under the reset. Send it after the TMF.
+		var ch chan struct{}
+		if willWait {
+			ch = s.holdCh
+		}
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		return false, ch, nil
+	}
 	if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
 		sn := s.cmdSN
 		if !immediate {
 			s.cmdSN++
+		}
+		if t.kind == kindTMF {
+			s.holdLocked(t)
 		}
 		s.winMu.Unlock()
 		t.cmdSN, t.conn = sn, c
@@ -794,11 +817,14 @@ func (s *Session) tmfDone(tmf *task, resp *pdu.TaskMgmtResponse) {
 		case pdu.TMFAbortTask:
 			hit = itt == tmf.tmfRef
 		case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet, pdu.TMFLogicalUnitReset:
-			hit = t.lun == tmf.lun
+			// The task set is the tasks received before the TMF: those
+			// with a lower CmdSN (Sections 4.2.3.3 and 11.5.1).
+			hit = t.lun == tmf.lun && serialLT(t.cmdSN, tmf.cmdSN)
 		case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
-			hit = true
+			hit = serialLT(t.cmdSN, tmf.cmdSN)
 		}
 		if hit {
+			t.abortResp = resp.Response
 			ended = append(ended, t)
 			delete(s.tasks, itt)
 		}
@@ -840,6 +866,9 @@ func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, r
 	if fn == pdu.TMFAbortTask {
 		req.RTT = ref
 	}
+	// A task-set function holds new commands from issue until here:
+	// after tmfDone has ended the tasks it covered.
+	defer s.releaseHold(t)
 	err := s.issue(ctx, c, t, true, func(sn uint32) error {
 		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
 		if fn != pdu.TMFAbortTask {
