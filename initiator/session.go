@@ -44,13 +44,16 @@ type Session struct {
 
 	slots chan struct{} // queue depth semaphore
 
-	connMu  sync.Mutex
-	conn    *conn   // leading connection
-	conns   []*conn // every connection of the session (MC/S), leading first
-	rr      atomic.Uint32
-	portal  string // where the session logged in (after redirects)
-	closed  atomic.Bool
-	closeCh chan struct{}
+	connMu sync.Mutex
+	conn   *conn   // leading connection
+	conns  []*conn // every connection of the session (MC/S), leading first
+	rr     atomic.Uint32
+	portal string // where the session logged in (after redirects)
+	// origPortal is the portal as configured, before any redirect;
+	// recovery tries it too (a group address redirects to a live port).
+	origPortal string
+	closed     atomic.Bool
+	closeCh    chan struct{}
 	// clock is a coarse UnixNano the sweeper advances each tick: a
 	// command's start time costs no clock read (sweep allows for it).
 	clock atomic.Int64
@@ -99,22 +102,31 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if c.TargetName != "" {
 		s.log = s.log.WithField("target", c.TargetName)
 	}
-	portal := portalAddr(c.Portal)
+	s.origPortal = portalAddr(c.Portal)
+	if err := s.connectRedirected(ctx, s.origPortal); err != nil {
+		return nil, err
+	}
+	if s.cfg.CommandTimeout > 0 {
+		go s.sweep()
+	}
+	return s, nil
+}
+
+// maxRedirects bounds the login redirects followed by one login.
+const maxRedirects = 3
+
+// connectRedirected is connect at portal, following login redirects
+// (status 0x0101/0x0102) up to maxRedirects times.
+func (s *Session) connectRedirected(ctx context.Context, portal string) error {
 	for redirects := 0; ; redirects++ {
 		err := s.connect(ctx, portal)
 		var le *LoginError
-		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < 3 {
+		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < maxRedirects {
 			s.log.Infof("login redirected to %s", le.TargetAddress)
 			portal = portalAddr(stripTPGT(le.TargetAddress))
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		if s.cfg.CommandTimeout > 0 {
-			go s.sweep()
-		}
-		return s, nil
+		return err
 	}
 }
 
