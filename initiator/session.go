@@ -532,12 +532,23 @@ func (s *Session) releaseSlot() { <-s.slots }
 // the command is finished on the target side or its connection is gone
 // before Do returns, so cmd.Read is never written afterwards.
 func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
+	timeouts, _ := ctx.Value(timeoutsKey).(int)
 	for aborted, reissued := 0, 0; ; reissued++ {
 		resp, err := s.doOnce(ctx, cmd)
 		if errors.Is(err, ErrAborted) && ctx.Err() == nil && aborted < 3 {
 			// Ended by a task management function issued for another
-			// command (a LUN reset): issue it again.
+			// command (a LUN reset that covered it): issue it again.
 			aborted++
+			continue
+		}
+		var te *timeoutError
+		if errors.As(err, &te) && te.reissue && ctx.Err() == nil && timeouts < maxTimeoutReissue {
+			// Timed out, and the target confirmed it ended the task: it
+			// will not run later, so issuing it again is safe (even a
+			// write), and a target that forgot the command answers the
+			// new one.
+			timeouts++
+			s.log.Warnf("command %#x timed out and was aborted; issuing it again (%d of %d)", cmd.CDB[0], timeouts, maxTimeoutReissue)
 			continue
 		}
 		if err == nil || ctx.Err() != nil || !s.recoverable(err) || ctx.Value(verifyKey) != nil {
@@ -669,13 +680,53 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 }
 
 // result maps a finished task to Do's result; a task the sweeper timed out
-// and aborted gives ErrCommandTimeout.
+// and aborted gives a *timeoutError (ErrCommandTimeout).
 func (s *Session) result(t *task) (Response, error) {
 	if t.err != nil && t.timedOut.Load() && !t.cancelled && errors.Is(t.err, ErrAborted) {
-		return t.resp, fmt.Errorf("%w: command timed out after %v and was aborted", ErrCommandTimeout, s.cfg.CommandTimeout)
+		return t.resp, &timeoutError{after: s.cfg.CommandTimeout, reissue: reissueAfterAbort(t)}
 	}
 	return t.resp, t.err
 }
+
+// reissueAfterAbort reports whether a timed-out task, ended by task
+// management, may be issued again. "Function complete" means the target
+// ended the task: it will not execute later (a task it never received is
+// then considered received, Section 11.5.1), so even a write is safe to
+// issue again; it rewrites the same data, and the caller has no
+// acknowledgement for it yet. "Task does not exist" says nothing about a
+// write the target may still hold in a state we cannot see: only a read
+// is issued again then.
+func reissueAfterAbort(t *task) bool {
+	switch t.abortResp {
+	case pdu.TMFRespComplete:
+		return true
+	case pdu.TMFRespNoTask:
+		return t.wbuf == nil
+	}
+	return false
+}
+
+// maxTimeoutReissue bounds how often one command is issued again after it
+// timed out and was aborted: a target that never answers it fails it after
+// (1+maxTimeoutReissue) command timeouts, like Linux's sd bounds retries.
+const maxTimeoutReissue = 2
+
+// timeoutsKey carries, into a blocking retry of a non-blocking command,
+// how many timeouts it has had (asyncCmd.slow).
+const timeoutsKey ctxKey = 2
+
+// timeoutError is a command that exceeded CommandTimeout and was ended by
+// task management; reissue says whether it may be issued again.
+type timeoutError struct {
+	after   time.Duration
+	reissue bool
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("%v: command timed out after %v and was aborted", ErrCommandTimeout, e.after)
+}
+
+func (e *timeoutError) Is(target error) bool { return target == ErrCommandTimeout }
 
 // sweep escalates SCSI tasks older than CommandTimeout. One goroutine per
 // session scans the task table a few times per timeout period, instead of
