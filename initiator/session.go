@@ -767,7 +767,7 @@ func (s *Session) sweep() {
 			s.taskMu.Unlock()
 			for _, t := range late {
 				if t.timedOut.CompareAndSwap(false, true) {
-					s.log.WithField("itt", fmt.Sprintf("%#x", t.itt)).Warnf("command timed out after %v; aborting it", d)
+					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": t.conn.cid}).Warnf("command timed out after %v; aborting it", d)
 					go s.escalate(t.conn, t, "timed out")
 				}
 			}
