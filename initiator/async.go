@@ -29,19 +29,26 @@ type asyncCmd struct {
 	write bool
 	fua   bool
 	want  int // bytes a read must receive to succeed
-	done  func(error)
-	cmd   Command
-	cdb   [16]byte
+	// timeouts is 1 once the fast-path attempt timed out (see slow).
+	timeouts int
+	done     func(error)
+	cmd      Command
+	cdb      [16]byte
 }
 
 // slow runs the command as the blocking call, from the beginning, on a
-// goroutine of its own (errors and retries are then exactly its).
+// goroutine of its own (errors and retries are then exactly its; a
+// timeout on the fast path counts against its budget).
 func (a *asyncCmd) slow() {
 	go func() {
+		ctx := context.Background()
+		if a.timeouts > 0 {
+			ctx = context.WithValue(ctx, timeoutsKey, a.timeouts)
+		}
 		if a.write {
-			a.done(a.l.WriteAt(context.Background(), a.p, a.off, a.fua))
+			a.done(a.l.WriteAt(ctx, a.p, a.off, a.fua))
 		} else {
-			a.done(a.l.ReadAt(context.Background(), a.p, a.off))
+			a.done(a.l.ReadAt(ctx, a.p, a.off))
 		}
 	}()
 }
@@ -58,6 +65,13 @@ func (a *asyncCmd) finished(t *task) {
 	case err == nil && scsi.Status(resp.Status).OK() && resp.Received >= a.want:
 		a.done(nil)
 	case errors.Is(err, ErrCommandTimeout):
+		var te *timeoutError
+		if errors.As(err, &te) && te.reissue {
+			// Aborted for certain: the blocking path issues it again.
+			a.timeouts = 1
+			a.slow()
+			return
+		}
 		a.done(err)
 	default:
 		if err == nil {

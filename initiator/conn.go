@@ -45,6 +45,11 @@ type conn struct {
 	wake     chan struct{} // one token: the queue has something
 	wexit    chan struct{} // closed when the writer has stopped
 
+	// echoBusy is set while a ping echo (echoPing) is queued or being
+	// written; echoQueued (under wmu) says the echo is in q.
+	echoBusy   atomic.Bool
+	echoQueued bool
+
 	p         Params // this connection's parameters (digests, MaxXmitDSL are per connection)
 	expStatSN atomic.Uint32
 	lastRx    atomic.Int64 // UnixNano of the last bytes received
@@ -189,6 +194,14 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	if off > len(t.rbuf) || n > len(t.rbuf)-off {
 		return protoErr("Data-In of %d bytes at offset %d exceeds the %d-byte read buffer (itt %#x)", n, off, len(t.rbuf), d.ITT)
 	}
+	if off != t.received {
+		// DataPDUInOrder and DataSequenceInOrder are Yes (we offer Yes;
+		// the result function is OR): "the data PDUs within sequences
+		// MUST be at continuously increasing addresses and overlays are
+		// forbidden" (Section 13.19). A gap or an overlap would leave
+		// part of the buffer unwritten while received counts it.
+		return protoErr("Data-In at offset %d, expected %d (DataPDUInOrder=Yes; itt %#x)", off, t.received, d.ITT)
+	}
 	if d.DataSN != t.expDataSN {
 		return protoErr("Data-In DataSN %d, expected %d (itt %#x)", d.DataSN, t.expDataSN, d.ITT)
 	}
@@ -298,9 +311,7 @@ func (c *conn) handleNopIn(b *pdu.BHS) error {
 	if n.ITT == pdu.ReservedTag {
 		// StatSN is not advanced by an unsolicited NOP-In (Section 11.19.2).
 		if n.TTT != pdu.ReservedTag {
-			// Target ping: answer with the TTT and LUN copied, I=1.
-			reply := &pdu.NopOut{Header: pdu.Header{Immediate: true, ITT: pdu.ReservedTag, LUN: n.LUN}, TTT: n.TTT}
-			go c.sendImmediate(reply, data)
+			c.echoPing(n, data)
 		}
 		return nil
 	}
@@ -315,19 +326,40 @@ func (c *conn) handleNopIn(b *pdu.BHS) error {
 	return nil
 }
 
-// sendImmediate writes an immediate PDU carrying the current CmdSN.
-func (c *conn) sendImmediate(p pdu.PDU, data []byte) error {
+// maxEcho caps the ping data echoed to one target ping: the echo of a
+// 16 MiB MaxRecvDataSegmentLength ping would otherwise sit in the write
+// queue. Section 11.18.5 limits reflected data anyway.
+const maxEcho = 64 << 10
+
+// echoPing answers a target ping (NOP-In with a Target Transfer Tag) with
+// a NOP-Out copying the TTT, LUN and ping data, I=1. At most one echo per
+// connection is queued and not yet written: a target that keeps pinging
+// but does not read our socket must not grow the write queue without
+// bound, so further pings are dropped until the writer has written it
+// (a target whose pings go unanswered fails the connection, which is the
+// right outcome for a target that does not read). Runs on the read loop.
+func (c *conn) echoPing(n *pdu.NopIn, data []byte) {
+	if !c.echoBusy.CompareAndSwap(false, true) {
+		c.log.Debugf("target ping (TTT %#x) dropped: the echo of an earlier one is not yet written", n.TTT)
+		return
+	}
+	data = data[:min(len(data), maxEcho, c.p.MaxXmitDSL)]
+	reply := &pdu.NopOut{Header: pdu.Header{Immediate: true, Final: true, ITT: pdu.ReservedTag, LUN: n.LUN}, TTT: n.TTT}
 	c.wmu.Lock()
 	c.s.winMu.Lock()
 	sn := c.s.cmdSN
 	c.s.winMu.Unlock()
-	setSN(p, sn, c.expStatSN.Load())
-	err := c.queueLocked(p, data)
-	c.wmu.Unlock()
+	setSN(reply, sn, c.expStatSN.Load())
+	err := c.queueLocked(reply, data)
 	if err == nil {
-		c.flush()
+		c.echoQueued = true // cleared by writeQueued once written
 	}
-	return err
+	c.wmu.Unlock()
+	if err != nil {
+		c.echoBusy.Store(false)
+		return
+	}
+	c.flush()
 }
 
 // setSN fills CmdSN and ExpStatSN of an initiator control PDU.

@@ -125,7 +125,7 @@ func (s *Session) recover(done chan struct{}) {
 			return
 		case <-time.After(wait):
 		}
-		err := s.reconnect()
+		err := s.reconnect(attempt)
 		if err == nil {
 			err = s.runHooks()
 			if err != nil && !errors.Is(err, ErrLUNChanged) {
@@ -183,10 +183,15 @@ func (s *Session) endRecovery(done chan struct{}, fatal error) {
 	close(done)
 }
 
-// reconnect logs in again on the original portal with the same ISID and
-// TSIH 0 (session reinstatement).
-func (s *Session) reconnect() error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LoginTimeout)
+// reconnect logs in again with the same ISID and TSIH 0 (session
+// reinstatement). Attempts alternate between the portal the session last
+// logged in to and the portal as configured: arrays that redirect logins
+// from a group or virtual address to one port redirect to a live port
+// when that one is lost. Redirects are followed as Dial follows them;
+// each login is bounded by LoginTimeout. The caller (recover) has waited
+// for every old connection's read loop to exit, whichever portal is tried.
+func (s *Session) reconnect(attempt int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), (maxRedirects+1)*s.cfg.LoginTimeout)
 	defer cancel()
 	go func() {
 		select {
@@ -195,7 +200,18 @@ func (s *Session) reconnect() error {
 		case <-ctx.Done():
 		}
 	}()
-	return s.connect(ctx, s.portalAddr())
+	portal := s.portalAddr()
+	if attempt%2 == 1 && s.origPortal != "" {
+		portal = s.origPortal
+	}
+	tpgt := s.Params().TargetPortalGroupTag
+	if err := s.connectRedirected(ctx, portal); err != nil {
+		return err
+	}
+	if now := s.Params().TargetPortalGroupTag; now != tpgt {
+		s.log.Warnf("recovery logged in to portal group %d (the session was in group %d): the old session may not have been reinstated", now, tpgt)
+	}
+	return nil
 }
 
 func (s *Session) runHooks() error {

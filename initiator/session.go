@@ -31,6 +31,12 @@ type Session struct {
 	maxCmdSN uint32
 	waiters  int
 	winCh    chan struct{} // closed when the window may have opened
+	// Task-set holds (tmfhold.go): while a task-set TMF is outstanding,
+	// new SCSI commands to its LUN (to every LUN for a target reset)
+	// are not sent.
+	holds   map[uint64]int
+	holdAll int
+	holdCh  chan struct{} // closed and replaced when a hold ends
 
 	taskMu  sync.Mutex
 	tasks   map[uint32]*task
@@ -38,13 +44,16 @@ type Session struct {
 
 	slots chan struct{} // queue depth semaphore
 
-	connMu  sync.Mutex
-	conn    *conn   // leading connection
-	conns   []*conn // every connection of the session (MC/S), leading first
-	rr      atomic.Uint32
-	portal  string // where the session logged in (after redirects)
-	closed  atomic.Bool
-	closeCh chan struct{}
+	connMu sync.Mutex
+	conn   *conn   // leading connection
+	conns  []*conn // every connection of the session (MC/S), leading first
+	rr     atomic.Uint32
+	portal string // where the session logged in (after redirects)
+	// origPortal is the portal as configured, before any redirect;
+	// recovery tries it too (a group address redirects to a live port).
+	origPortal string
+	closed     atomic.Bool
+	closeCh    chan struct{}
 	// clock is a coarse UnixNano the sweeper advances each tick: a
 	// command's start time costs no clock read (sweep allows for it).
 	clock atomic.Int64
@@ -83,6 +92,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		tasks:     make(map[uint32]*task),
 		slots:     make(chan struct{}, c.QueueDepth),
 		winCh:     make(chan struct{}),
+		holdCh:    make(chan struct{}),
 		nextITT:   1,
 		cmdSN:     1,
 		closeCh:   make(chan struct{}),
@@ -92,22 +102,31 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if c.TargetName != "" {
 		s.log = s.log.WithField("target", c.TargetName)
 	}
-	portal := portalAddr(c.Portal)
+	s.origPortal = portalAddr(c.Portal)
+	if err := s.connectRedirected(ctx, s.origPortal); err != nil {
+		return nil, err
+	}
+	if s.cfg.CommandTimeout > 0 {
+		go s.sweep()
+	}
+	return s, nil
+}
+
+// maxRedirects bounds the login redirects followed by one login.
+const maxRedirects = 3
+
+// connectRedirected is connect at portal, following login redirects
+// (status 0x0101/0x0102) up to maxRedirects times.
+func (s *Session) connectRedirected(ctx context.Context, portal string) error {
 	for redirects := 0; ; redirects++ {
 		err := s.connect(ctx, portal)
 		var le *LoginError
-		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < 3 {
+		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < maxRedirects {
 			s.log.Infof("login redirected to %s", le.TargetAddress)
 			portal = portalAddr(stripTPGT(le.TargetAddress))
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		if s.cfg.CommandTimeout > 0 {
-			go s.sweep()
-		}
-		return s, nil
+		return err
 	}
 }
 
@@ -418,7 +437,8 @@ func (s *Session) issue(ctx context.Context, c *conn, t *task, immediate bool, s
 		if ok || err != nil {
 			return err
 		}
-		// Zero window: wait for a NOP-In or response to open it.
+		// Zero window, or the LUN held by a task-set TMF: wait for a
+		// NOP-In or response to open the window, or the TMF to end.
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -443,10 +463,25 @@ func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func
 		c.wmu.Unlock()
 		return false, nil, c.err
 	}
+	if t.kind == kindSCSI && s.heldLocked(t.lun) {
+		// A task-set TMF is outstanding for this LUN: a command sent now
+		// would get a CmdSN after the TMF's, so the TMF would not cover
+		// it, yet it would run under the reset. Send it after the TMF.
+		var ch chan struct{}
+		if willWait {
+			ch = s.holdCh
+		}
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		return false, ch, nil
+	}
 	if immediate || serialLE(s.cmdSN, s.maxCmdSN) {
 		sn := s.cmdSN
 		if !immediate {
 			s.cmdSN++
+		}
+		if t.kind == kindTMF {
+			s.holdLocked(t)
 		}
 		s.winMu.Unlock()
 		t.cmdSN, t.conn = sn, c
@@ -497,12 +532,23 @@ func (s *Session) releaseSlot() { <-s.slots }
 // the command is finished on the target side or its connection is gone
 // before Do returns, so cmd.Read is never written afterwards.
 func (s *Session) Do(ctx context.Context, cmd *Command) (Response, error) {
+	timeouts, _ := ctx.Value(timeoutsKey).(int)
 	for aborted, reissued := 0, 0; ; reissued++ {
 		resp, err := s.doOnce(ctx, cmd)
 		if errors.Is(err, ErrAborted) && ctx.Err() == nil && aborted < 3 {
 			// Ended by a task management function issued for another
-			// command (a LUN reset): issue it again.
+			// command (a LUN reset that covered it): issue it again.
 			aborted++
+			continue
+		}
+		var te *timeoutError
+		if errors.As(err, &te) && te.reissue && ctx.Err() == nil && timeouts < maxTimeoutReissue {
+			// Timed out, and the target confirmed it ended the task: it
+			// will not run later, so issuing it again is safe (even a
+			// write), and a target that forgot the command answers the
+			// new one.
+			timeouts++
+			s.log.Warnf("command %#x timed out and was aborted; issuing it again (%d of %d)", cmd.CDB[0], timeouts, maxTimeoutReissue)
 			continue
 		}
 		if err == nil || ctx.Err() != nil || !s.recoverable(err) || ctx.Value(verifyKey) != nil {
@@ -634,13 +680,53 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 }
 
 // result maps a finished task to Do's result; a task the sweeper timed out
-// and aborted gives ErrCommandTimeout.
+// and aborted gives a *timeoutError (ErrCommandTimeout).
 func (s *Session) result(t *task) (Response, error) {
 	if t.err != nil && t.timedOut.Load() && !t.cancelled && errors.Is(t.err, ErrAborted) {
-		return t.resp, fmt.Errorf("%w: command timed out after %v and was aborted", ErrCommandTimeout, s.cfg.CommandTimeout)
+		return t.resp, &timeoutError{after: s.cfg.CommandTimeout, reissue: reissueAfterAbort(t)}
 	}
 	return t.resp, t.err
 }
+
+// reissueAfterAbort reports whether a timed-out task, ended by task
+// management, may be issued again. "Function complete" means the target
+// ended the task: it will not execute later (a task it never received is
+// then considered received, Section 11.5.1), so even a write is safe to
+// issue again; it rewrites the same data, and the caller has no
+// acknowledgement for it yet. "Task does not exist" says nothing about a
+// write the target may still hold in a state we cannot see: only a read
+// is issued again then.
+func reissueAfterAbort(t *task) bool {
+	switch t.abortResp {
+	case pdu.TMFRespComplete:
+		return true
+	case pdu.TMFRespNoTask:
+		return t.wbuf == nil
+	}
+	return false
+}
+
+// maxTimeoutReissue bounds how often one command is issued again after it
+// timed out and was aborted: a target that never answers it fails it after
+// (1+maxTimeoutReissue) command timeouts, like Linux's sd bounds retries.
+const maxTimeoutReissue = 2
+
+// timeoutsKey carries, into a blocking retry of a non-blocking command,
+// how many timeouts it has had (asyncCmd.slow).
+const timeoutsKey ctxKey = 2
+
+// timeoutError is a command that exceeded CommandTimeout and was ended by
+// task management; reissue says whether it may be issued again.
+type timeoutError struct {
+	after   time.Duration
+	reissue bool
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("%v: command timed out after %v and was aborted", ErrCommandTimeout, e.after)
+}
+
+func (e *timeoutError) Is(target error) bool { return target == ErrCommandTimeout }
 
 // sweep escalates SCSI tasks older than CommandTimeout. One goroutine per
 // session scans the task table a few times per timeout period, instead of
@@ -681,7 +767,7 @@ func (s *Session) sweep() {
 			s.taskMu.Unlock()
 			for _, t := range late {
 				if t.timedOut.CompareAndSwap(false, true) {
-					s.log.WithField("itt", fmt.Sprintf("%#x", t.itt)).Warnf("command timed out after %v; aborting it", d)
+					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": t.conn.cid}).Warnf("command timed out after %v; aborting it", d)
 					go s.escalate(t.conn, t, "timed out")
 				}
 			}
@@ -794,11 +880,14 @@ func (s *Session) tmfDone(tmf *task, resp *pdu.TaskMgmtResponse) {
 		case pdu.TMFAbortTask:
 			hit = itt == tmf.tmfRef
 		case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet, pdu.TMFLogicalUnitReset:
-			hit = t.lun == tmf.lun
+			// The task set is the tasks received before the TMF: those
+			// with a lower CmdSN (Sections 4.2.3.3 and 11.5.1).
+			hit = t.lun == tmf.lun && serialLT(t.cmdSN, tmf.cmdSN)
 		case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
-			hit = true
+			hit = serialLT(t.cmdSN, tmf.cmdSN)
 		}
 		if hit {
+			t.abortResp = resp.Response
 			ended = append(ended, t)
 			delete(s.tasks, itt)
 		}
@@ -840,6 +929,9 @@ func (s *Session) taskMgmt(ctx context.Context, c *conn, fn uint8, lun uint64, r
 	if fn == pdu.TMFAbortTask {
 		req.RTT = ref
 	}
+	// A task-set function holds new commands from issue until here:
+	// after tmfDone has ended the tasks it covered.
+	defer s.releaseHold(t)
 	err := s.issue(ctx, c, t, true, func(sn uint32) error {
 		req.ITT, req.CmdSN, req.ExpStatSN = t.itt, sn, c.expStatSN.Load()
 		if fn != pdu.TMFAbortTask {

@@ -50,9 +50,14 @@ type task struct {
 	timedOut  atomic.Bool
 	cancelled bool
 
-	// TMF: function and referenced task.
+	// TMF: function and referenced task; holding is set (under
+	// Session.winMu) while a task-set function holds new commands.
 	tmfFunc uint8
 	tmfRef  uint32
+	holding bool
+	// abortResp is the response of the TMF that ended this SCSI task
+	// (set before finish(ErrAborted)).
+	abortResp uint8
 
 	// Completion. Only the read loop (or its exit) calls finish. done is
 	// made by the first doneCh: a command on the non-blocking path, which

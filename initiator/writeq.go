@@ -94,7 +94,14 @@ func (c *conn) writeQueued() {
 	c.wmu.Lock()
 	b := c.q
 	c.q, c.spare = c.spare, b // the spare is empty: the last write reset it
+	echo := c.echoQueued
+	c.echoQueued = false
 	c.wmu.Unlock()
+	if echo {
+		// The ping echo in b is out (or the connection failed): the
+		// next target ping may be answered.
+		defer c.echoBusy.Store(false)
+	}
 	if b.Empty() {
 		return
 	}
