@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
 )
 
@@ -71,6 +72,9 @@ func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 // same medium (VPD 0x80 serial, VPD 0x83 WWID, capacity and block size),
 // else continuing would put data on the wrong disk.
 func (l *LUN) verifyIdentity(ctx context.Context) error {
+	if err := l.drainOldTasks(ctx); err != nil { // see barrier.go
+		return err
+	}
 	n := &LUN{s: l.s, number: l.number, field: l.field}
 	if err := n.identify(ctx); err != nil {
 		var ce *ConnError
@@ -273,10 +277,15 @@ func (l *LUN) execN(ctx context.Context, cdb []byte, buf []byte) (int, error) {
 // FULL (with backoff) and NOT READY "becoming ready", and maps the rest to
 // errors that wrap both the SCSI sense and the blockdev sentinel.
 func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response, error) {
+	return l.doAttr(ctx, pdu.AttrSimple, cdb, read, write)
+}
+
+// doAttr is do with a task attribute.
+func (l *LUN) doAttr(ctx context.Context, attr pdu.TaskAttr, cdb []byte, read, write []byte) (Response, error) {
 	backoff := time.Millisecond
 	var notReadySince time.Time
 	for attempt := 0; ; attempt++ {
-		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write})
+		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write, Attr: attr})
 		if err != nil {
 			return resp, err
 		}
