@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
 )
 
@@ -92,6 +93,13 @@ func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 // same medium (VPD 0x80 serial, VPD 0x83 WWID, capacity and block size),
 // else continuing would put data on the wrong disk.
 func (l *LUN) verifyIdentity(ctx context.Context) error {
+	// Drain the old session's tasks first (see barrier.go). The barrier
+	// goes out on a probe handle: the identity gate of l may be waiting for
+	// this very reconnect, and must not hold the barrier back.
+	probe := &LUN{s: l.s, number: l.number, field: l.field, probe: true}
+	if err := probe.drainOldTasks(ctx); err != nil {
+		return err
+	}
 	return l.checkIdentity(ctx, "after reconnect")
 }
 
@@ -410,6 +418,11 @@ func (l *LUN) execN(ctx context.Context, cdb []byte, buf []byte) (int, error) {
 // that may mean another disk (scsi.IsIdentityChange) is retried only after
 // gate has identified the LU again.
 func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response, error) {
+	return l.doAttr(ctx, pdu.AttrSimple, cdb, read, write)
+}
+
+// doAttr is do with a task attribute.
+func (l *LUN) doAttr(ctx context.Context, attr pdu.TaskAttr, cdb []byte, read, write []byte) (Response, error) {
 	backoff := time.Millisecond
 	var notReadySince, busySince time.Time
 	busyTries := 0
@@ -419,7 +432,7 @@ func (l *LUN) do(ctx context.Context, cdb []byte, read, write []byte) (Response,
 				return Response{}, err
 			}
 		}
-		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write})
+		resp, err := l.s.Do(ctx, &Command{LUN: l.field, CDB: cdb, Read: read, Write: write, Attr: attr})
 		if err != nil {
 			return resp, err
 		}

@@ -15,13 +15,15 @@ import (
 // the read loop's exit (so no caller buffer is written afterwards). Session.Do
 // sees that error, waits for recovery and re-issues the command from scratch
 // with a new ITT and CmdSN. Recovery logs in with the SAME InitiatorName and
-// ISID and TSIH 0, which makes the target reinstate the session: it
-// terminates every task of the old session before answering the login
-// (Section 6.3.5). So a write is re-issued only after the old session is
-// provably gone, and no ghost write of the old session can land after a
-// newer one. The target then reports UNIT ATTENTION 29/xx or 47/7F, which
-// the LUN handle absorbs, and the LUN's identity is re-verified by the
-// reconnect hooks before any caller's I/O resumes.
+// ISID and TSIH 0, which makes the target reinstate the session and
+// terminate every task of the old session (Section 6.3.5). Not every target
+// waits for its backend before answering that login (tgtd does not), so
+// each LUN handle's reconnect hook first drains the LU's task set with an
+// ORDERED command (barrier.go): a write is re-issued only after the old
+// session's commands are done, and no ghost write of the old session can
+// land after a newer one. The target then reports UNIT ATTENTION 29/xx or
+// 47/7F, which the LUN handle absorbs, and the LUN's identity is
+// re-verified by the reconnect hooks before any caller's I/O resumes.
 
 // ErrLUNChanged is wrapped by the error of a session whose LUN turned out
 // to be a different disk after a reconnect.

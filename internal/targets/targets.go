@@ -96,7 +96,11 @@ type LUN struct {
 	ReadOnly  bool   // tgtd: readonly=1; istgt: ReadOnly Yes (per target)
 	Thin      bool   // tgtd only: thin_provisioning=1 (LBPME=1, UNMAP; tgtd answers GET LBA STATUS on any file LUN)
 	BSType    string // tgtd backing store: "" = rdwr (file); "null" = null LUN (tgtd fixes its size at 1 TiB)
-	Path      string // filled in: backing file path ("" for a null LUN)
+	// BackingFile is an existing file of Size bytes to serve instead of a
+	// fresh sparse file in the work dir (e.g. a deliberately slow FUSE
+	// file). It is neither created nor removed.
+	BackingFile string
+	Path        string // filled in: backing file path ("" for a null LUN)
 }
 
 // Target is one iSCSI target (an IQN) with its LUNs.
@@ -244,6 +248,10 @@ func Launch(kind string, opts Options, targets ...Target) (*Server, error) {
 		for j := range s.Targets[i].LUNs {
 			l := &s.Targets[i].LUNs[j]
 			if l.BSType == "null" {
+				continue
+			}
+			if l.BackingFile != "" {
+				l.Path = l.BackingFile
 				continue
 			}
 			l.Path = filepath.Join(dir, fmt.Sprintf("t%d-lun%d.img", i, j))
