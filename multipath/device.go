@@ -13,6 +13,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/initiator/scsi"
 )
 
 // Policies (path selectors).
@@ -401,7 +402,12 @@ func (d *Device) do(ctx context.Context, kind opKind, n int64, op func(context.C
 			}
 			return err
 		case classRetry:
-			if retries++; retries > maxRetries {
+			if retries++; retries > maxRetries || (errors.Is(err, blockdev.ErrBusy) && retries > maxBusyRetries) {
+				if isTryAgain(err) && !errors.Is(err, blockdev.ErrBusy) {
+					// Past our budget: say "busy", which a mirror does
+					// not count against the leg.
+					err = fmt.Errorf("%w: %w", blockdev.ErrBusy, err)
+				}
 				return err
 			}
 			d.log.WithError(err).Debugf("path %d: retrying", p.idx)
@@ -429,15 +435,21 @@ func (d *Device) do(ctx context.Context, kind opKind, n int64, op func(context.C
 }
 
 // maxRetries bounds re-issues that do not fail a path (ALUA state changes,
-// tasks ended by our own LOGICAL UNIT RESET).
+// tasks ended by our own LOGICAL UNIT RESET, TASK ABORTED). With the
+// backoff in do they span about 10 s.
 const maxRetries = 30
+
+// maxBusyRetries bounds re-issues of blockdev.ErrBusy: the LUN handle has
+// already retried that command for its whole budget, so a few more tries
+// (on whatever path the selector picks) are enough.
+const maxBusyRetries = 3
 
 type errClass int
 
 const (
 	classPath   errClass = iota // fail the path, re-issue elsewhere
 	classCaller                 // return to the caller unchanged
-	classRetry                  // re-issue, path stays (ALUA state, our own LU reset)
+	classRetry                  // re-issue, path stays (ALUA state, a LU reset, TASK ABORTED, busy)
 )
 
 // classify sorts an I/O error the way dm-multipath does.
@@ -445,15 +457,18 @@ func (d *Device) classify(ctx context.Context, err error) errClass {
 	if ctx.Err() != nil {
 		return classCaller
 	}
-	if isALUAPathState(err) || errors.Is(err, initiator.ErrAborted) {
-		return classRetry
-	}
 	return classifyErr(err)
 }
 
 func classifyErr(err error) errClass {
 	var ce *initiator.ConnError
 	switch {
+	case isALUAPathState(err), errors.Is(err, initiator.ErrAborted), isTryAgain(err):
+		// TASK ABORTED: with TAS=1 a LUN reset or PREEMPT AND ABORT from
+		// another I_T nexus ends our commands this way; Linux requeues
+		// them (ADD_TO_MLQUEUE), and so do we: neither the path nor the
+		// command is at fault.
+		return classRetry
 	case errors.As(err, &ce), errors.Is(err, blockdev.ErrUnavailable), errors.Is(err, initiator.ErrSessionClosed),
 		errors.Is(err, initiator.ErrProtocol), errors.Is(err, context.DeadlineExceeded):
 		return classPath
@@ -464,6 +479,24 @@ func classifyErr(err error) errClass {
 		return classCaller
 	}
 	return classPath // unknown: like dm-multipath, assume the path
+}
+
+// isTryAgain: the command was not done but may be sent again — status
+// TASK ABORTED, BUSY or TASK SET FULL, or blockdev.ErrBusy (a LUN handle
+// that kept getting those past its own retry budget).
+func isTryAgain(err error) bool {
+	if errors.Is(err, blockdev.ErrBusy) {
+		return true
+	}
+	var se *scsi.SenseError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Status {
+	case scsi.StatusTaskAborted, scsi.StatusBusy, scsi.StatusTaskSetFull:
+		return true
+	}
+	return false
 }
 
 // succeeded records an I/O success on p (and the end of a failover).

@@ -162,6 +162,8 @@ type fakeConn struct {
 	done     chan struct{}
 	killOnce sync.Once
 	turFail  atomic.Bool
+	errN     atomic.Int32 // this many I/Os fail with ioErr first
+	ioErr    error
 }
 
 func (c *fakeConn) kill() { c.killOnce.Do(func() { close(c.done) }) }
@@ -177,6 +179,10 @@ func (c *fakeConn) io(ctx context.Context) error {
 		return initiator.ErrSessionClosed
 	default:
 	}
+	if c.errN.Add(-1) >= 0 {
+		return c.ioErr
+	}
+	c.errN.Store(0)
 	switch c.mode.Load() {
 	case modeFail:
 		return c.connErr()
