@@ -76,6 +76,12 @@ type Config struct {
 	// It must not block.
 	OnUnitAttention func(lun uint64, sense error)
 
+	// NoRedirect makes a login redirect (status 0x0101/0x0102) an error
+	// instead of following it. Fencing logins set it: a redirected login
+	// may land in another target portal group, which is a new session,
+	// not a reinstatement of the one being fenced.
+	NoRedirect bool
+
 	// Dial opens the TCP connection (default net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

@@ -62,7 +62,7 @@ type Session struct {
 }
 
 // Dial connects to cfg.Portal and logs in. It follows login redirects
-// (status 0x0101/0x0102) up to three times.
+// (status 0x0101/0x0102) up to three times, unless cfg.NoRedirect.
 func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.InitiatorName == "" {
 		return nil, errors.New("iscsi: InitiatorName is required")
@@ -96,7 +96,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	for redirects := 0; ; redirects++ {
 		err := s.connect(ctx, portal)
 		var le *LoginError
-		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < 3 {
+		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < 3 && !c.NoRedirect {
 			s.log.Infof("login redirected to %s", le.TargetAddress)
 			portal = portalAddr(stripTPGT(le.TargetAddress))
 			continue
