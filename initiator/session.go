@@ -184,6 +184,7 @@ func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16
 	if err != nil {
 		return nil, nil, &ConnError{Portal: portal, Err: err}
 	}
+	tuneSocket(nc, tcpUserTimeout(&s.cfg)) // SO_LINGER 0, TCP_USER_TIMEOUT (abort.go)
 	s.log.Debugf("connected to %s, logging in (ISID %x, TSIH %d, CID %d)", portal, s.isid, tsih, cid)
 	l, err := s.login(ctx, nc, cid, tsih, cmdSN)
 	if err != nil {
@@ -1057,6 +1058,9 @@ func (s *Session) CloseContext(ctx context.Context) error {
 		// is gone either way.
 		s.log.Debug("target closed the connection instead of answering the Logout")
 		err = nil
+	}
+	if err == nil {
+		s.gracefulClose()
 	}
 	for _, x := range s.allConns() {
 		x.fail(ErrSessionClosed)

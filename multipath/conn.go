@@ -30,6 +30,10 @@ type pathConn interface {
 	ALUA(ctx context.Context) (st scsi.AccessState, pref, ok bool, err error)
 	// ResetLU sends LOGICAL UNIT RESET through this nexus.
 	ResetLU(ctx context.Context) error
+	// Abort closes the nexus abortively: no Logout, sockets reset so
+	// nothing still queued in our kernel reaches the target later, every
+	// outstanding command failed. It returns once that is done.
+	Abort()
 	// Done is closed when the nexus' connection failed.
 	Done() <-chan struct{}
 	// Nexus describes the session: target name, target portal group tag, TSIH.
@@ -174,6 +178,11 @@ func (c *iscsiConn) ResetLU(ctx context.Context) error {
 }
 
 func (c *iscsiConn) Done() <-chan struct{} { return c.s.Done() }
+
+func (c *iscsiConn) Abort() {
+	c.s.Abort()
+	c.LUN.Close() // the session is closed already: no Logout
+}
 
 func (c *iscsiConn) Nexus() (string, int, uint16) {
 	return c.s.Config().TargetName, c.s.Params().TargetPortalGroupTag, c.s.TSIH()

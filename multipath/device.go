@@ -24,6 +24,9 @@ const (
 	PolicyServiceTime = "service-time"
 )
 
+// DefaultFenceTimeout is Options.FenceTimeout's default.
+const DefaultFenceTimeout = 5 * time.Second
+
 // FailAtOnce as Options.NoPathTimeout fails I/O at once when no path is
 // usable (0 means the default, 30 s).
 const FailAtOnce = time.Nanosecond
@@ -43,7 +46,9 @@ type Options struct {
 	CheckInterval time.Duration
 	// FenceTimeout is how long a failed write waits for session
 	// reinstatement before a LOGICAL UNIT RESET fences the old nexus
-	// (default 1 s).
+	// (default 5 s: long enough for a link flap or a portal restart to
+	// end in a reinstatement, which disturbs no other initiator's tasks;
+	// well inside the 30 s SCSI command timeout of the layers above).
 	FenceTimeout time.Duration
 	// IOTimeout bounds one I/O on one path (0: none; the keepalive
 	// detects dead links). Expiry counts as a transport error.
@@ -77,7 +82,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.CheckInterval = 5 * time.Second
 	}
 	if o.FenceTimeout <= 0 {
-		o.FenceTimeout = time.Second
+		o.FenceTimeout = DefaultFenceTimeout
 	}
 	if o.MaxPathErrors <= 0 {
 		o.MaxPathErrors = 3
@@ -544,10 +549,12 @@ func (d *Device) failNexus(p *Path, n *nexus, cause error, byIO bool) {
 			return
 		}
 		d.log.WithError(cause).Warnf("path %d (%s, ISID %s) failed", p.idx, p.ep.Portal(), p.isidString())
-		go func() {
-			// Close (logout) can take seconds on a black hole; nothing waits for it.
-			n.conn.Close()
-		}()
+		// Abortively, and before anything can prove n dead and release
+		// the writes held for it (review #6): a Logout would queue
+		// behind the PDUs that must never arrive, and an ordinary close
+		// leaves them to the orphaned socket to deliver when the
+		// partition heals. Concurrent failNexus calls wait in failOnce.
+		n.conn.Abort()
 		d.startReinstate(p, n, true)
 	})
 }

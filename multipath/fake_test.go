@@ -163,6 +163,7 @@ type fakeConn struct {
 	done     chan struct{}
 	killOnce sync.Once
 	turFail  atomic.Bool
+	aborted  atomic.Bool
 	errN     atomic.Int32 // this many I/Os fail with ioErr first
 	ioErr    error
 }
@@ -238,6 +239,7 @@ func (c *fakeConn) Extents(ctx context.Context, off, n int64) ([]blockdev.Extent
 	return []blockdev.Extent{{Offset: off, Length: n}}, c.io(ctx)
 }
 func (c *fakeConn) Close() error                { c.kill(); return nil }
+func (c *fakeConn) Abort()                      { c.aborted.Store(true); c.kill() }
 func (c *fakeConn) Identity() blockdev.Identity { return c.lu.id }
 func (c *fakeConn) ReadOnly() bool              { return false }
 func (c *fakeConn) TestUnitReady(ctx context.Context) error {
