@@ -76,6 +76,19 @@ type Config struct {
 	// It must not block.
 	OnUnitAttention func(lun uint64, sense error)
 
+	// TCPUserTimeout is the sockets' TCP_USER_TIMEOUT: how long sent data
+	// may stay unacknowledged before the kernel fails the connection
+	// (default min(30 s, ReplacementTimeout); negative leaves the kernel's
+	// default of about 15 minutes). Every iSCSI socket also has SO_LINGER
+	// 0, so closing a connection never leaves PDUs to be delivered later.
+	TCPUserTimeout time.Duration
+
+	// NoRedirect makes a login redirect (status 0x0101/0x0102) an error
+	// instead of following it. Fencing logins set it: a redirected login
+	// may land in another target portal group, which is a new session,
+	// not a reinstatement of the one being fenced.
+	NoRedirect bool
+
 	// Dial opens the TCP connection (default net.Dialer).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

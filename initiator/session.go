@@ -71,7 +71,7 @@ type Session struct {
 }
 
 // Dial connects to cfg.Portal and logs in. It follows login redirects
-// (status 0x0101/0x0102) up to three times.
+// (status 0x0101/0x0102) up to three times, unless cfg.NoRedirect.
 func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.InitiatorName == "" {
 		return nil, errors.New("iscsi: InitiatorName is required")
@@ -116,12 +116,12 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 const maxRedirects = 3
 
 // connectRedirected is connect at portal, following login redirects
-// (status 0x0101/0x0102) up to maxRedirects times.
+// (status 0x0101/0x0102) up to maxRedirects times, unless cfg.NoRedirect.
 func (s *Session) connectRedirected(ctx context.Context, portal string) error {
 	for redirects := 0; ; redirects++ {
 		err := s.connect(ctx, portal)
 		var le *LoginError
-		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < maxRedirects {
+		if errors.As(err, &le) && le.Class == 1 && le.TargetAddress != "" && redirects < maxRedirects && !s.cfg.NoRedirect {
 			s.log.Infof("login redirected to %s", le.TargetAddress)
 			portal = portalAddr(stripTPGT(le.TargetAddress))
 			continue
@@ -203,6 +203,7 @@ func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16
 	if err != nil {
 		return nil, nil, &ConnError{Portal: portal, Err: err}
 	}
+	tuneSocket(nc, tcpUserTimeout(&s.cfg)) // SO_LINGER 0, TCP_USER_TIMEOUT (abort.go)
 	s.log.Debugf("connected to %s, logging in (ISID %x, TSIH %d, CID %d)", portal, s.isid, tsih, cid)
 	l, err := s.login(ctx, nc, cid, tsih, cmdSN)
 	if err != nil {
@@ -1149,6 +1150,9 @@ func (s *Session) CloseContext(ctx context.Context) error {
 		// is gone either way.
 		s.log.Debug("target closed the connection instead of answering the Logout")
 		err = nil
+	}
+	if err == nil {
+		s.gracefulClose()
 	}
 	for _, x := range s.allConns() {
 		x.fail(ErrSessionClosed)

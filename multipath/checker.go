@@ -53,9 +53,18 @@ func (d *Device) reinstate(p *Path, old *nexus, afterFailure bool) {
 		needRead := p.consecFail >= d.opts.MaxPathErrors
 		d.mu.Unlock()
 		ctx, cancel := context.WithTimeout(d.ctx, loginTimeout)
-		c, loggedIn, err := p.ep.connect(ctx)
-		if loggedIn && old != nil {
-			d.proved(p, old, "session reinstated on its own portal (same ISID, TSIH 0)", false)
+		c, login, err := p.ep.connect(ctx)
+		if login != (sessionID{}) && old != nil {
+			// Only a login into the failed session's target and portal
+			// group reinstates it; one redirected (or reconfigured) into
+			// another group is a new session beside the old one.
+			t, g, _ := old.conn.Nexus()
+			if was := (sessionID{t, g}); login == was {
+				d.proved(p, old, "session reinstated on its own portal (same ISID, TSIH 0)", false)
+			} else {
+				d.log.Warnf("path %d (%s): login with ISID %s landed in %v, not the failed session's %v: it does not prove the old session dead",
+					p.idx, p.ep.Portal(), p.isidString(), login, was)
+			}
 		}
 		if err == nil {
 			if id := c.Identity(); id != d.ident {

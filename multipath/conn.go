@@ -30,6 +30,10 @@ type pathConn interface {
 	ALUA(ctx context.Context) (st scsi.AccessState, pref, ok bool, err error)
 	// ResetLU sends LOGICAL UNIT RESET through this nexus.
 	ResetLU(ctx context.Context) error
+	// Abort closes the nexus abortively: no Logout, sockets reset so
+	// nothing still queued in our kernel reaches the target later, every
+	// outstanding command failed. It returns once that is done.
+	Abort()
 	// Done is closed when the nexus' connection failed.
 	Done() <-chan struct{}
 	// Nexus describes the session: target name, target portal group tag, TSIH.
@@ -41,15 +45,26 @@ type endpoint interface {
 	Portal() string
 	ISID() [6]byte
 	// connect logs in with the path's ISID and TSIH 0 — reinstating any
-	// older session with that ISID — and opens the LU. loggedIn reports
-	// that the login itself succeeded (so the old nexus is gone), even
-	// when opening the LU failed afterwards.
-	connect(ctx context.Context) (c pathConn, loggedIn bool, err error)
+	// older session with that ISID in the same target portal group — and
+	// opens the LU. login describes the session the login created (zero
+	// when the login failed), also when opening the LU failed afterwards:
+	// it proves an older nexus dead only if target and portal group match.
+	connect(ctx context.Context) (c pathConn, login sessionID, err error)
 	// fenceLogin logs in through this endpoint's portal with another
 	// path's ISID and logs out again; it returns the target portal group
 	// tag of the login, which must match for it to be a reinstatement.
 	fenceLogin(ctx context.Context, isid [6]byte) (target string, tpgt int, err error)
 }
+
+// sessionID is what, with the initiator name and the ISID, names an iSCSI
+// session (RFC 7143, Section 4.4.1): a login with our ISID reinstates the
+// old session only when both match.
+type sessionID struct {
+	target string
+	tpgt   int
+}
+
+func (s sessionID) String() string { return fmt.Sprintf("%s, portal group %d", s.target, s.tpgt) }
 
 type iscsiEndpoint struct {
 	cfg initiator.Config
@@ -59,25 +74,29 @@ type iscsiEndpoint struct {
 func (e *iscsiEndpoint) Portal() string { return e.cfg.Portal }
 func (e *iscsiEndpoint) ISID() [6]byte  { return e.cfg.ISID }
 
-func (e *iscsiEndpoint) connect(ctx context.Context) (pathConn, bool, error) {
+func (e *iscsiEndpoint) connect(ctx context.Context) (pathConn, sessionID, error) {
 	s, err := initiator.Dial(ctx, e.cfg)
 	if err != nil {
-		return nil, false, err
+		return nil, sessionID{}, err
 	}
+	login := sessionID{s.Config().TargetName, s.Params().TargetPortalGroupTag}
 	l, err := initiator.OpenLUN(ctx, s, e.lun)
 	if err != nil {
 		go s.Close()
-		return nil, true, err
+		return nil, login, err
 	}
 	l.SetOwnsSession(true)
 	f := scsi.EncodeLUN(e.lun)
-	return &iscsiConn{LUN: l, s: s, field: binary.BigEndian.Uint64(f[:])}, true, nil
+	return &iscsiConn{LUN: l, s: s, field: binary.BigEndian.Uint64(f[:])}, login, nil
 }
 
 func (e *iscsiEndpoint) fenceLogin(ctx context.Context, isid [6]byte) (string, int, error) {
 	cfg := e.cfg
 	cfg.ISID = isid
 	cfg.NopInterval = -1
+	// A redirected login lands in whatever portal group the target
+	// names: it would be a new session, not a reinstatement.
+	cfg.NoRedirect = true
 	s, err := initiator.Dial(ctx, cfg)
 	if err != nil {
 		return "", 0, err
@@ -159,6 +178,11 @@ func (c *iscsiConn) ResetLU(ctx context.Context) error {
 }
 
 func (c *iscsiConn) Done() <-chan struct{} { return c.s.Done() }
+
+func (c *iscsiConn) Abort() {
+	c.s.Abort()
+	c.LUN.Close() // the session is closed already: no Logout
+}
 
 func (c *iscsiConn) Nexus() (string, int, uint16) {
 	return c.s.Config().TargetName, c.s.Params().TargetPortalGroupTag, c.s.TSIH()

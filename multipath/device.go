@@ -13,6 +13,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/initiator/scsi"
 )
 
 // Policies (path selectors).
@@ -22,6 +23,9 @@ const (
 	PolicyQueueLength = "queue-length"
 	PolicyServiceTime = "service-time"
 )
+
+// DefaultFenceTimeout is Options.FenceTimeout's default.
+const DefaultFenceTimeout = 5 * time.Second
 
 // FailAtOnce as Options.NoPathTimeout fails I/O at once when no path is
 // usable (0 means the default, 30 s).
@@ -42,7 +46,9 @@ type Options struct {
 	CheckInterval time.Duration
 	// FenceTimeout is how long a failed write waits for session
 	// reinstatement before a LOGICAL UNIT RESET fences the old nexus
-	// (default 1 s).
+	// (default 5 s: long enough for a link flap or a portal restart to
+	// end in a reinstatement, which disturbs no other initiator's tasks;
+	// well inside the 30 s SCSI command timeout of the layers above).
 	FenceTimeout time.Duration
 	// IOTimeout bounds one I/O on one path (0: none; the keepalive
 	// detects dead links). Expiry counts as a transport error.
@@ -76,7 +82,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.CheckInterval = 5 * time.Second
 	}
 	if o.FenceTimeout <= 0 {
-		o.FenceTimeout = time.Second
+		o.FenceTimeout = DefaultFenceTimeout
 	}
 	if o.MaxPathErrors <= 0 {
 		o.MaxPathErrors = 3
@@ -401,7 +407,12 @@ func (d *Device) do(ctx context.Context, kind opKind, n int64, op func(context.C
 			}
 			return err
 		case classRetry:
-			if retries++; retries > maxRetries {
+			if retries++; retries > maxRetries || (errors.Is(err, blockdev.ErrBusy) && retries > maxBusyRetries) {
+				if isTryAgain(err) && !errors.Is(err, blockdev.ErrBusy) {
+					// Past our budget: say "busy", which a mirror does
+					// not count against the leg.
+					err = fmt.Errorf("%w: %w", blockdev.ErrBusy, err)
+				}
 				return err
 			}
 			d.log.WithError(err).Debugf("path %d: retrying", p.idx)
@@ -429,15 +440,21 @@ func (d *Device) do(ctx context.Context, kind opKind, n int64, op func(context.C
 }
 
 // maxRetries bounds re-issues that do not fail a path (ALUA state changes,
-// tasks ended by our own LOGICAL UNIT RESET).
+// tasks ended by our own LOGICAL UNIT RESET, TASK ABORTED). With the
+// backoff in do they span about 10 s.
 const maxRetries = 30
+
+// maxBusyRetries bounds re-issues of blockdev.ErrBusy: the LUN handle has
+// already retried that command for its whole budget, so a few more tries
+// (on whatever path the selector picks) are enough.
+const maxBusyRetries = 3
 
 type errClass int
 
 const (
 	classPath   errClass = iota // fail the path, re-issue elsewhere
 	classCaller                 // return to the caller unchanged
-	classRetry                  // re-issue, path stays (ALUA state, our own LU reset)
+	classRetry                  // re-issue, path stays (ALUA state, a LU reset, TASK ABORTED, busy)
 )
 
 // classify sorts an I/O error the way dm-multipath does.
@@ -445,15 +462,18 @@ func (d *Device) classify(ctx context.Context, err error) errClass {
 	if ctx.Err() != nil {
 		return classCaller
 	}
-	if isALUAPathState(err) || errors.Is(err, initiator.ErrAborted) {
-		return classRetry
-	}
 	return classifyErr(err)
 }
 
 func classifyErr(err error) errClass {
 	var ce *initiator.ConnError
 	switch {
+	case isALUAPathState(err), errors.Is(err, initiator.ErrAborted), isTryAgain(err):
+		// TASK ABORTED: with TAS=1 a LUN reset or PREEMPT AND ABORT from
+		// another I_T nexus ends our commands this way; Linux requeues
+		// them (ADD_TO_MLQUEUE), and so do we: neither the path nor the
+		// command is at fault.
+		return classRetry
 	case errors.As(err, &ce), errors.Is(err, blockdev.ErrUnavailable), errors.Is(err, initiator.ErrSessionClosed),
 		errors.Is(err, initiator.ErrProtocol), errors.Is(err, context.DeadlineExceeded):
 		return classPath
@@ -464,6 +484,24 @@ func classifyErr(err error) errClass {
 		return classCaller
 	}
 	return classPath // unknown: like dm-multipath, assume the path
+}
+
+// isTryAgain: the command was not done but may be sent again — status
+// TASK ABORTED, BUSY or TASK SET FULL, or blockdev.ErrBusy (a LUN handle
+// that kept getting those past its own retry budget).
+func isTryAgain(err error) bool {
+	if errors.Is(err, blockdev.ErrBusy) {
+		return true
+	}
+	var se *scsi.SenseError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Status {
+	case scsi.StatusTaskAborted, scsi.StatusBusy, scsi.StatusTaskSetFull:
+		return true
+	}
+	return false
 }
 
 // succeeded records an I/O success on p (and the end of a failover).
@@ -511,10 +549,12 @@ func (d *Device) failNexus(p *Path, n *nexus, cause error, byIO bool) {
 			return
 		}
 		d.log.WithError(cause).Warnf("path %d (%s, ISID %s) failed", p.idx, p.ep.Portal(), p.isidString())
-		go func() {
-			// Close (logout) can take seconds on a black hole; nothing waits for it.
-			n.conn.Close()
-		}()
+		// Abortively, and before anything can prove n dead and release
+		// the writes held for it (review #6): a Logout would queue
+		// behind the PDUs that must never arrive, and an ordinary close
+		// leaves them to the orphaned socket to deliver when the
+		// partition heals. Concurrent failNexus calls wait in failOnce.
+		n.conn.Abort()
 		d.startReinstate(p, n, true)
 	})
 }

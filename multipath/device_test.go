@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -115,6 +116,44 @@ func TestClassification(t *testing.T) {
 		if c := classifyErr(e); c != classCaller {
 			t.Errorf("%v: class %v", e, c)
 		}
+	}
+}
+
+// TestTaskAbortedRetried: TASK ABORTED (a LUN reset or PREEMPT AND ABORT
+// from another nexus, TAS=1) and a LUN's "busy past its retry budget" are
+// re-issued, bounded, without failing the path (review #8).
+func TestTaskAbortedRetried(t *testing.T) {
+	ctx := context.Background()
+	lu := newFakeLU(1<<20, "naa.1")
+	fe, eps := fakePaths(lu, 2)
+	d := openFake(t, eps, Options{})
+	c := fe[0].conn()
+	buf := bytes.Repeat([]byte{7}, 512)
+	for _, e := range []error{&scsi.SenseError{Status: scsi.StatusTaskAborted}, fmt.Errorf("lun 0: %w", blockdev.ErrBusy)} {
+		c.ioErr = e
+		c.errN.Store(2)
+		if err := d.WriteAt(ctx, buf, 0, false); err != nil {
+			t.Fatalf("write answered %v twice: %v", e, err)
+		}
+		if c.errN.Load() != 0 {
+			t.Fatalf("%v: not re-issued", e)
+		}
+	}
+	if st := d.Status(); st.Paths[0].State != StateActive || st.Failovers != 0 {
+		t.Fatalf("TASK ABORTED failed the path: %+v", st.Paths[0])
+	}
+	// Bounded: a LUN that is busy for ever gives ErrBusy, which a mirror
+	// does not count against its leg.
+	for i := range fe {
+		fe[i].conn().ioErr = &scsi.SenseError{Status: scsi.StatusTaskAborted}
+		fe[i].conn().errN.Store(1 << 20)
+	}
+	err := d.WriteAt(ctx, buf, 0, false)
+	if !errors.Is(err, blockdev.ErrBusy) {
+		t.Fatalf("endless TASK ABORTED: got %v, want ErrBusy", err)
+	}
+	for i := range fe {
+		fe[i].conn().errN.Store(0)
 	}
 }
 

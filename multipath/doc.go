@@ -31,7 +31,9 @@
 // the caller unchanged: another path would answer the same. NOT READY with
 // an ALUA state (04/0A transitioning, 04/0B standby, 04/0C unavailable)
 // re-reads the path's access state and retries elsewhere; a task ended by
-// a LOGICAL UNIT RESET we sent ourselves (initiator.ErrAborted) is retried.
+// a LOGICAL UNIT RESET we sent ourselves (initiator.ErrAborted) is retried,
+// and so are TASK ABORTED, BUSY and TASK SET FULL (a LUN reset or PREEMPT
+// AND ABORT from another nexus; bounded, then blockdev.ErrBusy).
 //
 // # No ghost writes
 //
@@ -39,18 +41,24 @@
 // transport error may still sit in the target's queue, or in the network
 // on its way to the target. Re-issuing it on path B at once could let the
 // old copy land after the new one — or after a later write to the same
-// blocks — and silently undo it. So a failed write is held until A's
-// I_T nexus is provably dead, by the first of:
+// blocks — and silently undo it. So A's session is first closed
+// abortively (initiator.Session.Abort: no Logout, SO_LINGER 0, so the
+// kernel drops what it still had queued for A and sends RST), and a failed
+// write is held until A's I_T nexus is provably dead, by the first of:
 //
-//  1. session reinstatement: a login with A's ISID and TSIH 0 succeeds,
-//     through A's own portal or through the portal of a live path in the
-//     same target portal group (RFC 7143, Section 6.3.5: the target
-//     terminates the old session's tasks and closes its connections before
-//     it answers; PDUs still in the network then meet a closed socket);
-//  2. after FenceTimeout (1 s) without that: a LOGICAL UNIT RESET sent
+//  1. session reinstatement: a login with A's ISID and TSIH 0 succeeds
+//     into the same target and target portal group as A's session,
+//     through A's own portal or through the portal of a live path in
+//     that group (RFC 7143, Section 6.3.5: the target terminates the old
+//     session's tasks and closes its connections before it answers; PDUs
+//     still in the network then meet a closed socket). A login redirected
+//     or moved into another portal group makes a new session and proves
+//     nothing; fencing logins do not follow redirects;
+//  2. after FenceTimeout (5 s) without that: a LOGICAL UNIT RESET sent
 //     through a live path completes (it ends every task of the LU, from
-//     every nexus). This does not cover PDUs still in flight in the
-//     network, which is why reinstatement is tried first and keeps going.
+//     every nexus). With the abortive close, what it cannot cover is only
+//     packets already in the network, which drain in milliseconds;
+//     reinstatement is still tried first and keeps going.
 //
 // Reads, FLUSH and GET LBA STATUS are re-issued at once. Tasks of other
 // paths ended by that reset come back as initiator.ErrAborted and are

@@ -122,15 +122,15 @@ func (e *fakeEP) conn() *fakeConn {
 	return e.conns[len(e.conns)-1]
 }
 
-func (e *fakeEP) connect(ctx context.Context) (pathConn, bool, error) {
+func (e *fakeEP) connect(ctx context.Context) (pathConn, sessionID, error) {
 	e.mu.Lock()
-	down, lu, mode := e.down, e.lu, e.mode
+	down, lu, mode, tpgt := e.down, e.lu, e.mode, e.tpgt
 	e.mu.Unlock()
 	if down {
-		return nil, false, &initiator.ConnError{Portal: e.portal, Err: fmt.Errorf("connection refused")}
+		return nil, sessionID{}, &initiator.ConnError{Portal: e.portal, Err: fmt.Errorf("connection refused")}
 	}
 	e.logins.Add(1)
-	c := &fakeConn{ep: e, lu: lu, done: make(chan struct{})}
+	c := &fakeConn{ep: e, lu: lu, tpgt: tpgt, done: make(chan struct{})}
 	c.mode.Store(int32(mode))
 	lu.mu.Lock()
 	lu.killLocked(e.isid, "own portal")
@@ -139,7 +139,7 @@ func (e *fakeEP) connect(ctx context.Context) (pathConn, bool, error) {
 	e.mu.Lock()
 	e.conns = append(e.conns, c)
 	e.mu.Unlock()
-	return c, true, nil
+	return c, sessionID{"iqn.fake", tpgt}, nil
 }
 
 func (e *fakeEP) fenceLogin(ctx context.Context, isid [6]byte) (string, int, error) {
@@ -158,10 +158,14 @@ func (e *fakeEP) fenceLogin(ctx context.Context, isid [6]byte) (string, int, err
 type fakeConn struct {
 	ep       *fakeEP
 	lu       *fakeLU
+	tpgt     int
 	mode     atomic.Int32
 	done     chan struct{}
 	killOnce sync.Once
 	turFail  atomic.Bool
+	aborted  atomic.Bool
+	errN     atomic.Int32 // this many I/Os fail with ioErr first
+	ioErr    error
 }
 
 func (c *fakeConn) kill() { c.killOnce.Do(func() { close(c.done) }) }
@@ -177,6 +181,10 @@ func (c *fakeConn) io(ctx context.Context) error {
 		return initiator.ErrSessionClosed
 	default:
 	}
+	if c.errN.Add(-1) >= 0 {
+		return c.ioErr
+	}
+	c.errN.Store(0)
 	switch c.mode.Load() {
 	case modeFail:
 		return c.connErr()
@@ -231,6 +239,7 @@ func (c *fakeConn) Extents(ctx context.Context, off, n int64) ([]blockdev.Extent
 	return []blockdev.Extent{{Offset: off, Length: n}}, c.io(ctx)
 }
 func (c *fakeConn) Close() error                { c.kill(); return nil }
+func (c *fakeConn) Abort()                      { c.aborted.Store(true); c.kill() }
 func (c *fakeConn) Identity() blockdev.Identity { return c.lu.id }
 func (c *fakeConn) ReadOnly() bool              { return false }
 func (c *fakeConn) TestUnitReady(ctx context.Context) error {
@@ -265,7 +274,7 @@ func (c *fakeConn) ResetLU(ctx context.Context) error {
 	return nil
 }
 func (c *fakeConn) Done() <-chan struct{}        { return c.done }
-func (c *fakeConn) Nexus() (string, int, uint16) { return "iqn.fake", c.ep.tpgt, 1 }
+func (c *fakeConn) Nexus() (string, int, uint16) { return "iqn.fake", c.tpgt, 1 }
 
 func fakePaths(lu *fakeLU, n int) ([]*fakeEP, []endpoint) {
 	var eps []*fakeEP

@@ -40,6 +40,10 @@ func (e *SenseError) Error() string {
 	return s
 }
 
+// ScsiStatus returns the status byte, for packages that may not import
+// this one (the mirror recognises BUSY and TASK ABORTED by it).
+func (e *SenseError) ScsiStatus() uint8 { return uint8(e.Status) }
+
 // CheckStatus turns a command's status and the data segment of its iSCSI
 // SCSI Response (SenseLength + sense data, RFC 7143, Section 11.4.7) into an
 // error: nil for GOOD and CONDITION MET, otherwise a *SenseError. Sense

@@ -153,7 +153,7 @@ func (l *loginState) step(req *pdu.LoginRequest, keys []pdu.KV) (done bool, err 
 				if m["TargetName"] != cfg.TargetName {
 					return fail(2, 0x03)
 				}
-				ans = append(ans, pdu.KV{Key: "TargetPortalGroupTag", Value: "1"})
+				ans = append(ans, pdu.KV{Key: "TargetPortalGroupTag", Value: strconv.Itoa(cfg.PortalGroupTag)})
 				if cfg.Alias != "" {
 					ans = append(ans, pdu.KV{Key: "TargetAlias", Value: cfg.Alias})
 				}

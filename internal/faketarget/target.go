@@ -94,6 +94,10 @@ type Config struct {
 	// final Data-In (S bit).
 	SeparateStatus bool
 
+	// PortalGroupTag is the TargetPortalGroupTag the login answers
+	// (default 1).
+	PortalGroupTag int
+
 	// Portals are the TargetAddress values SendTargets reports (default:
 	// the listener's address, or 127.0.0.1:3260).
 	Portals []string
@@ -125,6 +129,7 @@ func (c *Config) withDefaults() Config {
 	def(&d.FirstBurstLength, 65536)
 	def(&d.MaxBurstLength, 262144)
 	def(&d.MaxOutstandingR2T, 1)
+	def(&d.PortalGroupTag, 1)
 	if d.Window == 0 {
 		d.Window = 32
 	}

@@ -21,6 +21,8 @@ type faulty struct {
 	dead       atomic.Bool  // every op fails with ErrUnavailable
 	failFlush  atomic.Bool
 	writeDelay atomic.Int64 // nanoseconds slept before each write
+	errOps     atomic.Int64 // this many reads and writes fail with opErr
+	opErr      error
 
 	mu                   sync.Mutex
 	mediumOff, mediumEnd int64 // reads of this range fail with ErrMedium
@@ -40,7 +42,19 @@ func (f *faulty) fault() error {
 	return nil
 }
 
+// injected returns opErr while errOps lasts.
+func (f *faulty) injected() error {
+	if f.errOps.Add(-1) >= 0 {
+		return f.opErr
+	}
+	f.errOps.Store(0)
+	return nil
+}
+
 func (f *faulty) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := f.injected(); err != nil {
+		return err
+	}
 	if err := f.fault(); err != nil {
 		return err
 	}
@@ -63,6 +77,9 @@ func (f *faulty) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 			t.Stop()
 			return ctx.Err()
 		}
+	}
+	if err := f.injected(); err != nil {
+		return err
 	}
 	if err := f.fault(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -429,4 +430,59 @@ func TestCloseDuringResyncKeepsTheLeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameData(t, ma, mb, m2.Size())
+}
+
+// statusErr carries a SCSI status the way initiator/scsi.SenseError does.
+type statusErr uint8
+
+func (e statusErr) Error() string     { return fmt.Sprintf("scsi status %#x", uint8(e)) }
+func (e statusErr) ScsiStatus() uint8 { return uint8(e) }
+
+// TestBusyDoesNotFailLeg: a leg answering BUSY past its retry budget
+// (blockdev.ErrBusy) or TASK ABORTED (a LUN reset by another initiator)
+// is not failed by a read or by a write no leg completed (review #8).
+func TestBusyDoesNotFailLeg(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{{"ErrBusy", fmt.Errorf("lun 0: %w", blockdev.ErrBusy)}, {"TASK ABORTED", fmt.Errorf("write: %w", statusErr(0x40))}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			ma, mb := newLegs()
+			a, b := wrap(ma), wrap(mb)
+			a.opErr, b.opErr = tc.err, tc.err
+			m, err := Create(ctx, a, b, CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.halt()
+			buf := make([]byte, 4096)
+			// Chunk 0 dirty first, so the injected errors hit data, not
+			// the bitmap write.
+			if err := m.WriteAt(ctx, buf, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			// A read: served by the other leg, the busy leg stays.
+			a.errOps.Store(1)
+			b.errOps.Store(1)
+			if err := m.ReadAt(ctx, buf, 0); err != nil && !errors.Is(err, blockdev.ErrBusy) && !errors.Is(err, tc.err) {
+				t.Fatalf("read: %v", err)
+			}
+			// A write neither leg completed: the caller hears of it, no
+			// leg is failed.
+			a.errOps.Store(1)
+			b.errOps.Store(1)
+			if err := m.WriteAt(ctx, buf, 0, false); err == nil {
+				t.Fatal("write that no leg completed succeeded")
+			}
+			for i, l := range m.Status().Legs {
+				if l.State != "in-sync" {
+					t.Fatalf("leg %d failed by %v: %+v", i, tc.err, l)
+				}
+			}
+			if err := m.WriteAt(ctx, buf, 0, false); err != nil {
+				t.Fatalf("write after the busy spell: %v", err)
+			}
+		})
+	}
 }

@@ -112,21 +112,41 @@ func (l *rangeLock) unlock(r *lockedRange) {
 // legFatal reports whether err means the leg itself is gone (transport
 // loss past its recovery, closed device) rather than one command failing.
 // Per-command errors (medium, range, not supported, read-only, no space,
-// the caller's context) go to read-repair or the caller. Errors of unknown
-// kind are treated as fatal, as md fails a disk on any write error.
+// the caller's context) go to read-repair or the caller. So does a busy
+// device (blockdev.ErrBusy: BUSY, TASK SET FULL or TASK ABORTED past the
+// retry budget): the command was not done, the leg is fine, and failing it
+// would mean a degraded mirror and a resync for a LUN reset some other
+// initiator sent. Errors of unknown kind are treated as fatal, as md fails
+// a disk on any write error.
 func legFatal(err error) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, blockdev.ErrUnavailable), errors.Is(err, blockdev.ErrClosed):
 		return true
-	case errors.Is(err, blockdev.ErrMedium), errors.Is(err, blockdev.ErrInvalid),
+	case errors.Is(err, blockdev.ErrBusy), taskAborted(err),
+		errors.Is(err, blockdev.ErrMedium), errors.Is(err, blockdev.ErrInvalid),
 		errors.Is(err, blockdev.ErrOutOfRange), errors.Is(err, blockdev.ErrNotSupported),
 		errors.Is(err, blockdev.ErrReadOnly), errors.Is(err, blockdev.ErrNoSpace),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
 	return true
+}
+
+// taskAborted reports SCSI status TASK ABORTED (0x40) or BUSY/TASK SET
+// FULL carried by err, without importing the initiator: any error in the
+// chain with a ScsiStatus() method (initiator/scsi.SenseError has one).
+func taskAborted(err error) bool {
+	var st interface{ ScsiStatus() uint8 }
+	if !errors.As(err, &st) {
+		return false
+	}
+	switch st.ScsiStatus() {
+	case 0x08, 0x28, 0x40: // BUSY, TASK SET FULL, TASK ABORTED (SAM-5)
+		return true
+	}
+	return false
 }
 
 // limiter is a simple token bucket in bytes per second.
