@@ -154,10 +154,17 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 	// (2 on a 2-core machine, capped at 16). A block device wants many
 	// requests in flight (the iSCSI session pipelines them), so create the
 	// server as if there were 16 CPUs and restore the setting at once.
+	// (fs.Mount, spelled out so that syncRaw can see each WRITE's flags.)
+	raw := &syncRaw{RawFileSystem: fs.NewNodeFS(root, fo), file: file}
 	prev := runtime.GOMAXPROCS(16)
-	server, err := fs.Mount(abs, root, fo)
+	server, err := fuse.NewServer(raw, abs, &fo.MountOptions)
 	runtime.GOMAXPROCS(prev)
 	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// As fs.Mount: the serve loop ends by itself when the mount failed.
 		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
 	}
 	m := &MountPoint{dir: abs, file: filepath.Join(abs, name), dev: dev, io: bio, server: server, log: opts.Logger}
