@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 )
 
 func captureLog() (*logrus.Entry, *bytes.Buffer) {
@@ -87,6 +89,25 @@ func TestServeListenTCPWarns(t *testing.T) {
 		cleanup()
 		if !strings.Contains(out.String(), "level=warning") || !strings.Contains(out.String(), "no authentication") {
 			t.Errorf("tcp:%s: no warning; log: %q", addr, out)
+		}
+	}
+}
+
+// TestSourceIDHasNoSecret: a device without WWID or serial (a mirror, a
+// file) is named in the resume sidecar by its URL, never with the CHAP
+// secrets the URL carries (review #11).
+func TestSourceIDHasNoSecret(t *testing.T) {
+	dev := blockdevtest.NewMem(1<<20, 512)
+	for _, u := range []string{
+		"iscsi://alice%s3cr3t-chap-pw@127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1",
+		"iscsi://alice%s3cr3t-chap-pw@127.0.0.1/iqn.2026-11.org.lunbridge:demo/1?target_user=t&target_password=s3cr3t-target-pw",
+	} {
+		id := sourceID(dev, u)
+		if strings.Contains(id, "s3cr3t") {
+			t.Errorf("sourceID(%q) = %q: carries a secret", u, id)
+		}
+		if !strings.Contains(id, "iqn.2026-11.org.lunbridge:demo/1") || !strings.Contains(id, "alice") {
+			t.Errorf("sourceID(%q) = %q: does not name the LUN", u, id)
 		}
 	}
 }
