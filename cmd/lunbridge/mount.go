@@ -294,10 +294,22 @@ func mountDaemon(c *cli.Context) error {
 		return err
 	}
 	defer null.Close()
+	// The environment holds no secret any more (takeSecretEnv): they go
+	// to the child through a pipe it reads at start.
+	secrets, err := secretsPipe()
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("mount --daemon: %w", err)
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), mountReadyEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
 	cmd.ExtraFiles = []*os.File{w}
+	if secrets != nil {
+		defer secrets.Close()
+		cmd.Env = append(cmd.Env, secretsFDEnv+"=4")
+		cmd.ExtraFiles = append(cmd.ExtraFiles, secrets)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
