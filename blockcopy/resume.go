@@ -100,7 +100,9 @@ func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptio
 	if err := e.setup(o.Options, src.BlockSize(), maxTransfer(src)); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// 0600: the image is a copy of a whole disk (keys, password hashes,
+	// databases), for its owner only whatever the umask.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -254,10 +256,12 @@ func loadResume(side string) (*resumeState, error) {
 	return &rs, nil
 }
 
-// writeFileSync replaces path atomically and durably.
+// writeFileSync replaces path atomically and durably, with a file of mode
+// 0600 like the image it describes.
 func writeFileSync(path string, data []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	os.Remove(tmp) // a stale one would keep its mode
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}

@@ -111,6 +111,13 @@ func (b *blockIO) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 // across the end of the device; a write at or past the end is ENOSPC, as on
 // a block device node.
 func (b *blockIO) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return b.writeAt(ctx, p, off, false)
+}
+
+// writeAt is WriteAt; with fua every device write it makes, the
+// read-modify-write of an unaligned edge included, is a FUA write, so the
+// data is durable when it returns (O_SYNC, O_DSYNC, RWF_DSYNC).
+func (b *blockIO) writeAt(ctx context.Context, p []byte, off int64, fua bool) (int, error) {
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
@@ -132,24 +139,26 @@ func (b *blockIO) WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 	pos := off
 	if off%b.bs != 0 || n < b.bs {
 		blk := b.alignDown(off)
-		c, err := b.patchBlock(ctx, blk, off-blk, p)
+		c, err := b.patchBlock(ctx, blk, off-blk, p, fua)
 		if err != nil {
 			return 0, err
 		}
 		pos += int64(c)
 	}
 	if mid := b.alignDown(end); mid > pos {
-		if err := b.dev.WriteAt(ctx, p[pos-off:mid-off], pos, false); err != nil {
+		if err := b.dev.WriteAt(ctx, p[pos-off:mid-off], pos, fua); err != nil {
 			return 0, err
 		}
 		pos = mid
 	}
 	if pos < end {
-		if _, err := b.patchBlock(ctx, pos, 0, p[pos-off:]); err != nil {
+		if _, err := b.patchBlock(ctx, pos, 0, p[pos-off:], fua); err != nil {
 			return 0, err
 		}
 	}
-	b.dirty.Store(true)
+	if !fua {
+		b.dirty.Store(true)
+	}
 	return int(n), nil
 }
 
@@ -157,14 +166,14 @@ func (b *blockIO) WriteAt(ctx context.Context, p []byte, off int64) (int, error)
 // of src as fits from byte at within the block (nil src means zeroes, up to
 // the end of the block or zn bytes) and returns how many bytes it patched.
 // The caller holds the range lock over the block.
-func (b *blockIO) patchBlock(ctx context.Context, blk, at int64, src []byte) (int, error) {
+func (b *blockIO) patchBlock(ctx context.Context, blk, at int64, src []byte, fua bool) (int, error) {
 	buf := b.getBlock()
 	defer b.putBlock(buf)
 	if err := b.dev.ReadAt(ctx, *buf, blk); err != nil {
 		return 0, err
 	}
 	c := copy((*buf)[at:], src)
-	if err := b.dev.WriteAt(ctx, *buf, blk, false); err != nil {
+	if err := b.dev.WriteAt(ctx, *buf, blk, fua); err != nil {
 		return 0, err
 	}
 	return c, nil
@@ -172,7 +181,7 @@ func (b *blockIO) patchBlock(ctx context.Context, blk, at int64, src []byte) (in
 
 // zeroEdge zeroes [off, end) inside the single block at blk.
 func (b *blockIO) zeroEdge(ctx context.Context, blk, off, end int64) error {
-	_, err := b.patchBlock(ctx, blk, off-blk, zeroes[:end-off])
+	_, err := b.patchBlock(ctx, blk, off-blk, zeroes[:end-off], false)
 	return err
 }
 

@@ -11,9 +11,10 @@
 //
 // # File semantics
 //
-// The file has the device's size, which never changes; its mode is 0644, or
-// 0444 when the device or the mount is read-only. Reads and writes may use
-// any offset and length:
+// The file has the device's size, which never changes; its mode is 0600
+// (Options.Mode, Options.GID to share it), without the write bits when the
+// device or the mount is read-only. Reads and writes may use any offset and
+// length:
 //
 //   - aligned parts go straight to the device, into and out of the FUSE
 //     request buffers;
@@ -70,7 +71,10 @@
 // sits on top, and changes made to the LUN by others are not seen until
 // the cache is dropped. Writes are write-through in both modes (no writeback
 // cache), so an acknowledged write has reached the device (its own volatile
-// cache; fsync flushes that).
+// cache; fsync flushes that). A write through a file opened O_SYNC or
+// O_DSYNC, or issued with pwritev2 RWF_DSYNC or RWF_SYNC, goes to the
+// device with FUA before it is acknowledged: under direct I/O the kernel
+// sends no FSYNC after it, and leaves durability to the daemon.
 //
 // The serving process itself must not mmap the file: a page fault on it
 // blocks a thread the Go runtime cannot preempt, and the next

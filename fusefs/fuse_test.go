@@ -55,8 +55,8 @@ func TestReadOnly(t *testing.T) {
 		m.SetReadOnly(true)
 		mp := fusefstest.Mount(t, m, fusefs.Options{})
 		st, err := os.Stat(mp.File())
-		if err != nil || st.Mode() != 0o444 {
-			t.Fatalf("stat: %v %v, want -r--r--r--", st.Mode(), err)
+		if err != nil || st.Mode() != 0o400 {
+			t.Fatalf("stat: %v %v, want -r--------", st.Mode(), err)
 		}
 		if _, err := os.OpenFile(mp.File(), os.O_RDWR, 0); !errors.Is(err, syscall.EROFS) {
 			t.Errorf("open O_RDWR: %v, want EROFS", err)
@@ -226,3 +226,35 @@ func TestFallocateModes(t *testing.T) {
 		}
 	}
 }
+
+// TestFileMode: the file is a whole disk, so it is the mounting user's
+// only (0600) unless Options.Mode and GID share it (review #11).
+func TestFileMode(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	for _, tc := range []struct {
+		name string
+		opts fusefs.Options
+		mode os.FileMode
+		gid  uint32
+	}{
+		{"default", fusefs.Options{}, 0o600, uint32(os.Getgid())},
+		{"read-only", fusefs.Options{ReadOnly: true}, 0o400, uint32(os.Getgid())},
+		{"mode", fusefs.Options{Mode: 0o640, GID: ptr(uint32(4242))}, 0o640, 4242},
+		{"mode read-only", fusefs.Options{Mode: 0o660, ReadOnly: true}, 0o440, uint32(os.Getgid())},
+	} {
+		mp := fusefstest.Mount(t, blockdevtest.NewMem(1*mib, 512), tc.opts)
+		st, err := os.Stat(mp.File())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != tc.mode || st.Sys().(*syscall.Stat_t).Gid != tc.gid {
+			t.Errorf("%s: mode %v gid %d, want %v gid %d", tc.name, st.Mode(), st.Sys().(*syscall.Stat_t).Gid, tc.mode, tc.gid)
+		}
+	}
+	if _, err := fusefs.Mount(t.TempDir(), blockdevtest.NewMem(1*mib, 512), fusefs.Options{Mode: os.ModeSetuid | 0o600}); err == nil {
+		t.Error("Mount with a setuid mode: no error")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -34,11 +34,12 @@ const (
 )
 
 // Options configure a Mount. The zero value is a writable, direct-I/O mount
-// of "disk.img" visible to the mounting user only.
+// of "disk.img" (mode 0600) visible to the mounting user only.
 type Options struct {
 	// Name of the file inside the mountpoint (default "disk.img").
 	Name string
-	// ReadOnly exposes the file 0444 and refuses writes with EROFS. A
+	// ReadOnly drops the file's write bits (0400 by default) and refuses
+	// writes with EROFS. A
 	// device that reports ReadOnly() true is always exposed read-only.
 	ReadOnly bool
 	// Cache uses the kernel page cache instead of direct I/O; see the
@@ -48,6 +49,13 @@ type Options struct {
 	// mode: the mount uses default_permissions). Non-root users need
 	// user_allow_other in /etc/fuse.conf.
 	AllowOther bool
+	// Mode is the file's permission bits; zero means 0600, the mounting
+	// user only: the file is a whole disk. Write bits are dropped on a
+	// read-only mount.
+	Mode os.FileMode
+	// GID, when set, is the file's group (the mounting user's otherwise);
+	// give a Mode that lets the group in, such as 0660.
+	GID *uint32
 	// Logger receives request errors (debug level) and go-fuse's own
 	// diagnostics. Nil means silent.
 	Logger *logrus.Entry
@@ -92,6 +100,20 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 	if ro, ok := dev.(blockdev.ReadOnlyer); ok && ro.ReadOnly() {
 		readOnly = true
 	}
+	if opts.Mode&^os.ModePerm != 0 {
+		return nil, fmt.Errorf("fusefs: mode %v: want permission bits only", opts.Mode)
+	}
+	mode := uint32(opts.Mode)
+	if mode == 0 {
+		mode = 0o600
+	}
+	if readOnly {
+		mode &^= 0o222
+	}
+	gid := uint32(os.Getgid())
+	if opts.GID != nil {
+		gid = *opts.GID
+	}
 	bio := newBlockIO(dev)
 	now := time.Now()
 	file := &fileNode{
@@ -101,13 +123,10 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 		log:      opts.Logger,
 		born:     now,
 		uid:      uint32(os.Getuid()),
-		gid:      uint32(os.Getgid()),
-		mode:     0o644,
+		gid:      gid,
+		mode:     mode,
 		atime:    now,
 		ctime:    now,
-	}
-	if readOnly {
-		file.mode = 0o444
 	}
 	file.mtime.Store(now.UnixNano())
 	root := &rootNode{name: name, file: file}
@@ -154,10 +173,17 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 	// (2 on a 2-core machine, capped at 16). A block device wants many
 	// requests in flight (the iSCSI session pipelines them), so create the
 	// server as if there were 16 CPUs and restore the setting at once.
+	// (fs.Mount, spelled out so that syncRaw can see each WRITE's flags.)
+	raw := &syncRaw{RawFileSystem: fs.NewNodeFS(root, fo), file: file}
 	prev := runtime.GOMAXPROCS(16)
-	server, err := fs.Mount(abs, root, fo)
+	server, err := fuse.NewServer(raw, abs, &fo.MountOptions)
 	runtime.GOMAXPROCS(prev)
 	if err != nil {
+		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// As fs.Mount: the serve loop ends by itself when the mount failed.
 		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
 	}
 	m := &MountPoint{dir: abs, file: filepath.Join(abs, name), dev: dev, io: bio, server: server, log: opts.Logger}

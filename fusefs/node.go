@@ -80,6 +80,11 @@ type fileNode struct {
 	born     time.Time
 	uid, gid uint32
 
+	// dsync holds the WRITE requests in flight whose fuse_write_in.flags
+	// carry O_DSYNC (see syncRaw), keyed by the request's cancel channel,
+	// which go-fuse hands to Write as the fuse.Context's Cancel.
+	dsync sync.Map // <-chan struct{} -> *atomic.Bool (set once written with FUA)
+
 	mu    sync.Mutex // guards the in-memory attributes below
 	mode  uint32     // permission bits
 	atime time.Time
@@ -146,14 +151,37 @@ func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	return 0
 }
 
+// fileHandle is an open file description of the image file.
+type fileHandle struct {
+	// sync: opened O_SYNC or O_DSYNC (O_SYNC includes the O_DSYNC bit),
+	// so every write must be durable before it is acknowledged.
+	sync bool
+}
+
 func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if f.readOnly && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
+	fh := &fileHandle{sync: flags&syscall.O_DSYNC != 0}
 	if f.cache {
-		return nil, fuse.FOPEN_KEEP_CACHE, 0
+		return fh, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	return nil, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES, 0
+	return fh, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_PARALLEL_DIRECT_WRITES, 0
+}
+
+// syncWrite reports whether this write must be durable when it returns:
+// the handle was opened O_SYNC/O_DSYNC, or the request's flags say
+// O_DSYNC (pwritev2 RWF_DSYNC/RWF_SYNC, a sync mount). It marks such a
+// request as served with FUA, so syncRaw need not flush after it.
+func (f *fileNode) syncWrite(ctx context.Context, fh fs.FileHandle) (bool, *atomic.Bool) {
+	var mark *atomic.Bool
+	if fc, ok := ctx.(*fuse.Context); ok && fc.Cancel != nil {
+		if v, ok := f.dsync.Load(fc.Cancel); ok {
+			mark = v.(*atomic.Bool)
+		}
+	}
+	h, _ := fh.(*fileHandle)
+	return mark != nil || (h != nil && h.sync), mark
 }
 
 func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -168,9 +196,13 @@ func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if f.readOnly {
 		return 0, syscall.EROFS
 	}
-	n, err := f.io.WriteAt(ctx, data, off)
+	fua, mark := f.syncWrite(ctx, fh)
+	n, err := f.io.writeAt(ctx, data, off, fua)
 	if err != nil {
 		return 0, f.fail("write", off, int64(len(data)), err)
+	}
+	if mark != nil {
+		mark.Store(true)
 	}
 	f.mtime.Store(time.Now().UnixNano())
 	return uint32(n), 0

@@ -26,6 +26,11 @@ The command stays in the foreground serving the device and prints /dev/nbdN
 once it is bound. It ends when the device is detached (lunbridge detach, or
 nbd-client -d), or on SIGINT/SIGTERM, which detaches the device first.
 
+The process marks itself PR_SET_IO_FLUSHER and locks its memory (mlockall),
+as nbd-client and iscsid do, so that it cannot deadlock when the kernel
+reclaims memory by writing to the device it serves; without CAP_SYS_RESOURCE
+or CAP_IPC_LOCK it warns and runs unprotected.
+
 If this process dies (kill -9, crash), the kernel keeps /dev/nbdN and queues
 its I/O for --dead-conn-timeout; run attach again with --reconnect to hand the
 same device fresh connections (netlink only).
@@ -86,6 +91,16 @@ func attachAction(c *cli.Context) error {
 		return usageErrorf("attach: --nbd-connections must be >= 1")
 	}
 	log := logrus.WithFields(logrus.Fields{"cmd": "attach", "nbd": idx})
+	// This process will serve the kernel's write-back to /dev/nbdN, memory
+	// reclaim included: it must not need reclaim itself to make progress.
+	// A failure (no CAP_SYS_RESOURCE or CAP_IPC_LOCK, a finite
+	// RLIMIT_MEMLOCK) is a warning: the device works, with the risk of a
+	// deadlock under memory pressure, as with any nbd server without them.
+	if err := nbdbridge.ReclaimSafe(); err != nil {
+		log.WithError(err).Warn("not protected against memory-reclaim deadlocks (a file system or swap on the device can hang under memory pressure)")
+	} else {
+		log.Info("io_flusher set on every thread and memory locked (mlockall)")
+	}
 	dev, err := openMain(c, c.Args().First(), c.Bool("read-only"))
 	if err != nil {
 		return err

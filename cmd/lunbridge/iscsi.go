@@ -56,17 +56,22 @@ func defaultInitiatorName() string {
 	return "iqn.2026-11.org.lunbridge:" + strings.ToLower(h)
 }
 
-// readSecret takes a secret from an environment variable or a file (first
-// line, trailing newline removed); never from argv.
+// readSecret takes a secret from an environment variable (moved out of the
+// environment at start, see secrets.go) or a file (first line, trailing
+// newline removed); never from argv. A file other users may read is
+// warned about.
 func readSecret(env, fileFlag string, c *cli.Context) (string, error) {
 	if f := flagOrConfig(c, fileFlag); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return "", usageErrorf("--%s: %v", fileFlag, err)
 		}
+		if st, err := os.Stat(f); err == nil && st.Mode().Perm()&0o077 != 0 {
+			logrus.Warnf("--%s %s: mode %v lets other users read or change the secret; chmod 600 it", fileFlag, f, st.Mode().Perm())
+		}
 		return strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r"), nil
 	}
-	return os.Getenv(env), nil
+	return secretFromEnv(env), nil
 }
 
 // sessionConfig builds an initiator configuration from a URL and the

@@ -61,8 +61,9 @@ A LUN is named by a libiscsi-style URL; a portal alone names a target server:
    iscsi://[user[%secret]@]host[:port]/target-iqn/lun[?header_digest=crc32c&target_user=...]
    host[:port]                      (port 3260 when omitted, IPv6 as [::1]:3260)
 
-Secrets: give them in LUNBRIDGE_CHAP_SECRET or --chap-secret-file, not in the
-URL (a URL is visible to every user of the machine).
+Secrets: give them in LUNBRIDGE_CHAP_SECRET or --chap-secret-file (mode 0600),
+not in the URL (a URL is visible to every user of the machine). lunbridge
+removes LUNBRIDGE_*_SECRET from its environment at start: no child inherits it.
 
 Exit codes: 0 ok, 1 other failure, 2 usage (flags, arguments, URL), 3 connection,
 4 login or authentication, 5 SCSI error (including a LUN that does not exist),
@@ -156,6 +157,13 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 }
 
 func main() {
+	// Before anything else: no secret stays in the environment children
+	// inherit (secrets.go).
+	takeSecretEnv()
+	if err := receiveSecrets(); err != nil {
+		fmt.Fprintf(os.Stderr, "lunbridge: %v\n", err)
+		os.Exit(ExitFailure)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,13 +31,17 @@ func init() {
 		Name:      "mount",
 		Usage:     "expose a LUN (or image) as a file in a FUSE mount",
 		ArgsUsage: "URL MOUNTPOINT",
-		UsageText: "lunbridge mount URL MOUNTPOINT [--name disk.img] [--read-only] [--allow-other] [--cache] [--foreground|--daemon] [--pid-file F]",
+		UsageText: "lunbridge mount URL MOUNTPOINT [--name disk.img] [--read-only] [--mode 0600] [--group G] [--allow-other] [--cache] [--foreground|--daemon] [--pid-file F]",
 		Description: `Mounts a FUSE file system on MOUNTPOINT holding one file, MOUNTPOINT/disk.img,
 whose content is the device behind URL: reads and writes at any offset go to
 the LUN (unaligned edges as read-modify-write), fsync flushes it, fallocate
 --punch-hole unmaps, SEEK_DATA/SEEK_HOLE show its allocation. Loop devices,
 qemu-img, fio and dd all work on the file. The file's size is fixed: writes
 past the end fail with ENOSPC, truncation with EPERM (use dd conv=notrunc).
+
+The file is the mounting user's alone (mode 0600): it holds the whole disk.
+To share it, give --group and --mode (0660 by default with --group), and
+--allow-other so that other users can reach the mount at all.
 
 By default the kernel page cache is bypassed (direct I/O, 1 MiB parallel
 requests, every read sees the LUN); --cache turns the page cache on, which
@@ -59,8 +64,10 @@ Examples:
    lunbridge umount /mnt/lun`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "name", Value: fusefs.DefaultName, Usage: "name of the file inside MOUNTPOINT"},
-			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "expose the file read-only (0444, writes fail with EROFS)"},
-			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount (file mode still applies)"},
+			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "expose the file read-only (write bits dropped, writes fail with EROFS)"},
+			&cli.StringFlag{Name: "mode", Usage: "the file's permission bits, octal (default 0600, or 0660 with --group): it is a whole disk"},
+			&cli.StringFlag{Name: "group", Usage: "the file's group, a name or number (default: the user's)"},
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users reach the mount; the file's --mode and --group still decide who may open it"},
 			&cli.BoolFlag{Name: "cache", Usage: "use the kernel page cache instead of direct I/O"},
 			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground (the default)"},
 			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "detach into the background once mounted"},
@@ -108,16 +115,52 @@ func mountAction(c *cli.Context) error {
 	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
 		return usageErrorf("mount: --name %q is not a file name", name)
 	}
+	mode, gid, err := mountMode(c)
+	if err != nil {
+		return err
+	}
 	ready := daemonChild()
 	if c.Bool("daemon") && ready == nil {
 		return mountDaemon(c)
 	}
-	err := mountServe(c, url, dir, ready)
+	err = mountServe(c, url, dir, mode, gid, ready)
 	if ready != nil && err != nil {
 		fmt.Fprintf(ready, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		ready.Close()
 	}
 	return err
+}
+
+// mountMode parses --mode and --group: 0600 by default, 0660 when only
+// --group is given.
+func mountMode(c *cli.Context) (os.FileMode, *uint32, error) {
+	var gid *uint32
+	if g := c.String("group"); g != "" {
+		id, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			grp, lerr := user.LookupGroup(g)
+			if lerr != nil {
+				return 0, nil, usageErrorf("mount: --group %q: %v", g, lerr)
+			}
+			if id, err = strconv.ParseUint(grp.Gid, 10, 32); err != nil {
+				return 0, nil, usageErrorf("mount: --group %q: gid %q", g, grp.Gid)
+			}
+		}
+		v := uint32(id)
+		gid = &v
+	}
+	mode := os.FileMode(0o600)
+	if gid != nil {
+		mode = 0o660
+	}
+	if m := c.String("mode"); m != "" {
+		v, err := strconv.ParseUint(m, 8, 32)
+		if err != nil || v == 0 || v&^0o777 != 0 {
+			return 0, nil, usageErrorf("mount: --mode %q: want octal permission bits such as 0600 or 0640", m)
+		}
+		mode = os.FileMode(v)
+	}
+	return mode, gid, nil
 }
 
 // blockdevURL checks the URL's scheme before anything slow happens.
@@ -146,7 +189,7 @@ func daemonChild() *os.File {
 
 // mountServe mounts, reports readiness, serves until unmounted or
 // signalled, then flushes and closes the device.
-func mountServe(c *cli.Context, url, dir string, ready *os.File) error {
+func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, ready *os.File) error {
 	log := logrus.WithFields(logrus.Fields{"cmd": "mount", "dir": dir})
 	// Clear first: stat on a stale mountpoint fails with ENOTCONN.
 	if err := fusefs.ClearStale(dir); err != nil {
@@ -167,6 +210,8 @@ func mountServe(c *cli.Context, url, dir string, ready *os.File) error {
 		ReadOnly:   readOnly,
 		Cache:      c.Bool("cache"),
 		AllowOther: c.Bool("allow-other"),
+		Mode:       mode,
+		GID:        gid,
 		Logger:     log,
 	})
 	if err != nil {
@@ -249,10 +294,22 @@ func mountDaemon(c *cli.Context) error {
 		return err
 	}
 	defer null.Close()
+	// The environment holds no secret any more (takeSecretEnv): they go
+	// to the child through a pipe it reads at start.
+	secrets, err := secretsPipe()
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("mount --daemon: %w", err)
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), mountReadyEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
 	cmd.ExtraFiles = []*os.File{w}
+	if secrets != nil {
+		defer secrets.Close()
+		cmd.Env = append(cmd.Env, secretsFDEnv+"=4")
+		cmd.ExtraFiles = append(cmd.ExtraFiles, secrets)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()

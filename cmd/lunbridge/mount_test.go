@@ -298,12 +298,47 @@ func TestMountCLIUsage(t *testing.T) {
 		{"mount", "nbd://x", "/tmp"},
 		{"mount", "--daemon", "--foreground", "file:///x", "/tmp"},
 		{"mount", "--name", "a/b", "file:///x", "/tmp"},
+		{"mount", "--mode", "0999", "file:///x", "/tmp"},
+		{"mount", "--mode", "04755", "file:///x", "/tmp"},
+		{"mount", "--group", "no-such-group-here", "file:///x", "/tmp"},
 		{"umount"},
 	} {
 		out, err := lunbridgeCmd(args...).CombinedOutput()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage {
 			t.Errorf("%v: %v, want exit %d\n%s", args, err, ExitUsage, out)
+		}
+	}
+}
+
+// TestMountCLIMode: the file is 0600 unless --mode/--group say otherwise
+// (review #11).
+func TestMountCLIMode(t *testing.T) {
+	requireFUSE(t)
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	for _, tc := range []struct {
+		args []string
+		mode os.FileMode
+		gid  int
+	}{
+		{nil, 0o600, os.Getgid()},
+		{[]string{"--group", "4242"}, 0o660, 4242},
+		{[]string{"--mode", "0640", "--group", "4242"}, 0o640, 4242},
+		{[]string{"--mode", "644", "--read-only"}, 0o444, os.Getgid()},
+	} {
+		img, dir := mountImage(t, 1<<20)
+		p := startMount(t, append(tc.args, "file://"+img, dir)...)
+		st, err := os.Stat(p.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode() != tc.mode || int(st.Sys().(*syscall.Stat_t).Gid) != tc.gid {
+			t.Errorf("mount %v: mode %v gid %d, want %v gid %d", tc.args, st.Mode(), st.Sys().(*syscall.Stat_t).Gid, tc.mode, tc.gid)
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.wait(t, 20*time.Second); code != 0 {
+			t.Fatalf("exit %d; stderr: %s", code, &p.stderr)
 		}
 	}
 }

@@ -59,14 +59,15 @@ Examples:
 }
 
 // sourceID names a device for resume checks: its WWID/serial when it has
-// them, else the URL, plus the size.
+// them, else the URL without its secrets (the sidecar is a file on disk),
+// plus the size. A mirror has no identity of its own: its URL is leg A's.
 func sourceID(d blockdev.Device, url string) string {
 	if idr, ok := d.(blockdev.Identifier); ok {
 		if id := idr.Identity(); id.WWID != "" || id.Serial != "" {
 			return fmt.Sprintf("wwid=%s serial=%s size=%d block=%d", id.WWID, id.Serial, d.Size(), d.BlockSize())
 		}
 	}
-	return fmt.Sprintf("url=%s size=%d block=%d", url, d.Size(), d.BlockSize())
+	return fmt.Sprintf("url=%s size=%d block=%d", redactedURL(url), d.Size(), d.BlockSize())
 }
 
 func pullAction(c *cli.Context) error {

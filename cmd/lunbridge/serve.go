@@ -33,7 +33,9 @@ flushes the device and exits 0.
 Without --listen the socket is $XDG_RUNTIME_DIR/lunbridge/<name>.sock (or
 /run/lunbridge/<name>.sock). Once listening, the NBD URI is printed on stdout
 (--json: one JSON object) so scripts can read it. NBD has no authentication:
-prefer Unix sockets; a TCP address outside loopback logs a warning.
+prefer Unix sockets. The socket is made 0600 (the user's alone) and a
+directory serve creates for it 0700; every TCP listener, loopback included
+(any local user can connect), logs a warning.
 
 Without --persistent the server exits after the first client disconnects (like
 qemu-nbd without -t). --shared N accepts up to N clients at once (default 1);
@@ -157,7 +159,8 @@ func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndp
 			}
 			path = filepath.Join(dir, strings.ReplaceAll(base, "/", "_")+".sock")
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		// Directories lunbridge creates are the user's alone (0700).
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, nil, nop, fmt.Errorf("serve: %w", err)
 		}
 		if _, err := os.Stat(path); err == nil {
@@ -168,11 +171,10 @@ func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndp
 			}
 			os.Remove(path)
 		}
-		l, err := net.Listen("unix", path)
+		l, err := listenUnixPrivate(path)
 		if err != nil {
 			return nil, nil, nop, fmt.Errorf("serve: %w", err)
 		}
-		l.(*net.UnixListener).SetUnlinkOnClose(false)
 		u := url.URL{Scheme: "nbd+unix", Path: "/" + name, RawQuery: "socket=" + path}
 		return l, &serveEndpoint{URI: u.String(), Socket: path}, func() { os.Remove(path) }, nil
 	case strings.HasPrefix(spec, "tcp:"):
@@ -184,8 +186,12 @@ func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndp
 		if host == "" {
 			return nil, nil, nop, usageErrorf("serve: --listen %q: name the address (tcp:127.0.0.1:PORT); NBD has no authentication", spec)
 		}
+		// Loopback too: every local user, and every container sharing the
+		// network namespace, can connect.
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			log.Warnf("listening on %s: NBD has no authentication; anyone who can reach it can read and write the LUN", addr)
+		} else {
+			log.Warnf("listening on %s: NBD has no authentication; every local user (and container sharing this network namespace) can read and write the LUN; a Unix socket (the default) is the user's alone", addr)
 		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -196,4 +202,32 @@ func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndp
 	default:
 		return nil, nil, nop, usageErrorf("serve: --listen %q: want unix:/path.sock or tcp:HOST:PORT", spec)
 	}
+}
+
+// listenUnixPrivate listens on a Unix socket at path that only this user
+// can connect to (0600), with no moment in which anyone else could: the
+// socket is bound in a fresh 0700 directory next to path, made 0600, and
+// only then renamed into place. (Chmod after Listen would leave a window
+// in which another user's connection can queue in the backlog.)
+func listenUnixPrivate(path string) (net.Listener, error) {
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".lb")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	l, err := net.Listen("unix", bound)
+	if err != nil {
+		return nil, err
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(bound, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Rename(bound, path); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }

@@ -84,8 +84,8 @@ func (s *suite) attributes(t *testing.T) {
 	if st.Size() != s.size {
 		t.Errorf("size %d, want %d", st.Size(), s.size)
 	}
-	if st.Mode() != 0o644 {
-		t.Errorf("mode %v, want -rw-r--r--", st.Mode())
+	if st.Mode() != 0o600 {
+		t.Errorf("mode %v, want -rw-------", st.Mode())
 	}
 	ents, err := os.ReadDir(s.mp.Dir())
 	if err != nil || len(ents) != 1 || ents[0].Name() != filepath.Base(s.file) {
@@ -104,7 +104,7 @@ func (s *suite) attributes(t *testing.T) {
 	if err := os.Chmod(s.file, 0o640); err != nil {
 		t.Errorf("chmod: %v", err)
 	}
-	os.Chmod(s.file, 0o644)
+	os.Chmod(s.file, 0o600)
 }
 
 func (s *suite) endOfFile(t *testing.T) {
@@ -494,8 +494,8 @@ func RunReadOnlySuite(t *testing.T, dev blockdev.Device) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode() != 0o444 || st.Size() != dev.Size() {
-		t.Errorf("mode %v size %d; want -r--r--r-- %d", st.Mode(), st.Size(), dev.Size())
+	if st.Mode() != 0o400 || st.Size() != dev.Size() {
+		t.Errorf("mode %v size %d; want -r-------- %d", st.Mode(), st.Size(), dev.Size())
 	}
 	n := min(dev.Size(), 4*mib)
 	want := make([]byte, n)

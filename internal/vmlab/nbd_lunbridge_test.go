@@ -36,9 +36,23 @@ func TestNBDLunbridge(t *testing.T) {
 	for _, sc := range []string{"nbd-attach", "nbd-reconnect"} {
 		t.Run(sc, func(t *testing.T) {
 			start := time.Now()
-			r, _ := RunNBD(t, NBDOptions{Scenario: sc, Lunbridge: bin, URL: url, Timeout: 5 * time.Minute})
+			r, vm := RunNBD(t, NBDOptions{Scenario: sc, Lunbridge: bin, URL: url, Timeout: 5 * time.Minute})
 			if !r.Pass {
 				t.Errorf("%s: %v", sc, r)
+			}
+			// The scenario checks that the attach process is locked in memory and
+			// all its threads are IO_FLUSHERs (check_reclaim_safe, issue 13).
+			if vm != nil {
+				seen := false
+				for _, l := range strings.Split(vm.Output(), "\n") {
+					if strings.Contains(l, "threads IO_FLUSHER") {
+						t.Log(strings.TrimSpace(l))
+						seen = true
+					}
+				}
+				if !seen && r.Pass {
+					t.Errorf("%s: the scenario passed without checking the attach process (check_reclaim_safe)", sc)
+				}
 			}
 			t.Logf("%s: %v", sc, time.Since(start).Round(time.Millisecond))
 		})

@@ -4,6 +4,7 @@
 . /scenarios/nbd-lib.sh
 
 attach_bg
+check_reclaim_safe
 mkfs_dev
 mount_dev
 write_file a 8

@@ -43,6 +43,23 @@ attach_bg() {
   log "$DEV connected: $((size / 2048)) MiB, bridge pid $BRIDGE_PID, at $(uptime_s)s"
 }
 
+# check_reclaim_safe: the bridge is locked in memory (VmLck) and every one of its threads is an
+# IO_FLUSHER: PF_MEMALLOC_NOIO|PF_LOCAL_THROTTLE (0x180000) in the flags, field 9 of
+# /proc/PID/task/TID/stat (PR_GET_IO_FLUSHER only answers for the calling thread).
+check_reclaim_safe() {
+  lck=$(awk '/^VmLck:/{print $2}' /proc/$BRIDGE_PID/status)
+  [ "${lck:-0}" -gt 0 ] || fail "lunbridge attach is not locked in memory (VmLck ${lck:-?} kB)"
+  n=0
+  for s in /proc/$BRIDGE_PID/task/*/stat; do
+    f=$(awk '{print $9}' "$s" 2>/dev/null)
+    [ -n "$f" ] || continue  # thread gone
+    [ $((f & 0x180000)) = $((0x180000)) ] || fail "thread $s of lunbridge attach is not an IO_FLUSHER (flags $f)"
+    n=$((n+1))
+  done
+  [ $n -gt 0 ] || fail "no threads of lunbridge attach found in /proc/$BRIDGE_PID/task"
+  log "lunbridge attach: VmLck ${lck} kB, all $n threads IO_FLUSHER"
+}
+
 # wait_exit PID SECS: wait for a background process; sets EXIT_RC.
 wait_exit() {
   i=0

@@ -16,6 +16,7 @@ wait $BRIDGE_PID 2>/dev/null
 [ -e "$DEV" ] || fail "$DEV vanished after the bridge was killed"
 sleep 1
 attach_bg --reconnect
+check_reclaim_safe
 write_file b 4
 drop_caches
 check_file a
