@@ -150,6 +150,14 @@ func TestCheckFlags(t *testing.T) {
 		s.h.SetFinal([]Seen{{State: st, H: h}, {}, {}, {}}, ms(1000))
 		wantAnomaly(t, s, Torn)
 	})
+	t.Run("torn read with no write racing it", func(t *testing.T) {
+		s := newSynth()
+		w1 := s.write(0, 1, 0, 10, OK)
+		r := s.op(Read, 0, 1, 20, 30, OK)
+		r.Seen = []Seen{{State: StateTorn, H: Header{Client: 1, Seq: w1.Seq, Op: w1.ID}}}
+		s.final(w1)
+		wantAnomaly(t, s, Torn)
+	})
 	t.Run("never-issued op", func(t *testing.T) {
 		s := newSynth()
 		s.write(0, 1, 0, 10, OK)
@@ -244,6 +252,15 @@ func TestCheckPasses(t *testing.T) {
 		s.read(0, 16, 21, w1)
 		s.read(0, 29, 40, w0) // w1 not yet complete when the read started
 		s.read(0, 12, 13, nil...)
+		s.final(w1)
+		wantClean(t, s)
+	})
+	t.Run("torn read racing a write", func(t *testing.T) {
+		s := newSynth()
+		w0 := s.write(0, 1, 0, 5, OK)
+		w1 := s.write(0, 1, 10, 30, OK)
+		r := s.op(Read, 0, 1, 20, 25, OK)
+		r.Seen = []Seen{{State: StateTorn, H: Header{Client: 1, Seq: w0.Seq, Op: w0.ID}}}
 		s.final(w1)
 		wantClean(t, s)
 	})
