@@ -23,6 +23,10 @@ func TestHistory(t *testing.T) {
 	t.Run("device/conn-reset/tgtd", func(t *testing.T) { deviceConnReset(t, targets.KindTgtd) })
 	t.Run("device/conn-reset/istgt", func(t *testing.T) { deviceConnReset(t, targets.KindIstgt) })
 	t.Run("device/target-restart/tgtd", func(t *testing.T) { deviceRestart(t, targets.KindTgtd) })
+	t.Run("nbd/kill-9/tgtd", func(t *testing.T) { nbdKill9(t, targets.KindTgtd) })
+	t.Run("nbd/kill-9/istgt", func(t *testing.T) { nbdKill9(t, targets.KindIstgt) })
+	t.Run("nbd/conn-reset/tgtd", func(t *testing.T) { nbdConnReset(t, targets.KindTgtd) })
+	t.Run("nbd/conn-reset/istgt", func(t *testing.T) { nbdConnReset(t, targets.KindIstgt) })
 }
 
 // startTarget starts a real target with one 4 KiB-block LUN.

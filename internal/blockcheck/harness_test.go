@@ -99,13 +99,13 @@ func seed() uint64 {
 
 // row is one line of the figures table.
 type row struct {
-	Scenario, Layer, Target  string
-	Ops, Failed, Faults      int
-	Anomalies, Leaked        int
-	PeakRSS                  string
-	Seed                     uint64
-	Skipped                  string
-	Duration                 time.Duration
+	Scenario, Layer, Target string
+	Ops, Failed, Faults     int
+	Anomalies, Leaked       int
+	PeakRSS                 string
+	Seed                    uint64
+	Skipped                 string
+	Duration                time.Duration
 }
 
 var (
