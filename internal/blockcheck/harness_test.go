@@ -37,8 +37,8 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(lbTmpDir)
 	}
 	printTable(os.Stdout)
-	if code == 0 {
-		if err := writeReport(); err != nil {
+	if os.Getenv("BLOCKCHECK_REPORT") != "" {
+		if err := writeReport(code == 0); err != nil {
 			fmt.Fprintln(os.Stderr, "blockcheck report:", err)
 			code = 1
 		}
@@ -137,7 +137,7 @@ func table() string {
 }
 
 // writeReport writes the table to $BLOCKCHECK_REPORT (make soak).
-func writeReport() error {
+func writeReport(pass bool) error {
 	path := os.Getenv("BLOCKCHECK_REPORT")
 	if path == "" {
 		return nil
@@ -153,6 +153,11 @@ func writeReport() error {
 	fmt.Fprintf(&b, "lost, duplicated or reordered; no ghost of a failed write; no torn or foreign block).\n")
 	fmt.Fprintf(&b, "Failed operations (EIO, timeouts, dropped connections) are allowed; anomalies are not.\n\n")
 	b.WriteString(table())
+	if pass {
+		b.WriteString("\nResult: PASS (every scenario ran without anomaly or leak).\n")
+	} else {
+		b.WriteString("\nResult: FAIL — see the test log of the run for the anomalies (scenario, seed, block, operations).\n")
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
