@@ -107,7 +107,8 @@ func fakeStorm(t *testing.T) {
 	var storm atomic.Bool
 	var n atomic.Int64
 	tg := faketarget.New(faketarget.Config{
-		LUNs: []faketarget.LUNConfig{{Number: 0, Blocks: 1024, BlockSize: BlockSize}},
+		NoRecord: true,
+		LUNs:     []faketarget.LUNConfig{{Number: 0, Blocks: 1024, BlockSize: BlockSize}},
 		OnCommand: func(c *faketarget.Conn, cmd *pdu.SCSICommand, data []byte) bool {
 			op := cmd.CDB[0]
 			if !storm.Load() || (op != 0x28 && op != 0x88 && op != 0x2a && op != 0x8a) {
