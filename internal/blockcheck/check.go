@@ -132,7 +132,7 @@ func (c *checker) epochOf(t time.Duration) int {
 // was invoked; the final content against all of them.
 func Check(h *History) ([]Anomaly, int) {
 	h.mu.Lock()
-	ops := append([]*Op(nil), h.ops...)
+	ops := append(append([]*Op(nil), h.ops...), h.carried...)
 	crashes := append([]time.Duration(nil), h.crashes...)
 	final, finalAt := h.final, h.finalAt
 	h.mu.Unlock()

@@ -299,6 +299,29 @@ func TestCheckPasses(t *testing.T) {
 	})
 }
 
+// TestNextRound: a round's initial content is the previous round's final
+// content; losing it is flagged, keeping it is not.
+func TestNextRound(t *testing.T) {
+	s := newSynth()
+	w1 := s.write(0, 2, 0, 10, OK)
+	s.final(w1, w1)
+	for _, keep := range []bool{true, false} {
+		n := &synth{h: s.h.Next()}
+		w2 := n.write(1, 1, 0, 10, OK)
+		if keep {
+			n.read(0, 20, 30, w1, w2)
+			n.final(w1, w2)
+			wantClean(t, n)
+			if w2.ID <= w1.ID {
+				t.Errorf("op ids restarted: %d after %d", w2.ID, w1.ID)
+			}
+		} else {
+			n.final(nil, w2)
+			wantAnomaly(t, n, LostWrite)
+		}
+	}
+}
+
 // TestDecode: block round trip and every corruption.
 func TestDecode(t *testing.T) {
 	b := make([]byte, BlockSize)

@@ -216,7 +216,7 @@ func goroutines() map[string]string {
 
 // check runs the workload and the model, fails the test on anomalies and
 // fills the row.
-func check(t *testing.T, r *row, cfg Config, inject func(ctx context.Context, h *History)) *History {
+func check(t *testing.T, r *row, cfg Config, inject func(ctx context.Context, h *History)) {
 	t.Helper()
 	cfg.Seed = r.Seed
 	if cfg.Logf == nil {
@@ -233,28 +233,46 @@ func check(t *testing.T, r *row, cfg Config, inject func(ctx context.Context, h 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+5*time.Minute)
 	defer cancel()
+	if cfg.Round == 0 {
+		// A round's history (~1M ops a minute here) is checked, then
+		// dropped. BLOCKCHECK_ROUND overrides.
+		cfg.Round = time.Minute
+		if d, err := time.ParseDuration(os.Getenv("BLOCKCHECK_ROUND")); err == nil && d > 0 {
+			cfg.Round = d
+		}
+	}
 	start := time.Now()
-	h, err := Run(ctx, cfg, inject)
+	var tot Stats
+	rounds := 0
+	err := Run(ctx, cfg, inject, func(h *History) {
+		rounds++
+		st := h.Stats()
+		as, n := Check(h)
+		tot.Ops += st.Ops
+		tot.Writes += st.Writes
+		tot.Reads += st.Reads
+		tot.Flushes += st.Flushes
+		tot.Failed += st.Failed
+		tot.Faults += st.Faults
+		tot.Crashes += st.Crashes
+		r.Anomalies += n
+		t.Logf("seed %d round %d: %d ops (%d writes, %d reads, %d flushes, %d failed), %d faults, %d crashes, %d anomalies", r.Seed, rounds, st.Ops, st.Writes, st.Reads, st.Flushes, st.Failed, st.Faults, st.Crashes, n)
+		logErrors(t, h)
+		for _, a := range as {
+			t.Errorf("seed %d round %d: %v", r.Seed, rounds, a)
+		}
+	})
 	r.Duration = time.Since(start)
-	st := h.Stats()
-	r.Ops, r.Failed, r.Faults = st.Ops, st.Failed, st.Faults
+	r.Ops, r.Failed, r.Faults = tot.Ops, tot.Failed, tot.Faults
 	if err != nil {
 		t.Fatalf("seed %d: %v", r.Seed, err)
 	}
-	as, n := Check(h)
-	r.Anomalies = n
-	t.Logf("seed %d: %d ops (%d writes, %d reads, %d flushes, %d failed), %d faults, %d crashes, %d anomalies", r.Seed, st.Ops, st.Writes, st.Reads, st.Flushes, st.Failed, st.Faults, st.Crashes, n)
-	logErrors(t, h)
-	for _, a := range as {
-		t.Errorf("seed %d: %v", r.Seed, a)
-	}
-	if st.Writes == 0 || st.Ops-st.Failed < 10 {
-		t.Errorf("seed %d: workload made no progress: %+v", r.Seed, st)
+	if tot.Writes == 0 || tot.Ops-tot.Failed < 10 {
+		t.Errorf("seed %d: workload made no progress: %+v", r.Seed, tot)
 	}
 	if r.PeakRSS == "-" {
 		r.PeakRSS = mib(hwmKB(os.Getpid())) + " (test process)"
 	}
-	return h
 }
 
 // logErrors logs the distinct errors of failed operations (first few).

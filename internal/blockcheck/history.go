@@ -85,6 +85,7 @@ type History struct {
 
 	mu      sync.Mutex
 	ops     []*Op
+	carried []*Op // writes of the previous round whose values are the initial content
 	crashes []time.Duration
 	final   []Seen
 	finalAt time.Duration
@@ -94,6 +95,36 @@ type History struct {
 // NewHistory starts a history (and its clock) over blocks [0, blocks).
 func NewHistory(blocks int64) *History {
 	return &History{Blocks: blocks, start: time.Now()}
+}
+
+// Next starts the history of the next round on the same device: its
+// initial content is h's final content (the writes that made it are
+// carried over as acknowledged before the round began) and op ids go on
+// from h's.
+func (h *History) Next() *History {
+	n := NewHistory(h.Blocks)
+	n.nextID.Store(h.nextID.Load())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	byID := map[uint64]*Op{}
+	for _, o := range h.ops {
+		if o.Kind == Write {
+			byID[o.ID] = o
+		}
+	}
+	for _, o := range h.carried {
+		byID[o.ID] = o
+	}
+	seen := map[uint64]bool{}
+	for _, s := range h.final {
+		if w := byID[s.H.Op]; s.State == StateValid && w != nil && !seen[w.ID] {
+			seen[w.ID] = true
+			c := *w
+			c.Invoke, c.Complete, c.Result, c.FUA = -1, -1, OK, true
+			n.carried = append(n.carried, &c)
+		}
+	}
+	return n
 }
 
 // Now is the history's clock.

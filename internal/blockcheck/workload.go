@@ -34,6 +34,11 @@ type Config struct {
 	// Percentages of operations (the rest are writes); FUAPct is the share
 	// of writes sent with FUA.
 	ReadPct, FlushPct, FUAPct int
+	// Round splits a long run into rounds of this length (default: one
+	// round), each with its own history, so memory stays bounded: each
+	// round is checked and dropped, the next starts from its final
+	// content (History.Next).
+	Round time.Duration
 	// OpTimeout bounds each operation (default 90 s); an operation that
 	// times out is recorded as Unknown.
 	OpTimeout time.Duration
@@ -61,15 +66,36 @@ func (c *Config) defaults() {
 	}
 }
 
-// Run drives the workload for cfg.Duration with inject running beside it
-// (its context ends when the clients should stop: it must heal every fault
-// before it returns), then reads the whole space back as the history's
-// final content. The error is a setup or final-read failure, never an
-// anomaly: call Check on the history.
-func Run(ctx context.Context, cfg Config, inject func(ctx context.Context, h *History)) (*History, error) {
+// Run drives the workload for cfg.Duration, in rounds of cfg.Round, and
+// hands each round's history to done (call Check there). In each round
+// inject runs beside the clients (its context ends when the clients
+// should stop: it must heal every fault before it returns); then the
+// whole space is read back as the round's final content. The error is a
+// setup or final-read failure, never an anomaly.
+func Run(ctx context.Context, cfg Config, inject func(ctx context.Context, h *History), done func(h *History)) error {
 	cfg.defaults()
+	round := cfg.Round
+	if round <= 0 || round > cfg.Duration {
+		round = cfg.Duration
+	}
 	h := NewHistory(cfg.Blocks)
-	runCtx, stop := context.WithTimeout(ctx, cfg.Duration)
+	for left := cfg.Duration; ; {
+		d := min(round, left)
+		if left-d < round/4 {
+			d = left // no stub of a last round
+		}
+		err := runRound(ctx, cfg, h, d, inject)
+		done(h)
+		left -= d
+		if err != nil || left <= 0 || ctx.Err() != nil {
+			return err
+		}
+		h = h.Next()
+	}
+}
+
+func runRound(ctx context.Context, cfg Config, h *History, d time.Duration, inject func(ctx context.Context, h *History)) error {
+	runCtx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var wg sync.WaitGroup
 	injDone := make(chan struct{})
@@ -94,9 +120,9 @@ func Run(ctx context.Context, cfg Config, inject func(ctx context.Context, h *Hi
 	<-injDone
 	close(errs)
 	for err := range errs {
-		return h, err
+		return err
 	}
-	return h, finalRead(ctx, cfg, h)
+	return finalRead(ctx, cfg, h)
 }
 
 // client runs one client until runCtx ends; ctx bounds the last operation.

@@ -68,13 +68,21 @@ func TestWorkloadCatchesBuggyDevice(t *testing.T) {
 	for _, bug := range []string{"", "lose", "ghost", "misdirect"} {
 		t.Run("bug="+bug, func(t *testing.T) {
 			m := &memDev{data: make([]byte, 256*BlockSize), bug: bug}
-			cfg := Config{Duration: 300 * time.Millisecond, Seed: 1, ReadPct: 30, FlushPct: 5, FUAPct: 10,
+			cfg := Config{Duration: 400 * time.Millisecond, Round: 100 * time.Millisecond, Seed: 1, ReadPct: 30, FlushPct: 5, FUAPct: 10,
 				Open: func(ctx context.Context, i int) (Target, error) { return shared{m}, nil }}
-			h, err := Run(context.Background(), cfg, nil)
+			var as []Anomaly
+			var n, rounds int
+			err := Run(context.Background(), cfg, nil, func(h *History) {
+				rounds++
+				a, k := Check(h)
+				as, n = append(as, a...), n+k
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			as, n := Check(h)
+			if rounds != 4 {
+				t.Errorf("%d rounds, want 4", rounds)
+			}
 			if bug == "" {
 				if n != 0 {
 					t.Fatalf("correct device flagged: %v", as)
@@ -82,7 +90,7 @@ func TestWorkloadCatchesBuggyDevice(t *testing.T) {
 				return
 			}
 			if n == 0 {
-				t.Fatalf("device with bug %q not flagged (%+v)", bug, h.Stats())
+				t.Fatalf("device with bug %q not flagged", bug)
 			}
 			t.Logf("%d anomalies, first: %v", n, as[0])
 		})
