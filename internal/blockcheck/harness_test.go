@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -357,14 +358,13 @@ func lunOpener(mod func(*initiator.Config), target, portal string, lun uint64) f
 	}
 }
 
-// every runs f every d (jittered ±50%) until ctx ends.
+// every runs f every d (jittered uniformly in [d/2, 3d/2)) until ctx ends.
 func every(ctx context.Context, d time.Duration, f func()) {
-	for i := 0; ; i++ {
-		j := d/2 + time.Duration(int64(i*7919)%int64(d+1))
+	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(j):
+		case <-time.After(d/2 + rand.N(d)):
 		}
 		f()
 	}
