@@ -272,7 +272,7 @@ func check(t *testing.T, r *row, cfg Config, inject func(ctx context.Context, h 
 		t.Errorf("seed %d: workload made no progress: %+v", r.Seed, tot)
 	}
 	if r.PeakRSS == "-" {
-		r.PeakRSS = mib(hwmKB(os.Getpid())) + " (test process)"
+		r.PeakRSS = mib(hwmKB(os.Getpid())) + " (test process, cumulative)"
 	}
 }
 
