@@ -8,7 +8,7 @@ FUZZTIME  ?= 20000x
 TESTFLAGS ?=
 export CGO_ENABLED := 0
 
-.PHONY: all build deps vmlab-deps lint-quick test test-go test-fuzz test-vm lint bench demo demo-stop clean
+.PHONY: all build deps vmlab-deps lint-quick test test-go test-fuzz test-vm lint bench demo demo-stop clean soak
 
 all: build
 
@@ -39,6 +39,17 @@ test-go:
 
 test-fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
+
+# make soak: every block-history scenario of internal/blockcheck for
+# SOAK_TIME each (default 10m), against the built bin/lunbridge; the table
+# of figures goes to docs/reliability.md. SOAK_SEED replays a seed.
+SOAK_TIME ?= 10m
+SOAK_SEED ?=
+soak: deps build
+	BLOCKCHECK_SOAK_TIME=$(SOAK_TIME) BLOCKCHECK_SEED=$(SOAK_SEED) \
+	  BLOCKCHECK_LUNBRIDGE=$(CURDIR)/$(BIN) BLOCKCHECK_REPORT=$(CURDIR)/docs/reliability.md \
+	  BLOCKCHECK_COMMAND="make soak SOAK_TIME=$(SOAK_TIME)" \
+	  $(GO) test -count=1 -timeout 0 -v -run TestHistory ./internal/blockcheck/
 
 test-vm: build
 	LUNBRIDGE_VMLAB=1 $(GO) test -count=1 -timeout 30m -v ./internal/vmlab/...

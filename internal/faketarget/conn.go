@@ -164,7 +164,9 @@ func (c *Conn) WaitOpcode(ctx context.Context, op pdu.Opcode) (Received, error) 
 func (c *Conn) record(r Received) {
 	c.mu.Lock()
 	r.MaxCmdSN = c.advMax
-	c.received = append(c.received, r)
+	if !c.t.cfg.NoRecord {
+		c.received = append(c.received, r)
+	}
 	close(c.recvCh)
 	c.recvCh = make(chan struct{})
 	c.mu.Unlock()

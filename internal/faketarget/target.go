@@ -105,6 +105,10 @@ type Config struct {
 	// LUNs served; default one LUN 0 of 2048 512-byte blocks.
 	LUNs []LUNConfig
 
+	// NoRecord keeps no log of received PDUs (Received and WaitFor see
+	// nothing), so a long workload does not grow the target's memory.
+	NoRecord bool
+
 	// Hooks. Each returns true when it handled the PDU (the default
 	// behaviour is then skipped).
 	OnLogin   func(c *Conn, req *pdu.LoginRequest, keys []pdu.KV) bool
