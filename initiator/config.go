@@ -3,7 +3,9 @@ package initiator
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,8 +39,11 @@ type Config struct {
 	// CmdSN window bounds them further.
 	QueueDepth int
 
-	// ISID is the initiator session ID; zero means a random-type (0x80)
-	// ISID generated once by NewSession and kept across reconnects.
+	// ISID is the initiator session ID, kept across reconnects. Zero means
+	// a random one (NewISID), which can never reinstate a session of an
+	// earlier process; a long-running owner of a LUN should pass
+	// StableISID so that a restarted process ends its predecessor's
+	// session (and the predecessor's writes) at login.
 	ISID [6]byte
 
 	// LoginTimeout bounds connect plus login (default 15 s).
@@ -163,6 +168,31 @@ func setDefault(p *int, v int) {
 	if *p <= 0 {
 		*p = v
 	}
+}
+
+// StableISID derives an ISID from what names one owner of one LUN through
+// one portal: initiator name, target name, portal, LUN and an instance name
+// ("" for the default owner). The same inputs give the same ISID in every
+// process, so a restarted process's login reinstates, and thereby ends, the
+// session of the process it replaces (RFC 7143 Section 6.3.5), as
+// open-iscsi's stable per-interface ISID does. Distinct inputs give
+// distinct ISIDs, so sessions to other LUNs, other paths (portals) or other
+// instances are left alone; a second process on the same LUN must use
+// another instance name.
+//
+// The format is the random type (T=10b, Section 11.12.5): byte 0 is 0x80,
+// bytes 1-5 (B, C and the qualifier D) are 40 bits of SHA-256 of the
+// inputs.
+func StableISID(initiatorName, targetName, portal string, lun uint64, instance string) [6]byte {
+	h := sha256.New()
+	for _, p := range []string{"lunbridge-isid-v1", initiatorName, targetName, portalAddr(portal), strconv.FormatUint(lun, 10), instance} {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	var id [6]byte
+	copy(id[1:], h.Sum(nil))
+	id[0] = 0x80
+	return id
 }
 
 // NewISID returns a random-format ISID (T=10b, RFC 7143 Section 11.12.5):

@@ -78,10 +78,19 @@ const maxCommandBytes = 4 << 20
 // OpenLUN identifies LUN number lun on s: INQUIRY (standard and VPD 0x00,
 // 0x80, 0x83, 0xB0, 0xB1, 0xB2), READ CAPACITY (16, falling back to 10),
 // MODE SENSE for write protection. Unit attentions after login are absorbed.
+// Before it returns, an ORDERED TEST UNIT READY waits for every older task
+// in the LU's task set, an earlier session's included (barrier.go).
 func OpenLUN(ctx context.Context, s *Session, lun uint64) (*LUN, error) {
 	f := scsi.EncodeLUN(lun)
 	l := &LUN{s: s, number: lun, field: binary.BigEndian.Uint64(f[:]), probe: true}
 	if err := l.identify(ctx); err != nil {
+		return nil, err
+	}
+	// Writes of an earlier session to this LU (a process this one
+	// replaces, whose session the login may just have reinstated) may
+	// still be in the target's backend (barrier.go): let them finish
+	// before the caller's I/O.
+	if err := l.drainOldTasks(ctx); err != nil {
 		return nil, err
 	}
 	l.probe = false // not shared yet

@@ -159,6 +159,9 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 			return cfg, usageErrorf("mutual CHAP needs the target's secret too (LUNBRIDGE_TARGET_CHAP_SECRET or --target-chap-secret-file)")
 		}
 	}
+	if cfg.ISID, err = isidFor(c, u, name); err != nil { // isid.go
+		return cfg, err
+	}
 	return cfg, nil
 }
 

@@ -37,6 +37,15 @@ prefer Unix sockets. The socket is made 0600 (the user's alone) and a
 directory serve creates for it 0700; every TCP listener, loopback included
 (any local user can connect), logs a warning.
 
+When the kernel is the client (nbd-client, or a /dev/nbdN connected to this
+socket some other way), give --kernel-client: serve then protects itself
+against memory-reclaim deadlocks as attach does (PR_SET_IO_FLUSHER on every
+thread, mlockall; a warning when not permitted).
+
+A restarted serve logs in with the same iSCSI ISID, which ends the old
+process's session; a second serve of the same LUN on this host is refused
+unless it is given its own --instance NAME (a global flag).
+
 Without --persistent the server exits after the first client disconnects (like
 qemu-nbd without -t). --shared N accepts up to N clients at once (default 1);
 extra clients are refused with a policy error.
@@ -57,6 +66,7 @@ Examples:
 			&cli.StringFlag{Name: "pid-file", Usage: "write the process id here once listening"},
 			&cli.BoolFlag{Name: "json", Usage: "print the listening address as JSON"},
 			&cli.BoolFlag{Name: "multi-conn", Value: true, Usage: "advertise NBD_FLAG_CAN_MULTI_CONN (all clients share one session, so a flush covers them all)"},
+			&cli.BoolFlag{Name: "kernel-client", Usage: "the kernel's NBD client will use this export: set PR_SET_IO_FLUSHER and mlockall, as attach does"},
 			&cli.IntFlag{Name: "max-request", Value: nbdbridge.DefaultMaxRequest, Usage: "largest READ/WRITE payload advertised, bytes"},
 		}, deviceFlags()...),
 		Action: serveAction,
@@ -87,6 +97,13 @@ func serveAction(c *cli.Context) error {
 		return err
 	}
 	defer cleanup()
+	if c.Bool("kernel-client") {
+		if err := nbdbridge.ReclaimSafe(); err != nil {
+			log.WithError(err).Warn("not protected against memory-reclaim deadlocks (a file system or swap on the kernel's NBD device can hang under memory pressure)")
+		} else {
+			log.Info("io_flusher set on every thread and memory locked (mlockall)")
+		}
+	}
 	dev, err := openMain(c, c.Args().First(), c.Bool("read-only"))
 	if err != nil {
 		l.Close()

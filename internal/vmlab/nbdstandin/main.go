@@ -80,6 +80,10 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
+		// As lunbridge attach does (the scenarios check it).
+		if err := nbdbridge.ReclaimSafe(); err != nil {
+			fmt.Fprintf(os.Stderr, "nbdstandin: not reclaim-safe: %v\n", err)
+		}
 		dev, err := filedev.Open(path, 512, false)
 		if err != nil {
 			return err
