@@ -2,11 +2,15 @@ package blockcheck
 
 import (
 	"context"
+	"net"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lunbridge/lunbridge/internal/faultproxy"
 	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testenv"
 )
 
 // lunBytes is the LUN size of every scenario: the checked space (256
@@ -22,6 +26,8 @@ func TestHistory(t *testing.T) {
 	}
 	t.Run("device/conn-reset/tgtd", func(t *testing.T) { deviceConnReset(t, targets.KindTgtd) })
 	t.Run("device/conn-reset/istgt", func(t *testing.T) { deviceConnReset(t, targets.KindIstgt) })
+	t.Run("device/ss-kill/tgtd", func(t *testing.T) { deviceSSKill(t, targets.KindTgtd) })
+	t.Run("device/ss-kill/istgt", func(t *testing.T) { deviceSSKill(t, targets.KindIstgt) })
 	t.Run("device/target-restart/tgtd", func(t *testing.T) { deviceRestart(t, targets.KindTgtd) })
 	t.Run("device/black-hole/tgtd", func(t *testing.T) { deviceBlackHole(t, targets.KindTgtd) })
 	t.Run("device/lun-reset/tgtd", func(t *testing.T) { deviceLUNReset(t, targets.KindTgtd) })
@@ -76,6 +82,39 @@ func deviceConnReset(t *testing.T, kind string) {
 				px.ResetOne()
 			}
 			h.Fault()
+		})
+	})
+}
+
+// deviceSSKill: the initiator's own TCP sockets to the target are
+// destroyed by the kernel (`ss -K`, SOCK_DESTROY), no proxy in between,
+// every ~1 s (3 s on istgt, see deviceConnReset): the socket dies under
+// the initiator with whatever it had queued, as when an administrator or
+// a firewall kills it.
+func deviceSSKill(t *testing.T, kind string) {
+	testenv.RequireTool(t, "ss")
+	r := scenario(t, "ss -K", "device", kind)
+	srv := startTarget(t, kind)
+	host, port, err := net.SplitHostPort(srv.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Duration: runTime(6 * time.Second), Open: lunOpener(nil, srv.Targets[0].Name, srv.Portal, uint64(srv.LUNNumber(0)))}
+	period := time.Second
+	if kind == targets.KindIstgt {
+		period = 3 * time.Second
+	}
+	check(t, r, cfg, func(ctx context.Context, h *History) {
+		every(ctx, period, func() {
+			out, err := exec.CommandContext(ctx, "ss", "-K", "-t", "dst", host, "dport", "=", port).CombinedOutput()
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("ss -K: %v: %s", err, out)
+				return
+			}
+			// One line per destroyed socket after the header.
+			if strings.Count(strings.TrimSpace(string(out)), "\n") > 0 {
+				h.Fault()
+			}
 		})
 	})
 }
