@@ -3,6 +3,7 @@ package initiator
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 var (
@@ -11,6 +12,11 @@ var (
 	// ErrProtocol wraps protocol violations by the target; they are
 	// connection-fatal.
 	ErrProtocol = errors.New("iscsi: protocol error")
+
+	// ErrNotTarget: the peer's first answer to a Login Request was not
+	// an iSCSI PDU (another service on that port). It comes wrapped in a
+	// ConnError.
+	ErrNotTarget = errors.New("not an iSCSI target")
 	// ErrAuth is wrapped by every authentication failure (ours or the
 	// target's), so callers can map it to an exit code.
 	ErrAuth = errors.New("iscsi: authentication failed")
@@ -93,3 +99,16 @@ func (e *LoginError) Retryable() bool { return e.Class == 3 }
 func protoErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
 }
+
+// loginTimeoutError is a login that got no answer within the login
+// timeout. Its text is for people; the cause (a deadline, an i/o timeout)
+// stays reachable with errors.Is/As.
+type loginTimeoutError struct {
+	d   time.Duration
+	err error
+}
+
+func (e *loginTimeoutError) Error() string {
+	return fmt.Sprintf("no answer to the login within %v (the login timeout): is this an iSCSI target, and is it overloaded?", e.d)
+}
+func (e *loginTimeoutError) Unwrap() error { return e.err }

@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -31,6 +32,9 @@ type loginConn struct {
 	stage     uint8
 
 	neg *negotiator
+	// answered: a Login Response arrived on this connection; until then
+	// a peer that sends something else is not an iSCSI target at all.
+	answered bool
 	// results
 	params             Params
 	tsih               uint16
@@ -133,7 +137,14 @@ func (l *loginConn) exchange(transit bool, csg, nsg uint8, kvs []pdu.KV) (*pdu.L
 func (l *loginConn) readResponse() (*pdu.LoginResponse, []byte, error) {
 	var b pdu.BHS
 	if err := l.r.ReadHeader(&b); err != nil {
+		var fe pdu.FormatError
+		if !l.answered && (errors.As(err, &fe) || errors.Is(err, pdu.ErrDataTooLong)) {
+			return nil, nil, notTarget(&b)
+		}
 		return nil, nil, fmt.Errorf("reading login response: %w", err)
+	}
+	if !l.answered && !targetOpcode(b.Opcode()) {
+		return nil, nil, notTarget(&b)
 	}
 	if b.Opcode() != pdu.OpLoginResp {
 		// "an initiator that receives any PDU other than a Login Response
@@ -142,8 +153,12 @@ func (l *loginConn) readResponse() (*pdu.LoginResponse, []byte, error) {
 	}
 	var resp pdu.LoginResponse
 	if err := resp.UnmarshalBHS(&b); err != nil {
+		if !l.answered {
+			return nil, nil, notTarget(&b)
+		}
 		return nil, nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
+	l.answered = true
 	data, err := l.r.ReadDataAlloc(&b)
 	if err != nil {
 		return nil, nil, err
@@ -341,4 +356,29 @@ func (l *loginConn) operational() error {
 			return nil
 		}
 	}
+}
+
+// targetOpcode reports whether op is one a target sends (RFC 7143 11.1.1).
+func targetOpcode(op pdu.Opcode) bool {
+	switch op {
+	case pdu.OpNopIn, pdu.OpSCSIResponse, pdu.OpTaskMgmtResp, pdu.OpLoginResp, pdu.OpTextResp,
+		pdu.OpDataIn, pdu.OpLogoutResp, pdu.OpR2T, pdu.OpAsyncMessage, pdu.OpReject:
+		return true
+	}
+	return false
+}
+
+// notTarget is the error for a peer whose first answer to a Login Request
+// is not an iSCSI PDU: another service on that port (SSH, HTTP, ...). It
+// quotes what the peer sent, as text when it reads as text.
+func notTarget(b *pdu.BHS) error {
+	n := 0
+	for n < len(b) && n < 40 && b[n] >= 0x20 && b[n] < 0x7f {
+		n++
+	}
+	what := fmt.Sprintf("bytes % x", b[:8])
+	if n >= 4 {
+		what = fmt.Sprintf("%q", b[:n])
+	}
+	return fmt.Errorf("%w: it answered the login with %s; is the port right? (iSCSI targets usually listen on 3260)", ErrNotTarget, what)
 }

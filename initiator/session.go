@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -212,8 +213,11 @@ func (s *Session) dialLogin(ctx context.Context, portal string, cid, tsih uint16
 		if errors.As(err, &le) || errors.Is(err, ErrAuth) || errors.Is(err, ErrProtocol) {
 			return nil, nil, err
 		}
-		if ctx.Err() != nil {
-			err = fmt.Errorf("login timed out: %w", err)
+		var ne net.Error
+		if errors.Is(err, ErrNotTarget) {
+			// a ConnError below, like any wrong address
+		} else if ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+			err = &loginTimeoutError{d: s.cfg.LoginTimeout, err: err}
 		} else if errors.Is(err, io.EOF) && s.cfg.CHAP == nil {
 			// LIO closes the connection instead of answering 0x0201.
 			err = fmt.Errorf("%w (the target closed the connection during login; does it require CHAP credentials?)", err)

@@ -218,6 +218,23 @@ func TestExitCodesAndErrors(t *testing.T) {
 		mu.Unlock()
 	}()
 
+	// Another service on the port: SSH greets first.
+	ssh, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ssh.Close()
+	go func() {
+		for {
+			c, err := ssh.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n\x00\x00\x04\x1c\x0a\x14 key exchange ...."))
+			c.Close()
+		}
+	}()
+
 	lunURL := "iscsi://" + s.Portal + "/iqn.2026-11.org.lunbridge.test:err/"
 	cases := []struct {
 		name string
@@ -232,6 +249,9 @@ func TestExitCodesAndErrors(t *testing.T) {
 		{"connection refused (discover)", nil, []string{"discover", refused}, ExitConnect, "refused"},
 		{"connection refused (info)", nil, []string{"info", "iscsi://" + refused + "/iqn.2026-11.org.lunbridge.test:err/1"}, ExitConnect, "refused"},
 		{"black hole (discover)", nil, []string{"--timeout", "2s", "discover", hole.Addr().String()}, ExitConnect, hole.Addr().String()},
+		{"black hole (info)", nil, []string{"--timeout", "2s", "info", "iscsi://" + hole.Addr().String() + "/iqn.2026-11.org.lunbridge.test:err/1"}, ExitConnect, "--timeout"},
+		{"SSH on the port (info)", nil, []string{"info", "iscsi://" + ssh.Addr().String() + "/iqn.2026-11.org.lunbridge.test:err/1"}, ExitConnect, "not an iSCSI target"},
+		{"SSH on the port (discover)", nil, []string{"discover", ssh.Addr().String()}, ExitConnect, "is the port right?"},
 		{"black hole (ls)", nil, []string{"--timeout", "2s", "ls", hole.Addr().String()}, ExitConnect, hole.Addr().String()},
 		{"unknown target", nil, []string{"info", "iscsi://" + s.Portal + "/iqn.2026-11.org.lunbridge.test:nope/1"}, ExitLogin, "target not found"},
 		{"LUN does not exist", nil, []string{"info", lunURL + "9"}, ExitSCSI, "LUN 9 does not exist"},

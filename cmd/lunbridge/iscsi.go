@@ -253,6 +253,11 @@ func explainOpenError(ctx context.Context, s *initiator.Session, u *discovery.UR
 // authHint adds what to do to an authentication failure.
 func authHint(err error, cfg initiator.Config, how string) error {
 	if !errors.Is(err, initiator.ErrAuth) {
+		var ce *initiator.ConnError
+		if errors.As(err, &ce) && !errors.Is(err, initiator.ErrNotTarget) &&
+			(errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)) {
+			return fmt.Errorf("%w (--timeout sets how long to wait)", err)
+		}
 		return err
 	}
 	var le *initiator.LoginError
