@@ -60,6 +60,13 @@ type Options struct {
 	Logger *logrus.Entry
 }
 
+// Validate reports an option Open would refuse (an unknown policy, a bad
+// failback), without connecting anywhere.
+func (o Options) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o Options) withDefaults() (Options, error) {
 	if o.Policy == "" {
 		o.Policy = PolicyFailover

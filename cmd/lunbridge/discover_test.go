@@ -264,6 +264,12 @@ func TestExitCodesAndErrors(t *testing.T) {
 		{"unknown command", nil, []string{"lss", s.Portal}, ExitUsage, "did you mean"},
 		{"unknown flag", nil, []string{"ls", "--jsn", s.Portal}, ExitUsage, "jsn"},
 		{"missing argument", nil, []string{"info"}, ExitUsage, "one URL"},
+		{"queue depth 0", nil, []string{"--queue-depth", "0", "info", lunURL + "1"}, ExitUsage, "--queue-depth"},
+		{"connections 0", nil, []string{"--connections", "0", "info", lunURL + "1"}, ExitUsage, "--connections"},
+		{"timeout 0", nil, []string{"--timeout", "0s", "info", lunURL + "1"}, ExitUsage, "--timeout"},
+		{"bogus policy", nil, []string{"pull", "--policy", "bogus", "--path", lunURL + "1", lunURL + "1", "-"}, ExitUsage, "--policy"},
+		{"bogus failback", nil, []string{"pull", "--failback", "sometimes", lunURL + "1", "-"}, ExitUsage, "--failback"},
+		{"prefer C", nil, []string{"pull", "--prefer", "C", lunURL + "1", "-"}, ExitUsage, "--prefer"},
 		{"bad log level", nil, []string{"--log-level", "loud", "ls", s.Portal}, ExitUsage, "log-level"},
 	}
 	for _, c := range cases {

@@ -81,6 +81,15 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 	if name == "" {
 		name = defaultInitiatorName()
 	}
+	if q := c.Int("queue-depth"); q < 1 || q > 4096 {
+		return initiator.Config{}, usageErrorf("--queue-depth %d: want 1 to 4096 commands in flight", q)
+	}
+	if n := c.Int("connections"); n < 1 || n > 64 {
+		return initiator.Config{}, usageErrorf("--connections %d: want 1 to 64 TCP connections per session", n)
+	}
+	if d := c.Duration("timeout"); d <= 0 {
+		return initiator.Config{}, usageErrorf("--timeout %v: want a positive duration (how long to wait for connect and login)", d)
+	}
 	if m := c.Int("max-recv-data-segment-length"); c.IsSet("max-recv-data-segment-length") && (m < 512 || m > 1<<24-1) {
 		return initiator.Config{}, usageErrorf("--max-recv-data-segment-length %d: want 512 to 16777215 (RFC 7143)", m)
 	}

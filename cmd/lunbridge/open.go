@@ -52,6 +52,9 @@ func longRunning(c *cli.Context) bool {
 // multipath device when there is more than one), optionally mirrored onto
 // --mirror URLs, instrumented for --metrics-listen.
 func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
+	if err := checkDeviceFlags(c); err != nil {
+		return nil, err
+	}
 	if longRunning(c) && currentMetrics() == nil {
 		stop, err := startMetrics(c)
 		if err != nil {
@@ -124,4 +127,32 @@ func openMirrorLegs(c *cli.Context, a, b []string, opts MirrorFlags) (blockdev.D
 		return nil, err
 	}
 	return m, nil
+}
+
+// checkDeviceFlags refuses bad values of the device flags as usage errors
+// before anything connects.
+func checkDeviceFlags(c *cli.Context) error {
+	if err := (multipath.Options{Policy: c.String("policy")}).Validate(); err != nil {
+		return usageErrorf("--policy: %s", strings.TrimPrefix(err.Error(), "multipath: "))
+	}
+	if err := (multipath.Options{Failback: c.String("failback")}).Validate(); err != nil {
+		return usageErrorf("--failback: %s", strings.TrimPrefix(err.Error(), "multipath: "))
+	}
+	if _, err := parseNoPathTimeout(c.String("no-path-timeout")); err != nil {
+		return usageErrorf("--no-path-timeout: %v", err)
+	}
+	if c.IsSet("check-interval") && c.Duration("check-interval") <= 0 {
+		return usageErrorf("--check-interval %v: want a positive duration", c.Duration("check-interval"))
+	}
+	switch strings.ToUpper(c.String("prefer")) {
+	case "", "A", "B":
+	default:
+		return usageErrorf("--prefer %q: want A (the main URL's leg) or B (the --mirror leg)", c.String("prefer"))
+	}
+	if s := c.String("resync-rate"); s != "" {
+		if _, err := parseSize(s); err != nil {
+			return usageErrorf("--resync-rate: %v", err)
+		}
+	}
+	return nil
 }
