@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -179,12 +180,12 @@ func Mount(dir string, dev blockdev.Device, opts Options) (*MountPoint, error) {
 	server, err := fuse.NewServer(raw, abs, &fo.MountOptions)
 	runtime.GOMAXPROCS(prev)
 	if err != nil {
-		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
+		return nil, explainMountError(abs, err, openDevFuse, exec.LookPath)
 	}
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
 		// As fs.Mount: the serve loop ends by itself when the mount failed.
-		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
+		return nil, explainMountError(abs, err, openDevFuse, exec.LookPath)
 	}
 	m := &MountPoint{dir: abs, file: filepath.Join(abs, name), dev: dev, io: bio, server: server, log: opts.Logger}
 	if m.log != nil {
@@ -237,4 +238,36 @@ func (m *MountPoint) Wait() { m.server.Wait() }
 // The CLI calls it after Wait, before closing the device.
 func (m *MountPoint) Flush(ctx context.Context) error {
 	return m.io.Flush(ctx, true)
+}
+
+// openDevFuse checks that this process may use the FUSE device.
+func openDevFuse() error {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// explainMountError turns a failed mount into a sentence that says what is
+// missing and how to fix it, instead of fusermount's exit status: no
+// usable /dev/fuse, no fusermount3 for a user who is not root. Other
+// errors keep their text.
+func explainMountError(dir string, err error, devFuse func() error, lookPath func(string) (string, error)) error {
+	if derr := devFuse(); derr != nil {
+		switch {
+		case errors.Is(derr, os.ErrNotExist):
+			return fmt.Errorf("cannot mount %s: this system has no /dev/fuse (modprobe fuse; in a container, pass the device in): %w", dir, err)
+		case errors.Is(derr, os.ErrPermission):
+			return fmt.Errorf("cannot mount %s: this user may not open /dev/fuse: run as root, or give the user access to /dev/fuse (Debian's default is mode 0666): %w", dir, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		if _, lerr := lookPath("fusermount3"); lerr != nil {
+			if _, lerr := lookPath("fusermount"); lerr != nil {
+				return fmt.Errorf("cannot mount %s as a user that is not root without fusermount3: install the fuse3 package, or run as root: %w", dir, err)
+			}
+		}
+	}
+	return fmt.Errorf("cannot mount %s: %w", dir, err)
 }
