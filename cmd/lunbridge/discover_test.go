@@ -270,6 +270,9 @@ func TestExitCodesAndErrors(t *testing.T) {
 		{"bogus policy", nil, []string{"pull", "--policy", "bogus", "--path", lunURL + "1", lunURL + "1", "-"}, ExitUsage, "--policy"},
 		{"bogus failback", nil, []string{"pull", "--failback", "sometimes", lunURL + "1", "-"}, ExitUsage, "--failback"},
 		{"prefer C", nil, []string{"pull", "--prefer", "C", lunURL + "1", "-"}, ExitUsage, "--prefer"},
+		{"global flag after the URL", nil, []string{"info", "iscsi://" + hole.Addr().String() + "/iqn.2026-11.org.lunbridge.test:err/1", "--timeout", "2s"}, ExitConnect, "within 2s"},
+		{"misspelled flag", nil, []string{"info", "--timout", "2s", lunURL + "1"}, ExitUsage, "did you mean --timeout?"},
+		{"misspelled command flag", nil, []string{"pull", lunURL + "1", "-", "--chekcsum", "none"}, ExitUsage, "did you mean --checksum?"},
 		{"bad log level", nil, []string{"--log-level", "loud", "ls", s.Portal}, ExitUsage, "log-level"},
 	}
 	for _, c := range cases {
@@ -278,7 +281,7 @@ func TestExitCodesAndErrors(t *testing.T) {
 		if !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(c.want)) {
 			t.Errorf("%s: message does not mention %q: %s", c.name, c.want, r.stderr)
 		}
-		if strings.HasPrefix(c.name, "black hole") && r.elapsed > 8*time.Second {
+		if (strings.HasPrefix(c.name, "black hole") || strings.HasPrefix(c.name, "global flag")) && r.elapsed > 8*time.Second {
 			t.Errorf("%s: took %v with --timeout 2s", c.name, r.elapsed)
 		}
 	}

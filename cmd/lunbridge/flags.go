@@ -6,7 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// globalFlags are accepted before the command name. Every one of them can
+// globalFlags are accepted before or after the command name (args.go). Every one of them can
 // also be set in the --config file under its own name (secrets excepted:
 // only *-secret-file paths).
 func globalFlags() []cli.Flag {

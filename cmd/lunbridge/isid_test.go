@@ -78,9 +78,14 @@ func TestLockISIDRefusesSecondOwner(t *testing.T) {
 
 var isidInLog = regexp.MustCompile(`ISID ([0-9a-f]{12})`)
 
-func loggedISID(t *testing.T, stderr string) string {
+func loggedISID(t *testing.T, p *serveProc) string {
 	t.Helper()
-	m := isidInLog.FindStringSubmatch(stderr)
+	// stderr is copied by a goroutine of exec: give it a moment.
+	var m []string
+	for end := time.Now().Add(5 * time.Second); m == nil && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		m = isidInLog.FindStringSubmatch(p.stderr.String())
+	}
+	stderr := p.stderr.String()
 	if m == nil {
 		t.Fatalf("no ISID in the debug log:\n%s", stderr)
 	}
@@ -100,7 +105,7 @@ func TestServeStableISIDCLI(t *testing.T) {
 		return startServe(t, env, append(args, "serve", "--listen", "unix:"+filepath.Join(dir, sock), url)...)
 	}
 	p1 := serve("a.sock")
-	isid1 := loggedISID(t, p1.stderr.String())
+	isid1 := loggedISID(t, p1)
 
 	r := lbRun(t, 30*time.Second, env, "serve", "--listen", "unix:"+filepath.Join(dir, "b.sock"), url)
 	if r.code != ExitFailure || !strings.Contains(r.stderr, "already in use") || !strings.Contains(r.stderr, "--instance") {
@@ -108,7 +113,7 @@ func TestServeStableISIDCLI(t *testing.T) {
 	}
 
 	p2 := serve("c.sock", "--instance", "backup")
-	if isid2 := loggedISID(t, p2.stderr.String()); isid2 == isid1 {
+	if isid2 := loggedISID(t, p2); isid2 == isid1 {
 		t.Fatalf("--instance backup logged in with the default instance's ISID %s", isid1)
 	}
 	p2.cmd.Process.Signal(syscall.SIGTERM)
@@ -117,7 +122,7 @@ func TestServeStableISIDCLI(t *testing.T) {
 	p1.cmd.Process.Kill() // a crash: the restart must reinstate its session
 	p1.wait(t, 15*time.Second)
 	p3 := serve("d.sock")
-	if isid3 := loggedISID(t, p3.stderr.String()); isid3 != isid1 {
+	if isid3 := loggedISID(t, p3); isid3 != isid1 {
 		t.Fatalf("restarted serve logged in with ISID %s, the crashed one with %s", isid3, isid1)
 	}
 

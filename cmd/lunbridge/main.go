@@ -153,7 +153,7 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
 		where += " " + c.Command.Name
 	}
-	return usageErrorf("%v (see %s --help)", err, where)
+	return usageErrorf("%s (see %s --help)", suggestFlag(err.Error(), c), where)
 }
 
 func main() {
@@ -184,7 +184,7 @@ func main() {
 			}
 		})
 	}
-	err := app.RunContext(ctx, os.Args)
+	err := app.RunContext(ctx, placeFlags(app, os.Args)) // args.go: flags anywhere
 	for i := len(atExit) - 1; i >= 0; i-- {
 		atExit[i]()
 	}

@@ -310,6 +310,10 @@ func TestServeKernelClientReclaimSafe(t *testing.T) {
 	if !hasCapSysResource(t) {
 		// PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE (this container's root
 		// lacks it): the warning must say so; the VM lab checks the flags.
+		// stderr is copied by a goroutine of exec: give it a moment.
+		for end := time.Now().Add(5 * time.Second); !strings.Contains(p.stderr.String(), "PR_SET_IO_FLUSHER") && time.Now().Before(end); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		if !strings.Contains(p.stderr.String(), "PR_SET_IO_FLUSHER") {
 			t.Errorf("no CAP_SYS_RESOURCE, but no warning about PR_SET_IO_FLUSHER: %s", p.stderr)
 		}
