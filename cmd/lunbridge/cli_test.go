@@ -145,13 +145,13 @@ func checkDiscover(t *testing.T, s *targets.Server) {
 	want := expected(s)
 	r := lbRun(t, 30*time.Second, nil, "discover", "--json", s.Portal)
 	r.mustOK(t, "discover --json")
-	var got []discovery.Target
+	var got []discoverTarget
 	decodeStrict(t, r.stdout, &got)
 	var names []string
 	for _, tg := range got {
 		names = append(names, tg.Name)
-		if len(tg.Portals) != 1 || tg.Portals[0].Address != s.Portal || tg.Portals[0].Tag != 1 {
-			t.Errorf("discover --json: %s portals %+v, want [{%s 1}]", tg.Name, tg.Portals, s.Portal)
+		if len(tg.Portals) != 1 || tg.Portals[0].Address != s.Portal || tg.Portals[0].Tag != 1 || tg.Portals[0].URL != "iscsi://"+s.Portal+"/"+tg.Name {
+			t.Errorf("discover --json: %s portals %+v, want [{%s 1 iscsi://%s/%s}]", tg.Name, tg.Portals, s.Portal, s.Portal, tg.Name)
 		}
 	}
 	sort.Strings(names)
@@ -160,10 +160,10 @@ func checkDiscover(t *testing.T, s *targets.Server) {
 	}
 	r = lbRun(t, 30*time.Second, nil, "discover", s.Portal)
 	r.mustOK(t, "discover")
-	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "TPGT")
+	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "TPGT", "URL")
 	names = nil
 	for _, row := range rows {
-		if len(row) != 3 || row[1] != s.Portal || row[2] != "1" {
+		if len(row) != 4 || row[1] != s.Portal || row[2] != "1" || row[3] != "iscsi://"+s.Portal+"/"+row[0] {
 			t.Errorf("discover table row %q", row)
 			continue
 		}
@@ -200,6 +200,9 @@ func checkLS(t *testing.T, s *targets.Server, chapUser, chapSecret, vendor, prod
 		}
 		disks := map[uint64]lsLUN{}
 		for _, l := range tg.LUNs {
+			if want := fmt.Sprintf("iscsi://%s/%s/%d", s.Portal, tg.Name, l.LUN); l.URL != want {
+				t.Errorf("ls --json: %s LUN %d: url %q, want %q", tg.Name, l.LUN, l.URL, want)
+			}
 			if l.Error != "" {
 				t.Errorf("ls --json: %s LUN %d: error %s", tg.Name, l.LUN, l.Error)
 			}
@@ -230,7 +233,7 @@ func checkLS(t *testing.T, s *targets.Server, chapUser, chapSecret, vendor, prod
 	// The table: one row per LUN; SIZE is two fields ("16.0 MiB").
 	r = lbRun(t, 60*time.Second, env, "--chap-user", chapUser, "ls", s.Portal)
 	r.mustOK(t, "ls")
-	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "LUN", "TYPE", "VENDOR", "PRODUCT", "SIZE", "BLOCK", "WWID")
+	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "LUN", "TYPE", "VENDOR", "PRODUCT", "SIZE", "BLOCK", "WWID", "URL")
 	seen := map[string]bool{}
 	for _, row := range rows {
 		if len(row) < 3 {
@@ -246,7 +249,7 @@ func checkLS(t *testing.T, s *targets.Server, chapUser, chapSecret, vendor, prod
 				t.Errorf("ls table: no row for %s", key)
 			}
 			re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(w.target) + `\s+` + regexp.QuoteMeta(s.Portal) + `\s+` +
-				strconv.FormatUint(w.lun, 10) + `\s+disk\s+.*\s` + regexp.QuoteMeta(formatBytes(w.size)) + `\s+` + strconv.Itoa(w.block) + `\s+naa\.`)
+				strconv.FormatUint(w.lun, 10) + `\s+disk\s+.*\s` + regexp.QuoteMeta(formatBytes(w.size)) + `\s+` + strconv.Itoa(w.block) + `\s+naa\.\S+\s+` + regexp.QuoteMeta(fmt.Sprintf("iscsi://%s/%s/%d", s.Portal, w.target, w.lun)) + `$`)
 			if !re.MatchString(r.stdout) {
 				t.Errorf("ls table: row for %s does not show size %s and block %d:\n%s", key, formatBytes(w.size), w.block, r.stdout)
 			}

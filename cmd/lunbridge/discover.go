@@ -110,16 +110,24 @@ func discoverAction(c *cli.Context) error {
 		targets = []discovery.Target{}
 	}
 	if c.Bool("json") {
-		return printJSON(os.Stdout, targets)
+		out := make([]discoverTarget, 0, len(targets))
+		for _, t := range targets {
+			dt := discoverTarget{Name: t.Name, Portals: []discoverPortal{}}
+			for _, p := range t.Portals {
+				dt.Portals = append(dt.Portals, discoverPortal{Portal: p, URL: targetURL(p.Address, t.Name)})
+			}
+			out = append(out, dt)
+		}
+		return printJSON(os.Stdout, out)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TARGET\tPORTAL\tTPGT")
+	fmt.Fprintln(w, "TARGET\tPORTAL\tTPGT\tURL")
 	for _, t := range targets {
 		if len(t.Portals) == 0 {
-			fmt.Fprintf(w, "%s\t-\t-\n", t.Name)
+			fmt.Fprintf(w, "%s\t-\t-\t-\n", t.Name)
 		}
 		for _, p := range t.Portals {
-			fmt.Fprintf(w, "%s\t%s\t%d\n", t.Name, p.Address, p.Tag)
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", t.Name, p.Address, p.Tag, targetURL(p.Address, t.Name))
 		}
 	}
 	return w.Flush()
@@ -153,4 +161,22 @@ func (f *firstErr) add(err error) {
 	if f.err == nil && err != nil && !errors.Is(err, context.Canceled) {
 		f.err = err
 	}
+}
+
+// discoverTarget is one target of `discover --json`: its portals, each with
+// the URL that names the target through it (add /LUN for a LUN; lunbridge
+// ls lists them).
+type discoverTarget struct {
+	Name    string           `json:"name"`
+	Portals []discoverPortal `json:"portals"`
+}
+
+type discoverPortal struct {
+	discovery.Portal
+	URL string `json:"url"`
+}
+
+// targetURL names target through portal: iscsi://portal/target.
+func targetURL(portal, target string) string {
+	return (&discovery.URL{Portal: portal, Target: target}).String()
 }

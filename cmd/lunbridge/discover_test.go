@@ -68,17 +68,16 @@ func TestDiscoverMultiPDUFake(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	var got []discovery.Target
+	var got []discoverTarget
 	decodeStrict(t, r.stdout, &got)
-	want := []discovery.Target{
-		{Name: "iqn.2026-11.org.example:alpha", Portals: []discovery.Portal{{Address: "127.0.0.1:3260", Tag: 1}, {Address: "[::1]:3260", Tag: 1}}},
-		{Name: "iqn.2026-11.org.example:beta", Portals: []discovery.Portal{{Address: "192.0.2.10:3260", Tag: 4}, {Address: "[2001:db8::5]:3260", Tag: 5}}},
-		{Name: "iqn.2026-11.org.example:gamma", Portals: []discovery.Portal{}},
+	dp := func(addr string, tag int, target string) discoverPortal {
+		return discoverPortal{Portal: discovery.Portal{Address: addr, Tag: tag}, URL: "iscsi://" + addr + "/" + target}
 	}
-	for i := range got {
-		if got[i].Portals == nil {
-			got[i].Portals = []discovery.Portal{}
-		}
+	const alpha, beta, gamma = "iqn.2026-11.org.example:alpha", "iqn.2026-11.org.example:beta", "iqn.2026-11.org.example:gamma"
+	want := []discoverTarget{
+		{Name: alpha, Portals: []discoverPortal{dp("127.0.0.1:3260", 1, alpha), dp("[::1]:3260", 1, alpha)}},
+		{Name: beta, Portals: []discoverPortal{dp("192.0.2.10:3260", 4, beta), dp("[2001:db8::5]:3260", 5, beta)}},
+		{Name: gamma, Portals: []discoverPortal{}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -91,11 +90,11 @@ func TestDiscoverMultiPDUFake(t *testing.T) {
 	}
 	// Table form of the same answer.
 	r = lbRun(t, 20*time.Second, nil, "discover", addr)
-	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "TPGT")
+	rows := tableRows(t, r.stdout, "TARGET", "PORTAL", "TPGT", "URL")
 	wantRows := [][]string{
-		{"iqn.2026-11.org.example:alpha", "127.0.0.1:3260", "1"}, {"iqn.2026-11.org.example:alpha", "[::1]:3260", "1"},
-		{"iqn.2026-11.org.example:beta", "192.0.2.10:3260", "4"}, {"iqn.2026-11.org.example:beta", "[2001:db8::5]:3260", "5"},
-		{"iqn.2026-11.org.example:gamma", "-", "-"},
+		{alpha, "127.0.0.1:3260", "1", "iscsi://127.0.0.1:3260/" + alpha}, {alpha, "[::1]:3260", "1", "iscsi://[::1]:3260/" + alpha},
+		{beta, "192.0.2.10:3260", "4", "iscsi://192.0.2.10:3260/" + beta}, {beta, "[2001:db8::5]:3260", "5", "iscsi://[2001:db8::5]:3260/" + beta},
+		{gamma, "-", "-", "-"},
 	}
 	if !reflect.DeepEqual(rows, wantRows) {
 		t.Errorf("table rows %q, want %q", rows, wantRows)
@@ -120,7 +119,7 @@ func TestDiscoverIstgtDoesNotHang(t *testing.T) {
 	for i := 0; i < 3; i++ { // repeated: a hang would show up as lbRun's timeout
 		r := lbRun(t, 15*time.Second, nil, "--timeout", "5s", "discover", "--json", s.Portal)
 		r.mustOK(t, "discover istgt")
-		var got []discovery.Target
+		var got []discoverTarget
 		decodeStrict(t, r.stdout, &got)
 		if len(got) != 2 || got[0].Name != s.Targets[0].Name || got[1].Name != s.Targets[1].Name {
 			t.Fatalf("discover istgt: %+v", got)

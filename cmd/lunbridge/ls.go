@@ -44,6 +44,7 @@ type lsTarget struct {
 
 type lsLUN struct {
 	LUN        uint64 `json:"lun"`
+	URL        string `json:"url"` // ready to paste: iscsi://portal/target/lun
 	DeviceType string `json:"device_type"`
 	Vendor     string `json:"vendor"`
 	Product    string `json:"product"`
@@ -123,7 +124,7 @@ func listLUNs(c *cli.Context, u *discovery.URL, lt *lsTarget, anyTarget bool) er
 		return err
 	}
 	for _, n := range luns {
-		e := lsLUN{LUN: n}
+		e := lsLUN{LUN: n, URL: (&discovery.URL{Portal: u.Portal, Target: u.Target, LUN: n, HasLUN: true}).String()}
 		inq, err := initiator.Inquiry(c.Context, s, n)
 		if err != nil {
 			e.Error = err.Error()
@@ -147,7 +148,7 @@ func listLUNs(c *cli.Context, u *discovery.URL, lt *lsTarget, anyTarget bool) er
 
 func printLS(out []lsTarget) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TARGET\tPORTAL\tLUN\tTYPE\tVENDOR\tPRODUCT\tSIZE\tBLOCK\tWWID")
+	fmt.Fprintln(w, "TARGET\tPORTAL\tLUN\tTYPE\tVENDOR\tPRODUCT\tSIZE\tBLOCK\tWWID\tURL")
 	for _, t := range out {
 		if t.Error != "" {
 			fmt.Fprintf(w, "%s\t%s\t-\terror: %s\n", t.Name, t.Portal, t.Error)
@@ -161,7 +162,11 @@ func printLS(out []lsTarget) {
 			if l.Error != "" {
 				size = "error: " + l.Error
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Portal, l.LUN, l.DeviceType, l.Vendor, l.Product, size, block, l.WWID)
+			wwid := l.WWID
+			if wwid == "" {
+				wwid = "-"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Portal, l.LUN, l.DeviceType, l.Vendor, l.Product, size, block, wwid, l.URL)
 		}
 	}
 	w.Flush()
