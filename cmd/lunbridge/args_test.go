@@ -49,3 +49,18 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+func TestHumanize(t *testing.T) {
+	for in, want := range map[string]string{
+		"blockcopy: r.img exists":                                 "r.img exists",
+		"nbd: /dev/nbd0 does not exist":                           "/dev/nbd0 does not exist",
+		"pull: fusefs: mountpoint /x: no such file or directory":  "pull: mountpoint /x: no such file or directory",
+		"iscsi://h/t/1: iscsi pdu: malformed Data-In: x":          "iscsi://h/t/1: malformed Data-In: x",
+		"iscsi: connection to h failed: refused":                  "iscsi: connection to h failed: refused",
+		"the nbd: prefix in the middle of a word staysnbd: as is": "the nbd: prefix in the middle of a word staysnbd: as is",
+	} {
+		if got := humanize(in); got != want {
+			t.Errorf("humanize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

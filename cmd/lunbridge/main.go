@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"sort"
@@ -204,14 +205,21 @@ func reportError(err error, ctx context.Context) int {
 	if errors.As(err, &ec) && ec.Error() == "" {
 		return ec.ExitCode()
 	}
-	fmt.Fprintf(os.Stderr, "lunbridge: %v\n", err)
+	fmt.Fprintf(os.Stderr, "lunbridge: %s\n", humanize(err.Error()))
 	return code
 }
+
+// packagePrefix matches the Go package names our libraries put in front of
+// their errors: useful in a library, noise on a terminal.
+var packagePrefix = regexp.MustCompile(`(^|: )(blockcopy|blockdev|fusefs|nbd|iscsi pdu): `)
+
+// humanize removes package prefixes from a message shown to a person.
+func humanize(msg string) string { return packagePrefix.ReplaceAllString(msg, "$1") }
 
 func setupLogging(c *cli.Context) error {
 	lvl, err := logrus.ParseLevel(c.String("log-level"))
 	if err != nil {
-		return usageErrorf("--log-level: %v", err)
+		return usageErrorf("--log-level %q: want error, warning, info, debug or trace", c.String("log-level"))
 	}
 	logrus.SetLevel(lvl)
 	logrus.SetOutput(os.Stderr)
