@@ -134,12 +134,55 @@ func placeFlags(app *cli.App, args []string) []string {
 			*dst = append(*dst, rest[k])
 		}
 	}
+	durations := durationFlags(app.Flags)
+	for n := range durationFlags(cmd.Flags) {
+		durations[n] = true
+	}
 	out := []string{args[0]}
-	out = append(out, lead...)
-	out = append(out, moved...)
+	out = append(out, plainSeconds(lead, durations)...)
+	out = append(out, plainSeconds(moved, durations)...)
 	out = append(out, path...)
-	out = append(out, flags...)
+	out = append(out, plainSeconds(flags, durations)...)
 	return append(out, positional...)
+}
+
+// durationFlags names the flags of fs that take a duration.
+func durationFlags(fs []cli.Flag) map[string]bool {
+	set := map[string]bool{}
+	for _, f := range fs {
+		if _, ok := f.(*cli.DurationFlag); ok {
+			for _, n := range f.Names() {
+				set[n] = true
+			}
+		}
+	}
+	return set
+}
+
+var plainNumber = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?$`)
+
+// plainSeconds lets a duration flag take a plain number of seconds
+// ("--timeout 30"), as timeouts are written in iscsid.conf and elsewhere:
+// toks holds flags with their values.
+func plainSeconds(toks []string, durations map[string]bool) []string {
+	out := append([]string(nil), toks...)
+	for k := 0; k < len(out); k++ {
+		name, inline, ok := flagName(out[k])
+		if !ok || !durations[name] {
+			continue
+		}
+		if inline {
+			if i := strings.IndexByte(out[k], '='); plainNumber.MatchString(out[k][i+1:]) {
+				out[k] += "s"
+			}
+		} else if k+1 < len(out) {
+			k++
+			if plainNumber.MatchString(out[k]) {
+				out[k] += "s"
+			}
+		}
+	}
+	return out
 }
 
 // firstArg returns the index of the first argument in toks (skipping flags

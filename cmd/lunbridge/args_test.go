@@ -31,6 +31,10 @@ func TestPlaceFlags(t *testing.T) {
 		{"ls san1 --generate-bash-completion", "ls san1 --generate-bash-completion"},
 		{"info -h", "info -h"},
 		{"info " + u + " --help", "info --help " + u},
+		// plain seconds for durations
+		{"--timeout 5 info " + u + " --command-timeout=2.5", "--timeout 5s --command-timeout=2.5s info " + u},
+		{"serve " + u + " --nop-interval -1", "--nop-interval -1s serve " + u},
+		{"pull " + u + " out.img --timeout 30s", "--timeout 30s pull " + u + " out.img"},
 	} {
 		got := strings.Join(placeFlags(app, append([]string{"lunbridge"}, strings.Fields(tc.in)...))[1:], " ")
 		if got != tc.want {
