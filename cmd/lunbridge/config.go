@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -12,7 +13,8 @@ import (
 
 // The configuration file (--config FILE or $LUNBRIDGE_CONFIG) holds
 // defaults for the global flags, one per line, with the flags' names as
-// keys:
+// keys, then optional sections per target, portal and device
+// (configsections.go):
 //
 //	# comment
 //	initiator-name = iqn.2026-11.org.example:host1
@@ -41,18 +43,27 @@ var loadedConfig = map[string]string{}
 // the command line or in the environment.
 func applyConfigFile(c *cli.Context) error {
 	loadedConfig = map[string]string{}
+	resetSections()
 	path := c.String("config")
 	if path == "" {
 		return nil
 	}
-	kv, err := parseConfigFile(path)
-	if err != nil {
-		return err
-	}
+	resetSections()
 	global := map[string]bool{}
+	explicit = map[string]bool{}
 	for _, f := range globalFlags() {
 		for _, n := range f.Names() {
 			global[n] = true
+			explicit[n] = c.IsSet(n) // the command line or the environment
+		}
+	}
+	kv, sections, err := parseConfigFile(path)
+	if err != nil {
+		return err
+	}
+	for _, s := range sections {
+		if err := addSection(s); err != nil { // configsections.go
+			return err
 		}
 	}
 	for _, e := range kv {
@@ -94,20 +105,22 @@ type configEntry struct {
 // secretKey reports whether a key would hold a secret itself rather than
 // the path of a file holding it.
 func secretKey(k string) bool {
-	if strings.HasSuffix(k, "-file") {
-		return false
+	if strings.HasSuffix(k, "-file") || strings.HasSuffix(k, "-secret-env") {
+		return false // where the secret is, not the secret
 	}
 	return strings.Contains(k, "secret") || strings.Contains(k, "password")
 }
 
-func parseConfigFile(path string) ([]configEntry, error) {
+func parseConfigFile(path string) ([]configEntry, []*section, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, usageErrorf("--config: %v", err)
+		return nil, nil, usageErrorf("--config: %v", err)
 	}
 	defer f.Close()
 	dir := filepath.Dir(path)
 	var out []configEntry
+	var sections []*section
+	var cur *section
 	seen := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
@@ -115,22 +128,32 @@ func parseConfigFile(path string) ([]configEntry, error) {
 		if line == "" || line[0] == '#' || line[0] == ';' {
 			continue
 		}
+		if line[0] == '[' {
+			m := sectionHeader.FindStringSubmatch(line)
+			if m == nil {
+				return nil, nil, usageErrorf("%s:%d: want a section header like [target \"iqn...\"], [portal \"host:port\"] or [device \"name\"]", path, n)
+			}
+			cur = &section{kind: m[1], name: m[2], path: path, line: n, vals: map[string]configEntry{}}
+			sections = append(sections, cur)
+			seen = map[string]int{}
+			continue
+		}
 		k, v, ok := strings.Cut(line, "=")
 		if !ok {
-			return nil, usageErrorf("%s:%d: want key = value", path, n)
+			return nil, nil, usageErrorf("%s:%d: want key = value", path, n)
 		}
 		k = strings.TrimPrefix(strings.TrimSpace(k), "--")
 		v = strings.TrimSpace(v)
 		if k == "" {
-			return nil, usageErrorf("%s:%d: empty key", path, n)
+			return nil, nil, usageErrorf("%s:%d: empty key", path, n)
 		}
 		if secretKey(k) {
-			return nil, usageErrorf("%s:%d: %q: secrets are not accepted in a config file; put the secret in a file readable only by you and give its path as %s-file", path, n, k, strings.TrimSuffix(k, "-password"))
+			return nil, nil, usageErrorf("%s:%d: %q: secrets are not accepted in a config file; put the secret in a file readable only by you and give its path as %s-file", path, n, k, strings.TrimSuffix(k, "-password"))
 		}
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 			u, err := strconv.Unquote(v)
 			if err != nil {
-				return nil, usageErrorf("%s:%d: bad quoted value: %v", path, n, err)
+				return nil, nil, usageErrorf("%s:%d: bad quoted value: %v", path, n, err)
 			}
 			v = u
 		} else if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
@@ -141,17 +164,34 @@ func parseConfigFile(path string) ([]configEntry, error) {
 		if strings.HasSuffix(k, "-file") && v != "" && !filepath.IsAbs(v) {
 			v = filepath.Join(dir, v)
 		}
+		e := configEntry{key: k, value: v, line: n}
+		if cur != nil && cur.kind == "device" && (k == "path" || k == "mirror") {
+			if k == "path" {
+				cur.paths = append(cur.paths, v)
+			} else {
+				cur.mirrors = append(cur.mirrors, v)
+			}
+			cur.vals[k] = e
+			continue
+		}
 		if prev, dup := seen[k]; dup {
-			return nil, usageErrorf("%s:%d: %q already set on line %d", path, n, k, prev)
+			return nil, nil, usageErrorf("%s:%d: %q already set on line %d", path, n, k, prev)
 		}
 		seen[k] = n
-		out = append(out, configEntry{key: k, value: v, line: n})
+		if cur != nil {
+			cur.vals[k] = e
+			continue
+		}
+		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, usageErrorf("--config: %v", err)
+		return nil, nil, usageErrorf("--config: %v", err)
 	}
-	return out, nil
+	return out, sections, nil
 }
+
+// sectionHeader matches [kind "name"] (or [kind name]).
+var sectionHeader = regexp.MustCompile(`^\[\s*([a-z]+)\s+"?([^"\]]+?)"?\s*\]$`)
 
 // configFlag is the global --config flag.
 func configFlag() cli.Flag {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -62,35 +63,61 @@ func defaultInitiatorName() string {
 // warned about.
 func readSecret(env, fileFlag string, c *cli.Context) (string, error) {
 	if f := flagOrConfig(c, fileFlag); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", usageErrorf("--%s: %v", fileFlag, err)
-		}
-		if st, err := os.Stat(f); err == nil && st.Mode().Perm()&0o077 != 0 {
-			logrus.Warnf("--%s %s: mode %v lets other users read or change the secret; chmod 600 it", fileFlag, f, st.Mode().Perm())
-		}
-		return strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r"), nil
+		return readSecretFile(f, fileFlag)
 	}
 	return secretFromEnv(env), nil
+}
+
+// readSecretFile reads a secret from the first line of file f (named by
+// the flag or key fileFlag), warning when others may read it.
+func readSecretFile(f, fileFlag string) (string, error) {
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return "", usageErrorf("--%s: %v", fileFlag, err)
+	}
+	if st, err := os.Stat(f); err == nil && st.Mode().Perm()&0o077 != 0 {
+		logrus.Warnf("--%s %s: mode %v lets other users read or change the secret; chmod 600 it", fileFlag, f, st.Mode().Perm())
+	}
+	return strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r"), nil
 }
 
 // sessionConfig builds an initiator configuration from a URL and the
 // global flags. Flags and environment override what the URL says.
 func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
-	name := c.String("initiator-name")
+	// Each setting: the command line, else the config file's [target] or
+	// [portal] section for u, else its top, else the default
+	// (configsections.go).
+	name := sessionString(c, u, "initiator-name")
 	if name == "" {
 		name = defaultInitiatorName()
 	}
-	if q := c.Int("queue-depth"); q < 1 || q > 4096 {
+	var ints [3]int
+	for i, k := range []string{"queue-depth", "connections", "max-recv-data-segment-length"} {
+		v, err := sessionInt(c, u, k)
+		if err != nil {
+			return initiator.Config{}, err
+		}
+		ints[i] = v
+	}
+	var durs [5]time.Duration
+	for i, k := range []string{"timeout", "nop-interval", "nop-timeout", "command-timeout", "replacement-timeout"} {
+		v, err := sessionDuration(c, u, k)
+		if err != nil {
+			return initiator.Config{}, err
+		}
+		durs[i] = v
+	}
+	if q := ints[0]; q < 1 || q > 4096 {
 		return initiator.Config{}, usageErrorf("--queue-depth %d: want 1 to 4096 commands in flight", q)
 	}
-	if n := c.Int("connections"); n < 1 || n > 64 {
+	if n := ints[1]; n < 1 || n > 64 {
 		return initiator.Config{}, usageErrorf("--connections %d: want 1 to 64 TCP connections per session", n)
 	}
-	if d := c.Duration("timeout"); d <= 0 {
+	if d := durs[0]; d <= 0 {
 		return initiator.Config{}, usageErrorf("--timeout %v: want a positive duration (how long to wait for connect and login)", d)
 	}
-	if m := c.Int("max-recv-data-segment-length"); c.IsSet("max-recv-data-segment-length") && (m < 512 || m > 1<<24-1) {
+	_, _, mrdslInSection := sessionSetting(u, "max-recv-data-segment-length")
+	if m := ints[2]; (c.IsSet("max-recv-data-segment-length") || mrdslInSection) && (m < 512 || m > 1<<24-1) {
 		return initiator.Config{}, usageErrorf("--max-recv-data-segment-length %d: want 512 to 16777215 (RFC 7143)", m)
 	}
 	cfg := initiator.Config{
@@ -99,17 +126,18 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		Portal:                   u.Portal,
 		HeaderDigest:             u.HeaderDigest,
 		DataDigest:               u.DataDigest,
-		MaxRecvDataSegmentLength: c.Int("max-recv-data-segment-length"),
-		QueueDepth:               c.Int("queue-depth"),
-		MaxConnections:           c.Int("connections"),
-		LoginTimeout:             c.Duration("timeout"),
-		NopInterval:              c.Duration("nop-interval"),
-		NopTimeout:               c.Duration("nop-timeout"),
-		CommandTimeout:           c.Duration("command-timeout"),
-		ReplacementTimeout:       c.Duration("replacement-timeout"),
+		MaxRecvDataSegmentLength: ints[2],
+		QueueDepth:               ints[0],
+		MaxConnections:           ints[1],
+		LoginTimeout:             durs[0],
+		NopInterval:              durs[1],
+		NopTimeout:               durs[2],
+		CommandTimeout:           durs[3],
+		ReplacementTimeout:       durs[4],
 		Logger:                   logrus.NewEntry(logrus.StandardLogger()),
 	}
-	if c.IsSet("replacement-timeout") && cfg.ReplacementTimeout == 0 {
+	_, _, rtInSection := sessionSetting(u, "replacement-timeout")
+	if (c.IsSet("replacement-timeout") || rtInSection) && cfg.ReplacementTimeout == 0 {
 		cfg.NoRecovery = true
 	}
 	if legReplacementTimeout > 0 {
@@ -119,7 +147,7 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		flag string
 		dst  *[]string
 	}{{"header-digest", &cfg.HeaderDigest}, {"data-digest", &cfg.DataDigest}} {
-		if v := c.String(d.flag); v != "" {
+		if v := sessionString(c, u, d.flag); v != "" {
 			var list []string
 			for _, x := range strings.Split(v, ",") {
 				switch strings.ToLower(strings.TrimSpace(x)) {
@@ -135,10 +163,13 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		}
 	}
 	user := u.User
-	if v := c.String("chap-user"); v != "" {
+	if v := sessionString(c, u, "chap-user"); v != "" {
 		user = v
 	}
-	secret, err := readSecret("LUNBRIDGE_CHAP_SECRET", "chap-secret-file", c)
+	secret, ok, err := sectionSecret(c, u, "chap")
+	if err == nil && !ok {
+		secret, err = readSecret("LUNBRIDGE_CHAP_SECRET", "chap-secret-file", c)
+	}
 	if err != nil {
 		return cfg, err
 	}
@@ -146,10 +177,13 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		secret = u.Secret
 	}
 	tuser := u.TargetUser
-	if v := c.String("target-chap-user"); v != "" {
+	if v := sessionString(c, u, "target-chap-user"); v != "" {
 		tuser = v
 	}
-	tsecret, err := readSecret("LUNBRIDGE_TARGET_CHAP_SECRET", "target-chap-secret-file", c)
+	tsecret, ok, err := sectionSecret(c, u, "target-chap")
+	if err == nil && !ok {
+		tsecret, err = readSecret("LUNBRIDGE_TARGET_CHAP_SECRET", "target-chap-secret-file", c)
+	}
 	if err != nil {
 		return cfg, err
 	}
@@ -176,6 +210,7 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 
 // dialURL parses a URL and logs in to its target.
 func dialURL(c *cli.Context, raw string) (*discovery.URL, *initiator.Session, error) {
+	raw = expandDevice(raw)
 	u, err := discovery.ParseURL(raw)
 	if err != nil {
 		return nil, nil, err
@@ -205,6 +240,7 @@ func openLUN(c *cli.Context, raw string, readOnly bool) (blockdev.Device, error)
 }
 
 func openLUNHandle(c *cli.Context, raw string) (*initiator.LUN, error) {
+	raw = expandDevice(raw)
 	u, err := discovery.ParseURL(raw)
 	if err != nil {
 		return nil, err

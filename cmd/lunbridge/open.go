@@ -20,7 +20,7 @@ func openDevice(c *cli.Context, url string, readOnly bool) (blockdev.Device, err
 	case strings.HasPrefix(url, "iscsi://"):
 		return openISCSI(c, url, readOnly)
 	default:
-		return nil, usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun or file:///path", url)
+		return nil, usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun, file:///path, or the name of a [device] in the config file", url)
 	}
 }
 
@@ -52,6 +52,10 @@ func longRunning(c *cli.Context) bool {
 // multipath device when there is more than one), optionally mirrored onto
 // --mirror URLs, instrumented for --metrics-listen.
 func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
+	url, err := applyDevice(c, url) // a [device "name"] of the config file
+	if err != nil {
+		return nil, err
+	}
 	if err := checkDeviceFlags(c); err != nil {
 		return nil, err
 	}
@@ -65,7 +69,6 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	legA := append([]string{url}, c.StringSlice("path")...)
 	legB := c.StringSlice("mirror")
 	var dev blockdev.Device
-	var err error
 	if len(legB) == 0 {
 		dev, err = openLeg(c, legA, readOnly)
 	} else {
