@@ -92,21 +92,21 @@ func verifyAction(c *cli.Context) error {
 			return err
 		}
 	} else if vr.Equal {
-		fmt.Printf("identical: %d bytes\n", vr.DeviceSize)
+		fmt.Printf("identical: %s (%d bytes)\n", formatBytes(vr.DeviceSize), vr.DeviceSize)
 	} else {
 		if vr.DeviceSize != vr.FileSize {
-			fmt.Printf("size differs: device range %d bytes, file %d bytes\n", vr.DeviceSize, vr.FileSize)
+			fmt.Printf("size differs: device range %s (%d bytes), file %s (%d bytes)\n", formatBytes(vr.DeviceSize), vr.DeviceSize, formatBytes(vr.FileSize), vr.FileSize)
 		}
 		if vr.DiffBytes > 0 {
 			offs := make([]string, len(vr.FirstDiffs))
 			for i, o := range vr.FirstDiffs {
 				offs[i] = fmt.Sprintf("%d (0x%x)", o, o)
 			}
-			fmt.Printf("differ: %d bytes in %d blocks\nfirst differing offsets: %s\n", vr.DiffBytes, vr.DiffBlocks, strings.Join(offs, ", "))
+			fmt.Printf("differ: %s (%d bytes) in %d blocks\nfirst differing offsets: %s\n", formatBytes(vr.DiffBytes), vr.DiffBytes, vr.DiffBlocks, strings.Join(offs, ", "))
 		}
 	}
 	if !vr.Equal {
-		return withCode(ExitMismatch, fmt.Errorf("%s and %s differ: %d bytes in %d blocks", url, file, vr.DiffBytes, vr.DiffBlocks))
+		return withCode(ExitMismatch, fmt.Errorf("%s and %s differ: %s in %d blocks", redactedURL(url), file, formatBytes(vr.DiffBytes), vr.DiffBlocks))
 	}
 	return nil
 }

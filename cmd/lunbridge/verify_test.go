@@ -30,7 +30,7 @@ func TestVerifyCLI(t *testing.T) {
 	f.WriteAt([]byte{want[off] ^ 0xff}, off)
 	f.Close()
 	stdout, stderr, code = runCLI(t, nil, "verify", "file://"+src, cp)
-	if code != ExitMismatch || !strings.Contains(stdout, fmt.Sprint(off)) || !strings.Contains(stdout, "1 bytes in 1 blocks") {
+	if code != ExitMismatch || !strings.Contains(stdout, fmt.Sprint(off)) || !strings.Contains(stdout, "(1 bytes) in 1 blocks") {
 		t.Fatalf("flipped byte at %d: exit %d %q %q", off, code, stdout, stderr)
 	}
 	stdout, _, code = runCLI(t, nil, "verify", "--json", "file://"+src, cp)
