@@ -1,0 +1,197 @@
+package main
+
+// What the destructive mirror commands (create, check --repair, resync
+// --prefer) show before they ask: each leg's identity, what is recognised
+// on it, and what will be overwritten.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/discovery"
+	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/multipath/mirror"
+)
+
+// legInfo identifies one leg for a prompt.
+type legInfo struct {
+	Name                          string // "A" or "B"
+	URL                           string // without secrets
+	Vendor, Product, Serial, WWID string
+	Size                          int64
+	Block                         int
+	Holds                         []string // recognised content, see sniffContent
+}
+
+func describeLeg(ctx context.Context, name, url string, d blockdev.Device) legInfo {
+	li := legInfo{Name: name, URL: redactedURL(url), Size: d.Size(), Block: d.BlockSize()}
+	if l, ok := d.(*initiator.LUN); ok {
+		li.Vendor, li.Product = strings.TrimSpace(l.Inquiry.Vendor), strings.TrimSpace(l.Inquiry.Product)
+	}
+	if idr, ok := d.(blockdev.Identifier); ok {
+		id := idr.Identity()
+		li.Serial, li.WWID = id.Serial, id.WWID
+	}
+	if strings.HasPrefix(url, "file://") {
+		li.Vendor = "local file"
+	}
+	holds, err := sniffContent(ctx, d)
+	if err != nil {
+		holds = append(holds, fmt.Sprintf("(could not read the leg to check: %v)", err))
+	}
+	li.Holds = holds
+	return li
+}
+
+// identity is the one-line "vendor product, serial, WWID, size" of a leg.
+func (l legInfo) identity() string {
+	var parts []string
+	if vp := strings.TrimSpace(l.Vendor + " " + l.Product); vp != "" {
+		parts = append(parts, vp)
+	}
+	if l.Serial != "" {
+		parts = append(parts, "serial "+l.Serial)
+	}
+	if l.WWID != "" {
+		parts = append(parts, "WWID "+l.WWID)
+	}
+	parts = append(parts, fmt.Sprintf("%s (%d-byte blocks)", formatBytes(l.Size), l.Block))
+	return strings.Join(parts, ", ")
+}
+
+func (l legInfo) holds() string {
+	if len(l.Holds) == 0 {
+		return "no partition table, file system or mirror metadata recognised"
+	}
+	return strings.Join(l.Holds, "; ")
+}
+
+// writeLegs prints the identity block of the legs.
+func writeLegs(w io.Writer, legs ...legInfo) {
+	for _, l := range legs {
+		fmt.Fprintf(w, "  leg %s  %s\n", l.Name, l.URL)
+		fmt.Fprintf(w, "         %s\n", l.identity())
+		if l.Holds != nil || l.Vendor != "" || l.Size > 0 {
+			fmt.Fprintf(w, "         holds: %s\n", l.holds())
+		}
+	}
+}
+
+// sniffContent names what a leg recognisably holds, like wipefs or
+// mdadm's warnings: a GPT ("EFI PART" at LBA 1), an MBR or boot sector
+// (0x55AA at byte 510), an ext2/3/4 superblock (0xEF53 at byte 1080), XFS
+// ("XFSB" at 0), an LVM2 label ("LABELONE" in one of the first 4 sectors)
+// and lunbridge mirror metadata (at the end).
+func sniffContent(ctx context.Context, d blockdev.Device) ([]string, error) {
+	bs := int64(d.BlockSize())
+	n := (max(8192, 2*bs) + bs - 1) / bs * bs
+	n = min(n, d.Size()/bs*bs)
+	var found []string
+	if n > 0 {
+		b := make([]byte, n)
+		if err := d.ReadAt(ctx, b, 0); err != nil {
+			return nil, err
+		}
+		found = sniffHead(b, bs)
+	}
+	if ok, err := mirror.HasMetadata(ctx, d); err != nil {
+		return found, err
+	} else if ok {
+		found = append(found, "lunbridge mirror metadata")
+	}
+	return found, nil
+}
+
+// sniffHead recognises signatures in the first bytes of a device.
+func sniffHead(b []byte, bs int64) []string {
+	at := func(off int, sig string) bool {
+		return off >= 0 && off+len(sig) <= len(b) && string(b[off:off+len(sig)]) == sig
+	}
+	var found []string
+	gpt := at(int(bs), "EFI PART") || at(512, "EFI PART") || at(4096, "EFI PART")
+	if gpt {
+		found = append(found, "GPT partition table (its backup copy at the end of the LUN would be overwritten)")
+	} else if len(b) >= 512 && b[510] == 0x55 && b[511] == 0xAA {
+		found = append(found, "MBR partition table or boot sector (0x55AA)")
+	}
+	if len(b) >= 1082 && b[1080] == 0x53 && b[1081] == 0xEF {
+		found = append(found, "ext2/3/4 file system")
+	}
+	if at(0, "XFSB") {
+		found = append(found, "XFS file system")
+	}
+	for s := 0; s < 4; s++ {
+		if at(s*512, "LABELONE") {
+			found = append(found, "LVM2 physical volume")
+			break
+		}
+	}
+	return found
+}
+
+// sameLUNURLs reports whether two URLs name the same LUN: the same
+// portal, target (IQNs are case-insensitive) and LUN, or the same file.
+// Opening one LUN twice from one process would also reuse one ISID.
+func sameLUNURLs(a, b string) bool {
+	if strings.HasPrefix(a, "file://") && strings.HasPrefix(b, "file://") {
+		pa, pb := filepath.Clean(strings.TrimPrefix(a, "file://")), filepath.Clean(strings.TrimPrefix(b, "file://"))
+		if pa == pb {
+			return true
+		}
+		sa, ea := os.Stat(pa)
+		sb, eb := os.Stat(pb)
+		return ea == nil && eb == nil && os.SameFile(sa, sb)
+	}
+	ua, ea := discovery.ParseURL(a)
+	ub, eb := discovery.ParseURL(b)
+	if ea != nil || eb != nil {
+		return false
+	}
+	return strings.EqualFold(ua.Portal, ub.Portal) && strings.EqualFold(ua.Target, ub.Target) &&
+		ua.HasLUN == ub.HasLUN && ua.LUN == ub.LUN
+}
+
+// createPlanText is what mirror create prints before it asks.
+func createPlanText(a, b legInfo, g mirror.Geometry, assumeClean bool, proof string) string {
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "mirror create writes to these two LUNs:\n")
+	writeLegs(&w, a, b)
+	fmt.Fprintf(&w, "It will overwrite:\n")
+	for i, l := range []legInfo{a, b} {
+		fmt.Fprintf(&w, "  - the last %s of leg %s (from offset %d): mirror metadata and write-intent bitmap\n",
+			formatBytes(l.Size-g.MetaStart[i]), l.Name, g.MetaStart[i])
+	}
+	fmt.Fprintf(&w, "  - the mirror exports %d bytes (%s), %s less than the smaller leg: anything past that on either leg (a GPT backup header, the end of a file system) is lost\n",
+		g.Exported, formatBytes(g.Exported), formatBytes(min(a.Size, b.Size)-g.Exported))
+	if assumeClean {
+		fmt.Fprintf(&w, "  - no data is copied (--assume-clean): %s\n", proof)
+	} else {
+		fmt.Fprintf(&w, "  - ALL of leg B (%s): its first %s are replaced with leg A's content (initial sync); leg A's data is kept\n",
+			b.URL, formatBytes(g.Exported))
+	}
+	return w.String()
+}
+
+// createRefusal is the one-line error without a terminal and --yes.
+func createRefusal(a, b legInfo, g mirror.Geometry, assumeClean bool) string {
+	what := fmt.Sprintf("the last %s of both LUNs", formatBytes(max(a.Size-g.MetaStart[0], b.Size-g.MetaStart[1])))
+	if !assumeClean {
+		what += fmt.Sprintf(" and all of leg B %s (%s), copied over from leg A %s", b.URL, formatBytes(g.Exported), a.URL)
+	}
+	var holds []string
+	for _, l := range []legInfo{a, b} {
+		if len(l.Holds) > 0 {
+			holds = append(holds, fmt.Sprintf("leg %s holds: %s", l.Name, strings.Join(l.Holds, ", ")))
+		}
+	}
+	if len(holds) > 0 {
+		what += " (" + strings.Join(holds, "; ") + ")"
+	}
+	return fmt.Sprintf("mirror create would overwrite %s; nothing written: add --yes to confirm (no terminal to ask on)", what)
+}
