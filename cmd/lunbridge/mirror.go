@@ -220,7 +220,7 @@ func mirrorCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := createMirror(c, a, b, da, db, chunk, rate, assumeClean)
+	m, proof, err := createMirror(c, a, b, da, db, chunk, rate, assumeClean)
 	if err != nil {
 		da.Close()
 		db.Close()
@@ -236,51 +236,55 @@ func mirrorCreate(c *cli.Context) error {
 	if err := m.Close(); err != nil {
 		return err
 	}
-	fmt.Printf("mirror %s created: %s exported, chunk %s, legs A and B in sync\n", st.Mirror, formatBytes(st.Size), formatBytes(st.ChunkSize))
+	if proof != "" {
+		proof = " (--assume-clean: " + proof + ")"
+	}
+	fmt.Printf("mirror %s created: %s exported, chunk %s, legs A and B in sync%s\n", st.Mirror, formatBytes(st.Size), formatBytes(st.ChunkSize), proof)
 	return nil
 }
 
 // createMirror shows what create will overwrite, gets confirmation (or
 // --yes), proves --assume-clean legs equal (unless --force) and creates
 // the mirror.
-func createMirror(c *cli.Context, a, b string, da, db blockdev.Device, chunk, rate int64, assumeClean bool) (*mirror.Mirror, error) {
+func createMirror(c *cli.Context, a, b string, da, db blockdev.Device, chunk, rate int64, assumeClean bool) (*mirror.Mirror, string, error) {
 	ctx := c.Context
 	if mirror.SameLUN(da, db) {
-		return nil, usageErrorf("%s and %s are the same LUN (WWID %s): a mirror needs two different LUNs",
-			redactedURL(a), redactedURL(b), describeLeg(ctx, "A", a, da).WWID)
+		return nil, "", usageErrorf("%s and %s are the same LUN (WWID %s): a mirror needs two different LUNs",
+			redactedURL(a), redactedURL(b), legWWID(da))
 	}
 	g, err := mirror.PlanCreate(da, db, chunk)
 	if err != nil {
 		if errors.Is(err, blockdev.ErrInvalid) {
-			return nil, usageErrorf("--chunk: %v", err)
+			return nil, "", usageErrorf("--chunk: %v", err)
 		}
-		return nil, err
+		return nil, "", err
 	}
 	la, lb := describeLeg(ctx, "A", a, da), describeLeg(ctx, "B", b, db)
 	yes := c.Bool("yes")
 	if !yes && !confirmIO.terminal() {
 		fmt.Fprint(confirmIO.out, createPlanText(la, lb, g, assumeClean, "the legs must be proven equal first"))
-		return nil, confirm(false, "", createRefusal(la, lb, g, assumeClean))
+		return nil, "", confirm(false, "", createRefusal(la, lb, g, assumeClean))
 	}
 	proof := ""
 	if assumeClean {
 		if proof, err = proveClean(c, la, lb, da, db, g.Exported); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	if !yes {
 		fmt.Fprint(confirmIO.out, createPlanText(la, lb, g, assumeClean, proof))
 		if err := confirm(false, "Create the mirror?", ""); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	// Confirmed (or --yes): existing mirror metadata, shown above, goes too.
-	return mirror.Create(ctx, da, db, mirror.CreateOptions{
+	m, err := mirror.Create(ctx, da, db, mirror.CreateOptions{
 		Options:     mirror.Options{ResyncRate: rate, Logger: mirrorLogger()},
 		ChunkSize:   chunk,
 		AssumeClean: assumeClean,
 		Force:       true,
 	})
+	return m, proof, err
 }
 
 // proveClean accepts --assume-clean only for legs proven equal over the

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lunbridge/lunbridge/internal/targets"
 )
 
 // legFile creates a sparse leg image of size bytes with data written at
@@ -275,5 +277,43 @@ func TestMirrorCreatePromptOnTerminal(t *testing.T) {
 	gotB, _ := os.ReadFile(b)
 	if !bytes.Equal(gotB[:8<<20], imgA[:8<<20]) {
 		t.Fatal("leg B was not synced from leg A")
+	}
+}
+
+// TestMirrorCreateRealTargets: on tgtd, two fresh thin LUNs pass the
+// --assume-clean proof; one written block makes them differ (exit 6, at
+// that offset); the same LUN reached through a second portal (another
+// URL, same WWID) is refused even with --yes.
+func TestMirrorCreateRealTargets(t *testing.T) {
+	const size = 32 << 20
+	s := targets.StartWith(t, targets.KindTgtd, targets.Options{ExtraPortals: []string{"127.0.0.2"}},
+		targets.Target{LUNs: []targets.LUN{{Size: size, Thin: true}, {Size: size, Thin: true}}})
+	a, b := s.URL(0, 0), s.URL(0, 1)
+
+	r := lbRun(t, 2*time.Minute, nil, "mirror", "create", "--yes", "--assume-clean", a, b)
+	r.mustOK(t, "create --assume-clean on fresh thin LUNs")
+	if !strings.Contains(r.stdout, "proven equal") {
+		t.Fatalf("no proof reported: %s", r.stdout)
+	}
+	t.Logf("%s", r.stdout)
+
+	// Dirty leg B's data area behind the mirror's back.
+	f, err := os.OpenFile(s.BackingFile(0, 1), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("stale"), 3<<20+512); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r = lbRun(t, 2*time.Minute, nil, "mirror", "create", "--yes", "--assume-clean", a, b)
+	if r.code != ExitMismatch || !strings.Contains(r.stderr, fmt.Sprintf("offset %d", 3<<20+512)) {
+		t.Fatalf("differing legs: exit %d %q", r.code, r.stderr)
+	}
+
+	other := strings.Replace(a, s.Portal, s.ExtraPortals[0], 1)
+	r = lbRun(t, time.Minute, nil, "mirror", "create", "--yes", a, other)
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "same LUN (WWID") {
+		t.Fatalf("one LUN through two portals: exit %d %q", r.code, r.stderr)
 	}
 }

@@ -49,6 +49,13 @@ func describeLeg(ctx context.Context, name, url string, d blockdev.Device) legIn
 	return li
 }
 
+func legWWID(d blockdev.Device) string {
+	if idr, ok := d.(blockdev.Identifier); ok {
+		return idr.Identity().WWID
+	}
+	return ""
+}
+
 // identity is the one-line "vendor product, serial, WWID, size" of a leg.
 func (l legInfo) identity() string {
 	var parts []string
