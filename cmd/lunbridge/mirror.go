@@ -88,9 +88,24 @@ Examples:
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
-				UsageText: "lunbridge mirror check [--repair] [--json] URL-A URL-B",
+				UsageText: "lunbridge mirror check [--repair [--yes]] [--json] URL-A URL-B",
+				Description: `Assembles the mirror (finishing any pending resync first), reads both legs
+chunk by chunk and compares them. Exit 0 when they are equal, 6 when they
+differ (the first differing offsets are printed).
+
+--repair rewrites each differing chunk of leg B with leg A's data: leg A
+is the source, whichever leg holds the right data. On a terminal it
+compares first, shows the legs and the differences, and asks before
+writing; without a terminal it needs --yes (else exit 2, nothing
+written).
+
+Examples:
+   lunbridge mirror check iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror check --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror check --repair --yes iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A"},
+					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A (asks first; leg A is the source)"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --repair: do not ask (needed without a terminal)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 				},
 				Action: mirrorCheck,
@@ -98,9 +113,25 @@ Examples:
 			{
 				Name:      "resync",
 				Usage:     "assemble, resync in the foreground with progress, close",
-				UsageText: "lunbridge mirror resync [--prefer A|B] [--resync-rate 100M] URL-A URL-B",
+				UsageText: "lunbridge mirror resync [--prefer A|B [--yes]] [--resync-rate 100M] [--json] URL-A URL-B",
+				Description: `Assembles the mirror, copies what the write-intent bitmap says is stale
+(or all of a leg that was replaced) in the foreground with progress, and
+closes it clean. Nothing is asked: only stale chunks are copied.
+
+--prefer A|B is for a split brain (both legs written without each other):
+the named leg is kept and the other is made equal to it, a full copy that
+overwrites writes that reached only the other leg. On a terminal it shows
+the legs and the mirror's state and asks; without a terminal it needs
+--yes (else exit 2, nothing written). lunbridge mirror status shows both
+legs' generations first.
+
+Examples:
+   lunbridge mirror resync iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror resync --resync-rate 100M --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror resync --prefer B --yes iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other"},
+					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other (asks first)"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --prefer: do not ask (needed without a terminal)"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
 				},
@@ -259,7 +290,7 @@ func createMirror(c *cli.Context, a, b string, da, db blockdev.Device, chunk, ra
 		}
 		return nil, "", err
 	}
-	la, lb := describeLeg(ctx, "A", a, da), describeLeg(ctx, "B", b, db)
+	la, lb := describeLeg(ctx, "A", a, da, true), describeLeg(ctx, "B", b, db, true)
 	yes := c.Bool("yes")
 	if !yes && !confirmIO.terminal() {
 		fmt.Fprint(confirmIO.out, createPlanText(la, lb, g, assumeClean, "the legs must be proven equal first"))
@@ -394,6 +425,19 @@ func mirrorCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	repair, yes := c.Bool("repair"), c.Bool("yes")
+	ask := repair && !yes
+	var legs []legInfo
+	if ask {
+		if !confirmIO.terminal() {
+			return confirm(false, "", checkRefusal(a, b))
+		}
+		// Identify the legs before assembling: the mirror holds their
+		// sessions (and ISIDs) until it closes.
+		if legs, err = describeLegURLs(c, a, b); err != nil {
+			return err
+		}
+	}
 	m, err := assembleMirror(c, a, b, MirrorFlags{})
 	if err != nil {
 		return err
@@ -402,7 +446,23 @@ func mirrorCheck(c *cli.Context) error {
 		m.Close()
 		return err
 	}
-	res, err := m.Check(c.Context, c.Bool("repair"))
+	declined := false
+	var res mirror.CheckResult
+	if ask {
+		// Compare first, show what differs, ask, then repair.
+		res, err = m.Check(c.Context, false)
+		if err == nil && res.Mismatches > 0 {
+			fmt.Fprint(confirmIO.out, checkRepairText(legs, res))
+			if cerr := confirm(false, "Rewrite these chunks of leg B from leg A?", ""); cerr != nil {
+				declined = true
+				fmt.Fprintln(confirmIO.out, "not confirmed; nothing repaired")
+			} else {
+				res, err = m.Check(c.Context, true)
+			}
+		}
+	} else {
+		res, err = m.Check(c.Context, repair)
+	}
 	if cerr := m.Close(); err == nil {
 		err = cerr
 	}
@@ -424,7 +484,7 @@ func mirrorCheck(c *cli.Context) error {
 		}
 		fmt.Println()
 	}
-	if res.Mismatches > 0 && res.Repaired < res.Mismatches {
+	if res.Mismatches > 0 && (declined || res.Repaired < res.Mismatches) {
 		return withCode(ExitMismatch, errMirrorDiffers)
 	}
 	return nil
@@ -438,6 +498,15 @@ func mirrorResync(c *cli.Context) error {
 	rate, err := rateFlag(c)
 	if err != nil {
 		return err
+	}
+	if prefer := c.String("prefer"); prefer != "" {
+		src, ok := map[string]int{"A": 0, "a": 0, "0": 0, "B": 1, "b": 1, "1": 1}[prefer]
+		if !ok {
+			return usageErrorf("--prefer %q: want A or B", prefer)
+		}
+		if err := confirmPrefer(c, a, b, src); err != nil {
+			return err
+		}
 	}
 	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate})
 	if err != nil {

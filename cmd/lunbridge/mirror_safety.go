@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
@@ -27,9 +29,10 @@ type legInfo struct {
 	Size                          int64
 	Block                         int
 	Holds                         []string // recognised content, see sniffContent
+	Sniffed                       bool     // Holds was looked for
 }
 
-func describeLeg(ctx context.Context, name, url string, d blockdev.Device) legInfo {
+func describeLeg(ctx context.Context, name, url string, d blockdev.Device, sniff bool) legInfo {
 	li := legInfo{Name: name, URL: redactedURL(url), Size: d.Size(), Block: d.BlockSize()}
 	if l, ok := d.(*initiator.LUN); ok {
 		li.Vendor, li.Product = strings.TrimSpace(l.Inquiry.Vendor), strings.TrimSpace(l.Inquiry.Product)
@@ -41,11 +44,14 @@ func describeLeg(ctx context.Context, name, url string, d blockdev.Device) legIn
 	if strings.HasPrefix(url, "file://") {
 		li.Vendor = "local file"
 	}
+	if !sniff {
+		return li
+	}
 	holds, err := sniffContent(ctx, d)
 	if err != nil {
 		holds = append(holds, fmt.Sprintf("(could not read the leg to check: %v)", err))
 	}
-	li.Holds = holds
+	li.Holds, li.Sniffed = holds, true
 	return li
 }
 
@@ -84,7 +90,7 @@ func writeLegs(w io.Writer, legs ...legInfo) {
 	for _, l := range legs {
 		fmt.Fprintf(w, "  leg %s  %s\n", l.Name, l.URL)
 		fmt.Fprintf(w, "         %s\n", l.identity())
-		if l.Holds != nil || l.Vendor != "" || l.Size > 0 {
+		if l.Sniffed || len(l.Holds) > 0 {
 			fmt.Fprintf(w, "         holds: %s\n", l.holds())
 		}
 	}
@@ -201,4 +207,93 @@ func createRefusal(a, b legInfo, g mirror.Geometry, assumeClean bool) string {
 		what += " (" + strings.Join(holds, "; ") + ")"
 	}
 	return fmt.Sprintf("mirror create would overwrite %s; nothing written: add --yes to confirm (no terminal to ask on)", what)
+}
+
+// inspectLegs opens both legs read-only (a missing leg is tolerated),
+// identifies them and reads their mirror metadata, and closes them again:
+// the prompt of check --repair and resync --prefer needs them before the
+// mirror is assembled (the mirror holds the legs' sessions until it
+// closes).
+func inspectLegs(c *cli.Context, a, b string) ([]legInfo, mirror.Status, error) {
+	da, db, err := openLegs(c, a, b, true, true)
+	if err != nil {
+		return nil, mirror.Status{}, err
+	}
+	var legs []legInfo
+	for i, d := range []blockdev.Device{da, db} {
+		name, url := legNameOf(i), []string{a, b}[i]
+		if d == nil {
+			legs = append(legs, legInfo{Name: name, URL: redactedURL(url), Holds: []string{"(unreachable)"}})
+			continue
+		}
+		defer d.Close()
+		legs = append(legs, describeLeg(c.Context, name, url, d, false))
+	}
+	st, err := mirror.Inspect(c.Context, da, db)
+	return legs, st, err
+}
+
+func legNameOf(i int) string { return string(rune('A' + i)) }
+
+func describeLegURLs(c *cli.Context, a, b string) ([]legInfo, error) {
+	legs, _, err := inspectLegs(c, a, b)
+	if legs != nil {
+		return legs, nil // a metadata problem is the assembly's to report
+	}
+	return nil, err
+}
+
+// checkRefusal is mirror check --repair's error without a terminal and --yes.
+func checkRefusal(a, b string) string {
+	return fmt.Sprintf("mirror check --repair rewrites every chunk of leg B %s that differs from leg A %s, with leg A as the source "+
+		"whichever leg holds the right data; nothing written: add --yes to confirm (no terminal to ask on), "+
+		"or run mirror check without --repair to see the differences first", redactedURL(b), redactedURL(a))
+}
+
+// checkRepairText is shown before check --repair asks.
+func checkRepairText(legs []legInfo, res mirror.CheckResult) string {
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "mirror check found %d differing chunks (%d differing blocks", res.Mismatches, res.MismatchBlocks)
+	if len(res.FirstOffsets) > 0 {
+		fmt.Fprintf(&w, ", first at offsets %v", res.FirstOffsets)
+	}
+	fmt.Fprintf(&w, ") between the legs:\n")
+	writeLegs(&w, legs...)
+	fmt.Fprintf(&w, "--repair makes leg A the source: those %d chunks of leg B (up to %s) are overwritten with leg A's data, whichever leg is right. Leg A is not written.\n",
+		res.Mismatches, formatBytes(res.Mismatches*max(res.BytesCompared/max(res.Chunks, 1), 1)))
+	return w.String()
+}
+
+// confirmPrefer asks before mirror resync --prefer makes leg src the
+// source of the other leg.
+func confirmPrefer(c *cli.Context, a, b string, src int) error {
+	if c.Bool("yes") {
+		return nil
+	}
+	s, d := legNameOf(src), legNameOf(1-src)
+	urls := []string{redactedURL(a), redactedURL(b)}
+	if !confirmIO.terminal() {
+		return confirm(false, "", fmt.Sprintf("mirror resync --prefer %s keeps leg %s %s and copies it over leg %s %s: "+
+			"after a split brain all of leg %s is overwritten, including writes that reached only leg %s; "+
+			"nothing written: add --yes to confirm (no terminal to ask on); mirror status shows both legs first",
+			s, s, urls[src], d, urls[1-src], d, d))
+	}
+	legs, st, err := inspectLegs(c, a, b)
+	if err != nil {
+		return err
+	}
+	var w bytes.Buffer
+	fmt.Fprintf(&w, "mirror resync --prefer %s:\n", s)
+	writeLegs(&w, legs...)
+	if st.State != "" {
+		fmt.Fprintf(&w, "Mirror state: %s", st.State)
+		if st.Verdict != "" {
+			fmt.Fprintf(&w, " (%s)", st.Verdict)
+		}
+		fmt.Fprintln(&w)
+	}
+	fmt.Fprintf(&w, "Leg %s is the source and is not written. Leg %s is made equal to it: after a split brain that is a full copy, "+
+		"all %s of leg %s are overwritten from leg %s, including writes that reached only leg %s.\n", s, d, formatBytes(st.Size), d, s, d)
+	fmt.Fprint(confirmIO.out, w.String())
+	return confirm(false, fmt.Sprintf("Resync leg %s from leg %s?", d, s), "")
 }
