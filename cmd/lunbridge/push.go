@@ -92,8 +92,8 @@ func pushAction(c *cli.Context) error {
 	if size >= 0 {
 		n = size
 	}
-	if err := confirm(c.Bool("yes"), fmt.Sprintf("overwrite LUN %s (%d bytes)?", url, n),
-		fmt.Sprintf("refusing to overwrite %s without --yes (no terminal to ask on)", url)); err != nil {
+	if err := confirm(c.Bool("yes"), fmt.Sprintf("overwrite LUN %s (%s, %d bytes)?", redactedURL(url), formatBytes(n), n),
+		fmt.Sprintf("refusing to overwrite %s without --yes (no terminal to ask on)", redactedURL(url))); err != nil {
 		return err
 	}
 
