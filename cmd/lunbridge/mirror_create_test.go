@@ -290,7 +290,18 @@ func TestMirrorCreateRealTargets(t *testing.T) {
 		targets.Target{LUNs: []targets.LUN{{Size: size, Thin: true}, {Size: size, Thin: true}}})
 	a, b := s.URL(0, 0), s.URL(0, 1)
 
-	r := lbRun(t, 2*time.Minute, nil, "mirror", "create", "--yes", "--assume-clean", a, b)
+	// Without --yes and a terminal: refused, and the legs are identified.
+	r := lbRun(t, time.Minute, nil, "mirror", "create", a, b)
+	if r.code != ExitUsage {
+		t.Fatalf("create without --yes: exit %d %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"IET VIRTUAL-DISK", "serial ", "WWID ", "32.0 MiB (512-byte blocks)", "leg B  " + b} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the legs' identity lacks %q:\n%s", want, r.stderr)
+		}
+	}
+
+	r = lbRun(t, 2*time.Minute, nil, "mirror", "create", "--yes", "--assume-clean", a, b)
 	r.mustOK(t, "create --assume-clean on fresh thin LUNs")
 	if !strings.Contains(r.stdout, "proven equal") {
 		t.Fatalf("no proof reported: %s", r.stdout)
