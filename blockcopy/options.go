@@ -86,6 +86,7 @@ func (r *Result) MBPerSec() float64 {
 var (
 	ErrTooLarge       = errors.New("blockcopy: image larger than the device")
 	ErrExists         = errors.New("blockcopy: output file exists and is not empty")
+	ErrInvalidOutput  = errors.New("blockcopy: output cannot take this copy")
 	ErrNoResumeState  = errors.New("blockcopy: no resume state")
 	ErrResumeMismatch = errors.New("blockcopy: resume state does not match")
 	ErrUnaligned      = errors.New("blockcopy: offset, length or chunk size not a multiple of the block size")

@@ -68,7 +68,9 @@ type PullOptions struct {
 // failed or killed — continues with Resume. The file is sized to the range
 // first, so holes of the source stay holes (trailing ones too). After a
 // complete pull the sidecar is removed and, with ChecksumFile, path.sha256
-// written. On error the Result tells how far the pull got.
+// written (for a regular file). An existing path that is not a regular
+// file is written only with Force (a block or character device) or not
+// at all (a FIFO: use ToWriter); the null device needs nothing. On error the Result tells how far the pull got.
 func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptions) (*Result, error) {
 	start, end, err := rangeOf(src, o.Options)
 	if err != nil {
@@ -76,6 +78,11 @@ func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptio
 	}
 	length := end - start
 	side := path + ResumeSuffix
+	// "Never overwritten without Force" holds for devices too, not only
+	// for regular files.
+	if _, err := checkOutput(path, o.Force); err != nil {
+		return nil, err
+	}
 
 	st, statErr := os.Stat(path)
 	exists := statErr == nil
@@ -162,7 +169,7 @@ func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptio
 			return res, err
 		}
 	}
-	if o.ChecksumFile && res.SHA256 != "" {
+	if o.ChecksumFile && res.SHA256 != "" && regular { // no path.sha256 beside a device in /dev
 		line := fmt.Sprintf("%s  %s\n", res.SHA256, filepath.Base(path))
 		if err := writeFileSync(path+".sha256", []byte(line)); err != nil {
 			return res, err

@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/lunbridge/lunbridge/blockcopy"
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
@@ -42,12 +43,37 @@ Examples:
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
-				Usage:     "initialize a new mirror on two LUNs (overwrites their last megabytes)",
-				UsageText: "lunbridge mirror create [--assume-clean] [--chunk 4M] [--yes] URL-A URL-B",
+				Usage:     "initialize a new mirror on two LUNs (overwrites their last megabytes and, unless --assume-clean, all of leg B)",
+				UsageText: "lunbridge mirror create [--assume-clean [--force]] [--chunk 4M] [--yes] URL-A URL-B",
+				Description: `Writes mirror metadata (superblock + write-intent bitmap) to the last
+megabytes of both LUNs; the mirror exports what is left before them. Then
+leg B is overwritten with leg A's content (the initial sync, in the
+background of this command, with progress): leg A is the one whose data
+is kept, so the order of the URLs matters.
+
+Before writing anything it shows both legs (URL, vendor, product, serial,
+WWID, size), what it recognises on them (GPT or MBR partition table,
+ext2/3/4, XFS, LVM2, an existing lunbridge mirror) and what will be
+overwritten, and asks. Without a terminal it needs --yes (else exit 2,
+nothing written). The same LUN as both legs (same URL or same WWID) is
+always refused.
+
+--assume-clean skips the initial sync, which is only correct when the legs
+already hold the same data: it is accepted when both LUNs report the whole
+exported range unmapped (GET LBA STATUS, reading as zeroes; fresh thin
+LUNs), else after a full compare of the legs (with progress on a
+terminal). Legs that differ are refused with exit 6 naming the first
+differing offset. --force skips that proof.
+
+Examples:
+   lunbridge mirror create iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror create --yes --assume-clean iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror create --chunk 1M --resync-rate 100M file:///srv/a.img file:///srv/b.img`,
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "assume-clean", Usage: "skip the initial full sync (both LUNs fresh and zeroed)"},
+					&cli.BoolFlag{Name: "assume-clean", Usage: "skip the initial sync of leg B; accepted only when the legs are proven equal (both unmapped, or a full compare)"},
+					&cli.BoolFlag{Name: "force", Usage: "with --assume-clean: do not prove the legs equal (if they differ, the mirror returns either leg's data)"},
 					&cli.StringFlag{Name: "chunk", Value: "4M", Usage: "write-intent bitmap granularity"},
-					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "overwrite existing mirror metadata"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask before overwriting (needed without a terminal); existing mirror metadata is replaced too"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap the initial sync at this many bytes/s (e.g. 100M)"},
 				},
 				Action: mirrorCreate,
@@ -62,9 +88,24 @@ Examples:
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
-				UsageText: "lunbridge mirror check [--repair] [--json] URL-A URL-B",
+				UsageText: "lunbridge mirror check [--repair [--yes]] [--json] URL-A URL-B",
+				Description: `Assembles the mirror (finishing any pending resync first), reads both legs
+chunk by chunk and compares them. Exit 0 when they are equal, 6 when they
+differ (the first differing offsets are printed).
+
+--repair rewrites each differing chunk of leg B with leg A's data: leg A
+is the source, whichever leg holds the right data. On a terminal it
+compares first, shows the legs and the differences, and asks before
+writing; without a terminal it needs --yes (else exit 2, nothing
+written).
+
+Examples:
+   lunbridge mirror check iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror check --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror check --repair --yes iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A"},
+					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A (asks first; leg A is the source)"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --repair: do not ask (needed without a terminal)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 				},
 				Action: mirrorCheck,
@@ -72,9 +113,25 @@ Examples:
 			{
 				Name:      "resync",
 				Usage:     "assemble, resync in the foreground with progress, close",
-				UsageText: "lunbridge mirror resync [--prefer A|B] [--resync-rate 100M] URL-A URL-B",
+				UsageText: "lunbridge mirror resync [--prefer A|B [--yes]] [--resync-rate 100M] [--json] URL-A URL-B",
+				Description: `Assembles the mirror, copies what the write-intent bitmap says is stale
+(or all of a leg that was replaced) in the foreground with progress, and
+closes it clean. Nothing is asked: only stale chunks are copied.
+
+--prefer A|B is for a split brain (both legs written without each other):
+the named leg is kept and the other is made equal to it, a full copy that
+overwrites writes that reached only the other leg. On a terminal it shows
+the legs and the mirror's state and asks; without a terminal it needs
+--yes (else exit 2, nothing written). lunbridge mirror status shows both
+legs' generations first.
+
+Examples:
+   lunbridge mirror resync iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror resync --resync-rate 100M --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror resync --prefer B --yes iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other"},
+					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other (asks first)"},
+					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --prefer: do not ask (needed without a terminal)"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
 				},
@@ -183,25 +240,24 @@ func mirrorCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	assumeClean := c.Bool("assume-clean")
+	if c.Bool("force") && !assumeClean {
+		return usageErrorf("--force only skips the proof that --assume-clean legs are equal; give --assume-clean too")
+	}
+	if sameLUNURLs(a, b) {
+		return usageErrorf("%s is given as both legs: a mirror needs two different LUNs", redactedURL(a))
+	}
 	da, db, err := openLegs(c, a, b, false, false)
 	if err != nil {
 		return err
 	}
-	m, err := mirror.Create(c.Context, da, db, mirror.CreateOptions{
-		Options:     mirror.Options{ResyncRate: rate, Logger: mirrorLogger()},
-		ChunkSize:   chunk,
-		AssumeClean: c.Bool("assume-clean"),
-		Force:       c.Bool("yes"),
-	})
+	m, proof, err := createMirror(c, a, b, da, db, chunk, rate, assumeClean)
 	if err != nil {
 		da.Close()
 		db.Close()
-		if errors.Is(err, mirror.ErrHasMetadata) {
-			return fmt.Errorf("%w (pass --yes to overwrite)", err)
-		}
 		return err
 	}
-	if !c.Bool("assume-clean") {
+	if !assumeClean {
 		if err := waitWithProgress(c, m); err != nil {
 			m.Close()
 			return err
@@ -211,8 +267,84 @@ func mirrorCreate(c *cli.Context) error {
 	if err := m.Close(); err != nil {
 		return err
 	}
-	fmt.Printf("mirror %s created: %s exported, chunk %s, legs A and B in sync\n", st.Mirror, formatBytes(st.Size), formatBytes(st.ChunkSize))
+	if proof != "" {
+		proof = " (--assume-clean: " + proof + ")"
+	}
+	fmt.Printf("mirror %s created: %s exported, chunk %s, legs A and B in sync%s\n", st.Mirror, formatBytes(st.Size), formatBytes(st.ChunkSize), proof)
 	return nil
+}
+
+// createMirror shows what create will overwrite, gets confirmation (or
+// --yes), proves --assume-clean legs equal (unless --force) and creates
+// the mirror.
+func createMirror(c *cli.Context, a, b string, da, db blockdev.Device, chunk, rate int64, assumeClean bool) (*mirror.Mirror, string, error) {
+	ctx := c.Context
+	if mirror.SameLUN(da, db) {
+		return nil, "", usageErrorf("%s and %s are the same LUN (WWID %s): a mirror needs two different LUNs",
+			redactedURL(a), redactedURL(b), legWWID(da))
+	}
+	g, err := mirror.PlanCreate(da, db, chunk)
+	if err != nil {
+		if errors.Is(err, blockdev.ErrInvalid) {
+			return nil, "", usageErrorf("--chunk: %v", err)
+		}
+		return nil, "", err
+	}
+	la, lb := describeLeg(ctx, "A", a, da, true), describeLeg(ctx, "B", b, db, true)
+	yes := c.Bool("yes")
+	if !yes && !confirmIO.terminal() {
+		fmt.Fprint(confirmIO.out, createPlanText(la, lb, g, assumeClean, "the legs must be proven equal first"))
+		return nil, "", confirm(false, "", createRefusal(la, lb, g, assumeClean))
+	}
+	proof := ""
+	if assumeClean {
+		if proof, err = proveClean(c, la, lb, da, db, g.Exported); err != nil {
+			return nil, "", err
+		}
+	}
+	if !yes {
+		fmt.Fprint(confirmIO.out, createPlanText(la, lb, g, assumeClean, proof))
+		if err := confirm(false, "Create the mirror?", ""); err != nil {
+			return nil, "", err
+		}
+	}
+	// Confirmed (or --yes): existing mirror metadata, shown above, goes too.
+	m, err := mirror.Create(ctx, da, db, mirror.CreateOptions{
+		Options:     mirror.Options{ResyncRate: rate, Logger: mirrorLogger()},
+		ChunkSize:   chunk,
+		AssumeClean: assumeClean,
+		Force:       true,
+	})
+	return m, proof, err
+}
+
+// proveClean accepts --assume-clean only for legs proven equal over the
+// exported size: both unmapped (reading as zeroes) by allocation status,
+// or a full compare. --force skips the proof.
+func proveClean(c *cli.Context, la, lb legInfo, da, db blockdev.Device, n int64) (string, error) {
+	if c.Bool("force") {
+		logrus.Warnf("--force: leg B is NOT checked against leg A; if they differ, reads return either leg's data and a file system on the mirror is corrupted")
+		return "NOT proven equal (--force)", nil
+	}
+	bar, start := newProgress(c, "compare"), time.Now()
+	res, err := mirror.CompareLegs(c.Context, da, db, n, mirror.CompareOptions{Progress: func(done, total int64) {
+		if bar != nil {
+			bar.update(blockcopy.Progress{Done: done, Total: total, Read: done, Elapsed: time.Since(start)})
+		}
+	}})
+	bar.done()
+	switch {
+	case errors.Is(err, mirror.ErrLegsDiffer):
+		return "", withCode(ExitMismatch, fmt.Errorf("--assume-clean refused: leg B %s differs from leg A %s at offset %d (first differing block; %s compared): "+
+			"with different legs, reads return either leg's data; run mirror create without --assume-clean to copy leg A onto leg B",
+			lb.URL, la.URL, res.FirstDiff, formatBytes(res.Compared)))
+	case err != nil:
+		return "", err
+	case res.Method == "unmapped":
+		return fmt.Sprintf("proven equal: both legs report all %s unmapped and reading as zeroes", formatBytes(n)), nil
+	default:
+		return fmt.Sprintf("proven equal: all %s compared in %v", formatBytes(n), res.Elapsed.Round(time.Millisecond)), nil
+	}
 }
 
 func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
@@ -293,6 +425,19 @@ func mirrorCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	repair, yes := c.Bool("repair"), c.Bool("yes")
+	ask := repair && !yes
+	var legs []legInfo
+	if ask {
+		if !confirmIO.terminal() {
+			return confirm(false, "", checkRefusal(a, b))
+		}
+		// Identify the legs before assembling: the mirror holds their
+		// sessions (and ISIDs) until it closes.
+		if legs, err = describeLegURLs(c, a, b); err != nil {
+			return err
+		}
+	}
 	m, err := assembleMirror(c, a, b, MirrorFlags{})
 	if err != nil {
 		return err
@@ -301,7 +446,23 @@ func mirrorCheck(c *cli.Context) error {
 		m.Close()
 		return err
 	}
-	res, err := m.Check(c.Context, c.Bool("repair"))
+	declined := false
+	var res mirror.CheckResult
+	if ask {
+		// Compare first, show what differs, ask, then repair.
+		res, err = m.Check(c.Context, false)
+		if err == nil && res.Mismatches > 0 {
+			fmt.Fprint(confirmIO.out, checkRepairText(legs, res))
+			if cerr := confirm(false, "Rewrite these chunks of leg B from leg A?", ""); cerr != nil {
+				declined = true
+				fmt.Fprintln(confirmIO.out, "not confirmed; nothing repaired")
+			} else {
+				res, err = m.Check(c.Context, true)
+			}
+		}
+	} else {
+		res, err = m.Check(c.Context, repair)
+	}
 	if cerr := m.Close(); err == nil {
 		err = cerr
 	}
@@ -323,7 +484,7 @@ func mirrorCheck(c *cli.Context) error {
 		}
 		fmt.Println()
 	}
-	if res.Mismatches > 0 && res.Repaired < res.Mismatches {
+	if res.Mismatches > 0 && (declined || res.Repaired < res.Mismatches) {
 		return withCode(ExitMismatch, errMirrorDiffers)
 	}
 	return nil
@@ -337,6 +498,15 @@ func mirrorResync(c *cli.Context) error {
 	rate, err := rateFlag(c)
 	if err != nil {
 		return err
+	}
+	if prefer := c.String("prefer"); prefer != "" {
+		src, ok := map[string]int{"A": 0, "a": 0, "0": 0, "B": 1, "b": 1, "1": 1}[prefer]
+		if !ok {
+			return usageErrorf("--prefer %q: want A or B", prefer)
+		}
+		if err := confirmPrefer(c, a, b, src); err != nil {
+			return err
+		}
 	}
 	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -29,7 +30,9 @@ A pull to a file is resumable: FILE.lunbridge-resume records how far it got
 (synced every few seconds). After Ctrl-C, a kill or a lost target, rerun the
 same command with --resume; it re-reads the last chunk before the resume
 point, refuses if the LUN changed, and still produces the whole-image
-checksum. An existing non-empty FILE is never overwritten without --force.
+checksum. An existing non-empty FILE is never overwritten without --force;
+neither is a block device or a character device (other than /dev/null).
+A FIFO is written in order like stdout (no --resume, no FILE.sha256).
 
 On a disk-backed file system (ext4, xfs, btrfs...) the bulk of FILE is
 written with O_DIRECT, like dd oflag=direct or qemu-img -t none: no second
@@ -51,11 +54,52 @@ Examples:
 			&cli.StringFlag{Name: "length", Usage: "copy this many bytes from --offset (default: to the end)"},
 			checksumFlag(),
 			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},
-			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing non-empty FILE"},
+			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing non-empty FILE, or a block/character device FILE"},
 			&cli.BoolFlag{Name: "buffered", Usage: "write FILE through the page cache only (default: O_DIRECT for the aligned bulk where the file system has it; never on tmpfs)"},
 		),
 		Action: pullAction,
 	})
+}
+
+// pullOutputCheck keeps the promise that FILE is never overwritten
+// without --force, for every kind of FILE:
+//   - a regular file: refused when not empty (unless --force or --resume);
+//   - a block device, or a character device other than the null device:
+//     its content would be overwritten, so --force is needed (--resume
+//     does not count: a device has no sidecar to resume from);
+//   - the null device: nothing to lose, allowed;
+//   - a FIFO or socket: nothing stored there to destroy, so no --force;
+//     it is written strictly in order, like "-" (no --resume).
+func pullOutputCheck(file string, force, resume bool) (blockcopy.OutputKind, error) {
+	kind, st, err := blockcopy.ClassifyOutput(file)
+	if err != nil {
+		return kind, err
+	}
+	switch kind {
+	case blockcopy.OutputRegular:
+		if !force && !resume && st.Size() > 0 {
+			return kind, usageErrorf("%s exists (%s); use --force to overwrite or --resume to continue", file, formatBytes(st.Size()))
+		}
+	case blockcopy.OutputDevice:
+		if !force {
+			what := "a character device"
+			if st.Mode()&os.ModeCharDevice == 0 {
+				what = "a block device"
+				if f, err := os.Open(file); err == nil {
+					if n, err := f.Seek(0, io.SeekEnd); err == nil {
+						what += " (" + formatBytes(n) + ")"
+					}
+					f.Close()
+				}
+			}
+			return kind, usageErrorf("%s is %s: pull would overwrite its content; add --force to write the image onto it", file, what)
+		}
+	case blockcopy.OutputStream:
+		if resume {
+			return kind, usageErrorf("%s is a FIFO or socket: --resume needs a regular FILE", file)
+		}
+	}
+	return kind, nil
 }
 
 // sourceID names a device for resume checks: its WWID/serial when it has
@@ -86,10 +130,18 @@ func pullAction(c *cli.Context) error {
 	if toStdout && isTerminal(os.Stdout) {
 		return usageErrorf("refusing to write a raw image to a terminal; redirect stdout or give a FILE")
 	}
-	if !toStdout && !c.Bool("force") && !c.Bool("resume") {
+	var stream *os.File // a FIFO or socket FILE, written in order like stdout
+	if !toStdout {
 		// Refuse before connecting to anything.
-		if st, err := os.Stat(file); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
-			return usageErrorf("%s exists (%s); use --force to overwrite or --resume to continue", file, formatBytes(st.Size()))
+		kind, err := pullOutputCheck(file, c.Bool("force"), c.Bool("resume"))
+		if err != nil {
+			return err
+		}
+		if kind == blockcopy.OutputStream {
+			if stream, err = os.OpenFile(file, os.O_WRONLY, 0); err != nil {
+				return err
+			}
+			defer stream.Close()
 		}
 	}
 	dev, err := openMain(c, url, true)
@@ -104,6 +156,8 @@ func pullAction(c *cli.Context) error {
 	var res *blockcopy.Result
 	if toStdout {
 		res, err = blockcopy.ToWriter(ctx, dev, os.Stdout, opts)
+	} else if stream != nil {
+		res, err = blockcopy.ToWriter(ctx, dev, stream, opts)
 	} else {
 		res, err = blockcopy.PullFile(ctx, dev, file, blockcopy.PullOptions{
 			Options:      opts,
@@ -116,7 +170,7 @@ func pullAction(c *cli.Context) error {
 	}
 	bar.done()
 	if err != nil {
-		return copyError(ctx, err, res, file, !toStdout)
+		return copyError(ctx, err, res, file, !toStdout && stream == nil)
 	}
 	if c.Bool("json") {
 		w := os.Stdout

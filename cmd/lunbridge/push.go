@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -90,19 +88,13 @@ func pushAction(c *cli.Context) error {
 		return fmt.Errorf("image %s is %d bytes, larger than %s (%d bytes from offset %d); nothing written",
 			file, size, url, dev.Size()-opts.Offset, opts.Offset)
 	}
-	if !c.Bool("yes") {
-		if !isTerminal(os.Stdin) || !isTerminal(os.Stderr) {
-			return usageErrorf("refusing to overwrite %s without --yes (no terminal to ask on)", url)
-		}
-		n := dev.Size() - opts.Offset
-		if size >= 0 {
-			n = size
-		}
-		fmt.Fprintf(os.Stderr, "overwrite LUN %s (%d bytes)? [y/N] ", url, n)
-		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-			return withCode(ExitFailure, errors.New("not confirmed; nothing written"))
-		}
+	n := dev.Size() - opts.Offset
+	if size >= 0 {
+		n = size
+	}
+	if err := confirm(c.Bool("yes"), fmt.Sprintf("overwrite LUN %s (%s, %d bytes)?", redactedURL(url), formatBytes(n), n),
+		fmt.Sprintf("refusing to overwrite %s without --yes (no terminal to ask on)", redactedURL(url))); err != nil {
+		return err
 	}
 
 	bar := newProgress(c, "push")

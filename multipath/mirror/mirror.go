@@ -36,7 +36,10 @@ type CreateOptions struct {
 	// ChunkSize is the bitmap granularity (default 4 MiB), a multiple of
 	// the block size.
 	ChunkSize int64
-	// AssumeClean skips the initial full sync (two fresh, zeroed LUNs).
+	// AssumeClean skips the initial full sync: the caller asserts that
+	// the legs already hold the same data over the exported size
+	// (PlanCreate). Prove it first with CompareLegs; legs that differ
+	// return reads that flip between the legs.
 	AssumeClean bool
 	// Force overwrites existing mirror metadata on the legs.
 	Force bool
@@ -164,6 +167,12 @@ func writable(d blockdev.Device) error {
 func Create(ctx context.Context, a, b blockdev.Device, opts CreateOptions) (*Mirror, error) {
 	if a == nil || b == nil {
 		return nil, fmt.Errorf("mirror: create needs two legs: %w", blockdev.ErrInvalid)
+	}
+	if SameLUN(a, b) {
+		if w := wwidOf(a); w != "" {
+			return nil, fmt.Errorf("%w (WWID %s)", ErrSameLUN, w)
+		}
+		return nil, ErrSameLUN
 	}
 	for _, d := range []blockdev.Device{a, b} {
 		if err := writable(d); err != nil {
