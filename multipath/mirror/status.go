@@ -23,6 +23,12 @@ type LegStatus struct {
 	InSync     []string  `json:"in_sync,omitempty"`
 	Dirty      int64     `json:"dirty_chunks"`
 	Clean      bool      `json:"clean,omitempty"`
+	// Automatic re-add (running mirror with Options.Reopen).
+	Held           string    `json:"held,omitempty"` // why the leg is not probed: operator action, refused device
+	NextProbe      time.Time `json:"next_probe,omitzero"`
+	ProbeAttempts  int       `json:"probe_attempts,omitempty"` // since the leg failed
+	LastProbeError string    `json:"last_probe_error,omitempty"`
+	ReAdds         int       `json:"re_adds,omitempty"` // reattachments since assembly
 }
 
 // ResyncStatus describes a running or finished resync.
@@ -64,7 +70,20 @@ func (m *Mirror) Status() Status {
 	}
 	for i, l := range m.legs {
 		ls := LegStatus{Name: legName(i), UUID: m.legUUID[i], WWID: m.legWWID[i]}
+		p := m.probe[i]
+		ls.ReAdds = p.readds
+		if !l.live {
+			ls.Held, ls.ProbeAttempts = p.held, p.attempts
+			if p.lastErr != nil {
+				ls.LastProbeError = p.lastErr.Error()
+			}
+			if m.opts.Reopen != nil && p.held == "" && !m.closed {
+				ls.NextProbe = p.next
+			}
+		}
 		switch {
+		case p.removed && !l.live:
+			ls.State = "removed"
 		case l.dev == nil:
 			ls.State = "missing"
 		case !l.live:
