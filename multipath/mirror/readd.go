@@ -357,3 +357,19 @@ func (m *Mirror) RemoveLeg(ctx context.Context, name string) error {
 	m.log.Infof("mirror: leg %s removed", legName(i))
 	return nil
 }
+
+// LegDevice returns the current device of leg "A" or "B", nil when it has
+// none or the mirror closed it (for callers that show a leg's own status,
+// e.g. its paths). It must not be used for I/O.
+func (m *Mirror) LegDevice(name string) blockdev.Device {
+	i, err := legIndex(name)
+	if err != nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l := m.legs[i]; l.dev != nil && !l.closed {
+		return l.dev
+	}
+	return nil
+}

@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
@@ -199,4 +201,17 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 		s.State = "active"
 	}
 	return s, nil
+}
+
+// UnmarshalText parses the form MarshalText prints, so a Status read back
+// from JSON (a running process's control socket) keeps its UUIDs.
+func (u *UUID) UnmarshalText(b []byte) error {
+	h := strings.ReplaceAll(string(b), "-", "")
+	if len(h) != 32 {
+		return fmt.Errorf("mirror: bad UUID %q", b)
+	}
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
+		return fmt.Errorf("mirror: bad UUID %q: %w", b, err)
+	}
+	return nil
 }
