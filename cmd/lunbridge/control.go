@@ -129,23 +129,33 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 	return controlReply{OK: true, Mirror: viewMirror(t.mirror)}
 }
 
-// serveControl publishes t on --control-socket until ctx ends (a no-op
-// when the flag is empty). Errors are logged, not fatal.
+// serveControlOn listens on path and answers requests about t until ctx
+// ends; the socket is removed then.
 func serveControlOn(ctx context.Context, path string, t *controlTarget) error {
+	ln, err := listenControl(path)
+	if err != nil {
+		return err
+	}
+	return serveControlLn(ctx, ln, path, t)
+}
+
+// listenControl listens on the Unix socket path, replacing a stale socket
+// file but not one a live process answers on.
+func listenControl(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		if c, err := net.Dial("unix", path); err == nil {
 			c.Close()
-			return errors.New("control socket " + path + " is in use by another process")
+			return nil, errors.New("control socket " + path + " is in use by another process")
 		}
 		os.Remove(path)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+		return nil, err
 	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return err
-	}
+	return net.Listen("unix", path)
+}
+
+func serveControlLn(ctx context.Context, ln net.Listener, path string, t *controlTarget) error {
 	defer os.Remove(path)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()

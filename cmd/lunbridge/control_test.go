@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -85,9 +87,18 @@ func TestControlSocketMirror(t *testing.T) {
 	if r := cmd("mirror fail A"); r.OK || !strings.Contains(r.Error, "last") {
 		t.Fatalf("failing the last leg: %+v", r)
 	}
-	if r := cmd("mirror remove B"); !r.OK || r.Mirror.Legs[1].State != "removed" {
+	r := cmd("mirror remove B")
+	if !r.OK || r.Mirror.Legs[1].State != "removed" {
 		t.Fatalf("remove: %+v", r)
 	}
+	var out bytes.Buffer
+	if err := printLiveMirror(&out, r.Mirror); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^B +removed +0 +- +removed by operator `).MatchString(out.String()) {
+		t.Errorf("table:\n%s", out.String())
+	}
+	t.Logf("after remove:\n%s", out.String())
 	if r := cmd("mirror add B"); !r.OK || r.Mirror.Legs[1].ReAdds != 1 {
 		t.Fatalf("add: %+v", r)
 	}

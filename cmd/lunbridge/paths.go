@@ -108,11 +108,29 @@ func serveControl(ctx context.Context, c *cli.Context, t *controlTarget) {
 	if path == "" {
 		return
 	}
+	// Listen before the command reports that it is up, so `lunbridge
+	// status` works as soon as it has.
+	ln, err := listenControl(path)
+	if err != nil {
+		logrus.WithError(err).Warnf("control socket %s", path)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		if err := serveControlOn(ctx, path, t); err != nil {
+		defer close(done)
+		if err := serveControlLn(ctx, ln, path, t); err != nil {
 			logrus.WithError(err).Warnf("control socket %s", path)
 		}
 	}()
+	// When the command ends, stop answering and remove the socket.
+	atExit = append(atExit, func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	})
 }
 
 var _ blockdev.Device = (*multipath.Device)(nil)

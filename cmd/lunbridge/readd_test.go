@@ -231,6 +231,9 @@ func TestServeMirrorReaddRealTargets(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("serve exit %d; stderr: %s", code, p.stderr)
 	}
+	if _, err := os.Stat(ctl); err == nil {
+		t.Error("control socket left behind after serve exited")
+	}
 	sameBacking(t, srvA.BackingFile(0, 0), srvB.BackingFile(0, 0), size)
 	a, err := os.ReadFile(srvA.BackingFile(0, 0))
 	if err != nil {
