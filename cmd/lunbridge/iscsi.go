@@ -140,8 +140,8 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 	if (c.IsSet("replacement-timeout") || rtInSection) && cfg.ReplacementTimeout == 0 {
 		cfg.NoRecovery = true
 	}
-	if legReplacementTimeout > 0 {
-		cfg.ReplacementTimeout = legReplacementTimeout
+	if t := legTimeout(); t > 0 {
+		cfg.ReplacementTimeout = t
 	}
 	for _, d := range []struct {
 		flag string

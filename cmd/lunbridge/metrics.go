@@ -17,6 +17,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/multipath/mirror"
 	"github.com/lunbridge/lunbridge/nbdbridge"
 )
 
@@ -39,6 +40,7 @@ type metricSet struct {
 	mu       sync.Mutex
 	sessions map[string]*initiator.Session // device label → session (reconnects, recovering)
 	nbd      map[string]*nbdbridge.Server  // export label → NBD server
+	mirrors  map[string]*mirror.Mirror     // device label → mirror
 }
 
 func newMetricSet() *metricSet {
@@ -71,10 +73,11 @@ func newMetricSet() *metricSet {
 		}, []string{"device"}),
 		sessions: map[string]*initiator.Session{},
 		nbd:      map[string]*nbdbridge.Server{},
+		mirrors:  map[string]*mirror.Mirror{},
 	}
 	m.reg.MustRegister(m.commands, m.errors, m.bytes, m.latency, m.inflight, m.sizeBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		sessionCollector{m}, nbdCollector{m})
+		sessionCollector{m}, nbdCollector{m}, mirrorCollector{m})
 	return m
 }
 
@@ -200,6 +203,16 @@ func watchNBD(export string, s *nbdbridge.Server) {
 	}
 }
 
+// watchMirror exports a mirror's state (mirrorCollector) under the label
+// device. No-op when metrics are off.
+func watchMirror(device string, mr *mirror.Mirror) {
+	if m := currentMetrics(); m != nil {
+		m.mu.Lock()
+		m.mirrors[device] = mr
+		m.mu.Unlock()
+	}
+}
+
 func (m *metricSet) watchSession(device string, s *initiator.Session) {
 	m.mu.Lock()
 	m.sessions[device] = s
@@ -280,6 +293,72 @@ func (c nbdCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descNBDConns, prometheus.CounterValue, float64(st.Connections), exp)
 		ch <- prometheus.MustNewConstMetric(descNBDActive, prometheus.GaugeValue, float64(st.ActiveConnections), exp)
 		ch <- prometheus.MustNewConstMetric(descNBDProto, prometheus.CounterValue, float64(st.ProtocolErrors), exp)
+	}
+}
+
+var (
+	descMirrorLegState = prometheus.NewDesc("lunbridge_mirror_leg_state",
+		"1 for the state a mirror leg is in (in-sync, resyncing, stale, failed, missing, removed), 0 for the others.", []string{"device", "leg", "state"}, nil)
+	descMirrorDegraded = prometheus.NewDesc("lunbridge_mirror_degraded",
+		"1 while the mirror lacks an in-sync leg (failed, missing, removed or resyncing), else 0.", []string{"device"}, nil)
+	descMirrorDirty = prometheus.NewDesc("lunbridge_mirror_dirty_chunks",
+		"Chunks marked dirty in the mirror's write-intent bitmap.", []string{"device"}, nil)
+	descMirrorChunk = prometheus.NewDesc("lunbridge_mirror_chunk_bytes",
+		"The mirror's bitmap chunk size.", []string{"device"}, nil)
+	descMirrorResyncDone = prometheus.NewDesc("lunbridge_mirror_resync_done_bytes",
+		"Bytes of the current (or last) resync copied so far (chunks done times chunk size).", []string{"device"}, nil)
+	descMirrorResyncTotal = prometheus.NewDesc("lunbridge_mirror_resync_total_bytes",
+		"Bytes the current (or last) resync has to copy (chunks times chunk size).", []string{"device"}, nil)
+	descMirrorResyncing = prometheus.NewDesc("lunbridge_mirror_resyncing",
+		"1 while a resync runs, else 0.", []string{"device"}, nil)
+	descMirrorResynced = prometheus.NewDesc("lunbridge_mirror_resynced_bytes_total",
+		"Bytes copied by every resync since the mirror was assembled.", []string{"device"}, nil)
+	descMirrorReadds = prometheus.NewDesc("lunbridge_mirror_leg_readds_total",
+		"Times a leg was re-added (automatically or by mirror add) since assembly.", []string{"device", "leg"}, nil)
+)
+
+// mirrorLegStates are the values of lunbridge_mirror_leg_state's label.
+var mirrorLegStates = []string{"in-sync", "resyncing", "stale", "failed", "missing", "removed"}
+
+type mirrorCollector struct{ m *metricSet }
+
+func (c mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMirrorLegState, descMirrorDegraded, descMirrorDirty, descMirrorChunk,
+		descMirrorResyncDone, descMirrorResyncTotal, descMirrorResyncing, descMirrorResynced, descMirrorReadds} {
+		ch <- d
+	}
+}
+
+func (c mirrorCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	defer c.m.mu.Unlock()
+	b01 := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for dev, mr := range c.m.mirrors {
+		st := mr.Status()
+		degraded := false
+		for _, l := range st.Legs {
+			for _, s := range mirrorLegStates {
+				ch <- prometheus.MustNewConstMetric(descMirrorLegState, prometheus.GaugeValue, b01(l.State == s), dev, l.Name, s)
+			}
+			ch <- prometheus.MustNewConstMetric(descMirrorReadds, prometheus.CounterValue, float64(l.ReAdds), dev, l.Name)
+			degraded = degraded || l.State != "in-sync"
+		}
+		ch <- prometheus.MustNewConstMetric(descMirrorDegraded, prometheus.GaugeValue, b01(degraded), dev)
+		ch <- prometheus.MustNewConstMetric(descMirrorDirty, prometheus.GaugeValue, float64(st.DirtyChunks), dev)
+		ch <- prometheus.MustNewConstMetric(descMirrorChunk, prometheus.GaugeValue, float64(st.ChunkSize), dev)
+		var done, total float64
+		if r := st.Resync; r != nil {
+			done, total = float64(r.DoneChunks*st.ChunkSize), float64(r.TotalChunks*st.ChunkSize)
+		}
+		ch <- prometheus.MustNewConstMetric(descMirrorResyncDone, prometheus.GaugeValue, done, dev)
+		ch <- prometheus.MustNewConstMetric(descMirrorResyncTotal, prometheus.GaugeValue, total, dev)
+		ch <- prometheus.MustNewConstMetric(descMirrorResyncing, prometheus.GaugeValue, b01(st.State == "resyncing"), dev)
+		ch <- prometheus.MustNewConstMetric(descMirrorResynced, prometheus.CounterValue, float64(st.BytesResynced), dev)
 	}
 }
 

@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add [--control-socket PATH] [LEG]",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -39,7 +39,15 @@ Examples:
    lunbridge mirror create --assume-clean iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
    lunbridge serve --mirror iscsi://san2/iqn.2001-04.com.example:b/0 iscsi://san1/iqn.2001-04.com.example:a/1
    lunbridge mirror status --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
-   lunbridge mirror check --repair iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
+   lunbridge mirror check --repair iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
+   lunbridge mirror status                  # the mirror of the running serve/attach/mount
+   lunbridge mirror fail B; lunbridge mirror remove B; lunbridge mirror add B
+
+A running serve, attach or mount re-adds a failed leg by itself: it reopens the
+leg (after --readd-interval, doubling up to --readd-max-interval) and, when it is
+the same LUN (same mirror metadata and WWID), resyncs only the chunks written
+while it was away. A leg that comes back as another disk is refused and left
+alone until "mirror add".`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
@@ -80,11 +88,17 @@ Examples:
 			},
 			{
 				Name:      "status",
-				Usage:     "show both legs' metadata (like mdadm --detail) without assembling",
-				UsageText: "lunbridge mirror status [--json] URL-A URL-B",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
-				Action:    mirrorStatus,
+				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
+				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (the default without URLs)"),
+				},
+				Action: mirrorStatus,
 			},
+			mirrorManageCommand("fail", "mark a leg of the running mirror failed (not re-added automatically until mirror add)"),
+			mirrorManageCommand("remove", "close a failed leg's device in the running mirror (like mdadm --remove)"),
+			mirrorManageCommand("add", "reopen a failed or removed leg of the running mirror now and re-add it (incremental resync)"),
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
@@ -148,6 +162,11 @@ type MirrorFlags struct {
 	ReadOnly   bool
 	Prefer     string
 	ResyncRate int64
+	// Readd turns on automatic re-add of a failed leg (long-running
+	// commands), reopening it every ProbeInterval doubling to
+	// ProbeMaxInterval (0: the mirror package's defaults).
+	Readd                           bool
+	ProbeInterval, ProbeMaxInterval time.Duration
 }
 
 func mirrorLogger() *logrus.Entry { return logrus.WithField("component", "mirror") }
@@ -193,8 +212,13 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 	if err != nil {
 		return nil, err
 	}
+	mo := mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger()}
+	if opts.Readd {
+		mo.Reopen = legReopener(c, [2][]string{a, b})
+		mo.ProbeInterval, mo.ProbeMaxInterval = opts.ProbeInterval, opts.ProbeMaxInterval
+	}
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
-		Options: mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger()},
+		Options: mo,
 		Prefer:  opts.Prefer,
 	})
 	if err != nil {
@@ -369,6 +393,9 @@ func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
 }
 
 func mirrorStatus(c *cli.Context) error {
+	if c.IsSet("control-socket") || c.NArg() == 0 {
+		return mirrorStatusLive(c) // mirrorctl.go
+	}
 	a, b, err := twoURLs(c)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -9,6 +10,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
 	"github.com/lunbridge/lunbridge/multipath"
+	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 
 // openDevice opens one device URL: an iscsi:// URL (a LUN on a target) or a
@@ -36,6 +38,8 @@ func deviceFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "mirror", Usage: "mirror onto the LUN at `URL` (RAID-1 across two targets; repeat for more paths to that LUN). Create the mirror first: lunbridge mirror create"},
 		&cli.StringFlag{Name: "prefer", Usage: "with --mirror: on split brain, keep leg A (the main URL) or B (the --mirror URL)"},
 		&cli.StringFlag{Name: "resync-rate", Usage: "with --mirror: limit background resync to `RATE` bytes/s (e.g. 100M)"},
+		&cli.DurationFlag{Name: "readd-interval", Value: mirror.DefaultProbeInterval, Usage: "with --mirror (serve, attach, mount): reopen a failed leg after `DURATION`, doubling up to --readd-max-interval, and re-add it (incremental resync) when it is the same LUN; 0: never"},
+		&cli.DurationFlag{Name: "readd-max-interval", Value: mirror.DefaultProbeMaxInterval, Usage: "with --mirror: longest wait between two attempts to reopen a failed leg"},
 	}, multipathFlags()...)
 }
 
@@ -84,17 +88,26 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 		// Legs must fail fast so the mirror degrades instead of stalling
 		// every write for the default 120 s replacement timeout.
 		if !c.IsSet("replacement-timeout") {
-			legReplacementTimeout = 5 * time.Second
-			defer func() { legReplacementTimeout = 0 }()
+			legReplacementTimeout.Store(int64(5 * time.Second))
+			defer legReplacementTimeout.Store(0)
 		}
-		dev, err = openMirrorLegs(c, legA, legB, MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate})
+		flags := MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate}
+		if longRunning(c) && c.Duration("readd-interval") > 0 {
+			flags.Readd = true
+			flags.ProbeInterval, flags.ProbeMaxInterval = c.Duration("readd-interval"), c.Duration("readd-max-interval")
+		}
+		dev, err = openMirrorLegs(c, legA, legB, flags)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if longRunning(c) {
-		if mp, ok := dev.(*multipath.Device); ok {
-			serveControl(c.Context, c, mp)
+		switch d := dev.(type) {
+		case *multipath.Device:
+			serveControl(c.Context, c, &controlTarget{mp: d})
+		case *mirror.Mirror:
+			serveControl(c.Context, c, &controlTarget{mirror: d})
+			watchMirror(redactedURL(url), d)
 		}
 	}
 	return instrumentDevice(dev, redactedURL(url)), nil
@@ -118,9 +131,12 @@ func openLeg(c *cli.Context, urls []string, readOnly bool) (blockdev.Device, err
 	return d, nil
 }
 
-// legReplacementTimeout, when set, overrides the replacement timeout of the
-// sessions being opened (mirror legs).
-var legReplacementTimeout time.Duration
+// legReplacementTimeout, when set (nanoseconds), overrides the replacement
+// timeout of the sessions being opened (mirror legs, also when a leg is
+// reopened for automatic re-add).
+var legReplacementTimeout atomic.Int64
+
+func legTimeout() time.Duration { return time.Duration(legReplacementTimeout.Load()) }
 
 // openMirrorLegs assembles a mirror whose legs may each be multipath: leg A
 // is the main URL plus --path URLs, leg B the --mirror URLs.

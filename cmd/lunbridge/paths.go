@@ -26,7 +26,7 @@ func multipathFlags() []cli.Flag {
 		&cli.StringFlag{Name: "failback", Value: "immediate", Usage: "return to the preferred path: immediate, manual, followover or a number of seconds"},
 		&cli.StringFlag{Name: "no-path-timeout", Value: "30s", Usage: "queue I/O at most `DURATION` while no path is usable (0: fail at once; -1: forever)"},
 		&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, Usage: "test every path (TEST UNIT READY + NOP) each `DURATION`"},
-		&cli.StringFlag{Name: "control-socket", Value: defaultControlSocket, Usage: "serve multipath status (lunbridge status) on this Unix socket `PATH` (empty: none)", TakesFile: true},
+		&cli.StringFlag{Name: "control-socket", Value: defaultControlSocket, Usage: "serve multipath and mirror status (lunbridge status) and mirror commands (lunbridge mirror fail|remove|add) on this Unix socket `PATH` (empty: none)", TakesFile: true},
 	}
 }
 
@@ -81,10 +81,10 @@ func openMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if legReplacementTimeout > 0 && !c.IsSet("no-path-timeout") {
+	if lt := legTimeout(); lt > 0 && !c.IsSet("no-path-timeout") {
 		// A mirror leg whose paths are all gone must fail its I/O soon,
 		// so the mirror degrades instead of stalling every write.
-		npt = legReplacementTimeout
+		npt = lt
 	}
 	opts := multipath.Options{
 		Policy:        c.String("policy"),
@@ -100,18 +100,37 @@ func openMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
 	return d, nil
 }
 
-// serveControl publishes d's status on --control-socket until ctx ends
-// (a no-op when the flag is empty). Errors are logged, not fatal.
-func serveControl(ctx context.Context, c *cli.Context, d *multipath.Device) {
+// serveControl publishes t (status, mirror commands: control.go) on
+// --control-socket until ctx ends (a no-op when the flag is empty). Errors
+// are logged, not fatal.
+func serveControl(ctx context.Context, c *cli.Context, t *controlTarget) {
 	path := c.String("control-socket")
 	if path == "" {
 		return
 	}
+	// Listen before the command reports that it is up, so `lunbridge
+	// status` works as soon as it has.
+	ln, err := listenControl(path)
+	if err != nil {
+		logrus.WithError(err).Warnf("control socket %s", path)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		if err := d.ServeControl(ctx, path); err != nil {
+		defer close(done)
+		if err := serveControlLn(ctx, ln, path, t); err != nil {
 			logrus.WithError(err).Warnf("control socket %s", path)
 		}
 	}()
+	// When the command ends, stop answering and remove the socket.
+	atExit = append(atExit, func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	})
 }
 
 var _ blockdev.Device = (*multipath.Device)(nil)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -18,12 +17,15 @@ import (
 func init() {
 	register(catExpose, &cli.Command{
 		Name:      "status",
-		Usage:     "show the paths of a running serve/attach/mount (like multipath -ll)",
+		Usage:     "show the paths and mirror of a running serve/attach/mount (like multipath -ll, mdadm --detail)",
 		UsageText: "lunbridge status [--json] [--socket PATH]",
 		Description: `Reads the status a running serve, attach or mount publishes on its control
 socket: the LUN's identity, the path selector, and per path the portal, ISID,
 state (active, standby, failed, reinstating), ALUA state, I/O in flight,
-completed I/Os and bytes, errors, failovers and the last error.
+completed I/Os and bytes, errors, failovers and the last error. For a mirror
+(--mirror): its state, generation, dirty chunks, resync progress and per leg
+the state, automatic re-add (next attempt, why it is held) and the leg's
+paths when it is multipath.
 
 Examples:
    lunbridge status
@@ -48,21 +50,67 @@ func statusAction(c *cli.Context) error {
 		_, err := os.Stdout.Write(raw)
 		return err
 	}
-	var st multipath.Status
+	var st controlStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("control socket %s: %w", c.String("socket"), err)
 	}
-	return printStatus(os.Stdout, st)
+	if st.Status != nil {
+		if err := printStatus(os.Stdout, *st.Status); err != nil {
+			return err
+		}
+	}
+	if st.Mirror != nil {
+		return printLiveMirror(os.Stdout, st.Mirror)
+	}
+	return nil
 }
 
 func readControl(path string) ([]byte, error) {
-	conn, err := net.DialTimeout("unix", path, 5*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("no running lunbridge serve/attach/mount on %s: %w", path, err)
+	return controlRequest(path, "status", 10*time.Second)
+}
+
+// printLiveMirror prints a running mirror (control socket), like mdadm
+// --detail, then each multipath leg's paths.
+func printLiveMirror(w io.Writer, v *mirrorView) error {
+	st := v.Status
+	fmt.Fprintf(w, "mirror %s state=%s size=%d chunk=%d chunks=%d generation=%d dirty=%d resynced=%d\n",
+		st.Mirror, st.State, st.Size, st.ChunkSize, st.Chunks, st.Generation, st.DirtyChunks, st.BytesResynced)
+	if r := st.Resync; r != nil {
+		fmt.Fprintf(w, "resync %s of leg %s: %d/%d chunks (%.1f%%), %.1f MB/s, %v\n",
+			r.Mode, r.Target, r.DoneChunks, r.TotalChunks, r.Percent, r.MBPerSec, r.Elapsed.Round(time.Millisecond))
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	return io.ReadAll(conn)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEG\tSTATE\tRE-ADDS\tNEXT PROBE\tHELD\tWWID\tUUID\tLAST ERROR")
+	for _, l := range v.Legs {
+		next := "-"
+		if !l.NextProbe.IsZero() {
+			next = time.Until(l.NextProbe).Round(100 * time.Millisecond).String()
+		}
+		last := l.Error
+		if l.LastProbeError != "" {
+			last = l.LastProbeError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", l.Name, l.State, l.ReAdds, next, dash(l.Held), dash(l.WWID), l.UUID, dash(strings.ReplaceAll(last, "\n", " ")))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range v.Legs {
+		if l.Paths != nil {
+			fmt.Fprintf(w, "\nleg %s: ", l.Name)
+			if err := printStatus(w, *l.Paths); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func printStatus(w io.Writer, st multipath.Status) error {

@@ -36,16 +36,19 @@ func (m *Mirror) StartReadAt(p []byte, off int64, done func(error)) {
 	c0, c1 := m.chunkRange(off, n)
 	m.mu.Lock()
 	pick := m.pickReadLegLocked(off, c0, c1, [maxLegs]bool{})
+	var l *leg
+	if pick >= 0 {
+		l = m.legs[pick]
+	}
 	m.mu.Unlock()
 	var a blockdev.AsyncIO
-	if pick >= 0 {
-		a, _ = m.legs[pick].dev.(blockdev.AsyncIO)
+	if l != nil {
+		a, _ = l.dev.(blockdev.AsyncIO)
 	}
 	if a == nil {
 		go func() { done(m.ReadAt(context.Background(), p, off)) }()
 		return
 	}
-	l := m.legs[pick]
 	l.inflight.Add(1)
 	l.lastEnd.Store(off + n)
 	a.StartReadAt(p, off, func(err error) {
@@ -92,6 +95,7 @@ type asyncWrite struct {
 	c0, c1  int64
 	done    func(error)
 	idx     [maxLegs]int
+	ls      [maxLegs]*leg
 	inSync  [maxLegs]bool
 	errs    [maxLegs]error
 	nlegs   int
@@ -128,6 +132,7 @@ func (m *Mirror) tryStartWrite(p []byte, off int64, fua bool, done func(error)) 
 		}
 		legs[w.nlegs] = a
 		w.idx[w.nlegs] = i
+		w.ls[w.nlegs] = l
 		w.inSync[w.nlegs] = m.inSync&(1<<i) != 0
 		w.nlegs++
 	}
@@ -174,7 +179,7 @@ func (w *asyncWrite) finish() {
 		m.mu.Unlock()
 	}
 	go func() {
-		err := m.writeOutcome(context.Background(), w.off, w.n, w.idx[:w.nlegs], w.inSync[:w.nlegs], w.errs[:w.nlegs])
+		err := m.writeOutcome(context.Background(), w.off, w.n, w.idx[:w.nlegs], w.ls[:w.nlegs], w.inSync[:w.nlegs], w.errs[:w.nlegs])
 		m.mu.Lock()
 		m.endWriteLocked(w.c0, w.c1)
 		m.mu.Unlock()

@@ -59,9 +59,14 @@ func (m *Mirror) ReadAt(ctx context.Context, p []byte, off int64) error {
 	tried := [maxLegs]bool{}
 	var firstErr error
 	bad := -1
+	var badLeg *leg
 	for {
 		m.mu.Lock()
 		pick := m.pickReadLegLocked(off, c0, c1, tried)
+		var l *leg
+		if pick >= 0 {
+			l = m.legs[pick]
+		}
 		m.mu.Unlock()
 		if pick < 0 {
 			if firstErr == nil {
@@ -69,14 +74,13 @@ func (m *Mirror) ReadAt(ctx context.Context, p []byte, off int64) error {
 			}
 			return firstErr
 		}
-		l := m.legs[pick]
 		l.inflight.Add(1)
 		l.lastEnd.Store(off + n)
 		err := l.dev.ReadAt(ctx, p, off)
 		l.inflight.Add(-1)
 		if err == nil {
 			if bad >= 0 {
-				m.repair(ctx, bad, pick, off, n, firstErr)
+				m.repair(ctx, badLeg, bad, l, pick, off, n, firstErr)
 			}
 			return nil
 		}
@@ -86,7 +90,7 @@ func (m *Mirror) ReadAt(ctx context.Context, p []byte, off int64) error {
 		tried[pick] = true
 		if firstErr == nil {
 			firstErr = err
-			bad = pick
+			bad, badLeg = pick, l
 		}
 		m.log.WithError(err).Warnf("mirror: read [%d, %d) failed on leg %s, trying the other leg", off, off+n, legName(pick))
 	}
@@ -118,11 +122,12 @@ func (m *Mirror) pickReadLegLocked(off, c0, c1 int64, tried [maxLegs]bool) int {
 	return pick
 }
 
-// repair rewrites [off, off+n) of leg bad from leg good after a read error.
-func (m *Mirror) repair(ctx context.Context, bad, good int, off, n int64, cause error) {
+// repair rewrites [off, off+n) of leg bad (instance bl) from leg good
+// (instance gl) after a read error.
+func (m *Mirror) repair(ctx context.Context, bl *leg, bad int, gl *leg, good int, off, n int64, cause error) {
 	if legFatal(cause) {
 		m.mu.Lock()
-		m.failLegLocked(bad, cause)
+		m.failInstLocked(bl, bad, cause)
 		v := m.memberVer
 		m.mu.Unlock()
 		m.commitMeta(ctx, v)
@@ -134,13 +139,13 @@ func (m *Mirror) repair(ctx context.Context, bad, good int, off, n int64, cause 
 	}
 	defer m.rl.unlock(r)
 	buf := make([]byte, n)
-	err = m.legs[good].dev.ReadAt(ctx, buf, off)
+	err = gl.dev.ReadAt(ctx, buf, off)
 	if err == nil {
-		err = m.legs[bad].dev.WriteAt(ctx, buf, off, true)
+		err = bl.dev.WriteAt(ctx, buf, off, true)
 	}
 	if err != nil {
 		m.mu.Lock()
-		m.failLegLocked(bad, fmt.Errorf("read repair: %w", err))
+		m.failInstLocked(bl, bad, fmt.Errorf("read repair: %w", err))
 		v := m.memberVer
 		m.mu.Unlock()
 		m.commitMeta(ctx, v)
@@ -236,33 +241,35 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 	m.mu.Lock()
 	var idx []int
 	var inSync []bool
+	var ls []*leg
 	for i, l := range m.legs {
 		if l.live && (m.inSync&(1<<i) != 0 || i == m.target) {
 			idx = append(idx, i)
 			inSync = append(inSync, m.inSync&(1<<i) != 0)
+			ls = append(ls, l)
 		}
 	}
 	m.mu.Unlock()
 	errs := make([]error, len(idx))
 	wctx := context.WithoutCancel(ctx)
 	if len(idx) == 1 {
-		errs[0] = op(wctx, m.legs[idx[0]].dev)
+		errs[0] = op(wctx, ls[0].dev)
 	} else {
 		// Every leg but the last on its own goroutine, the last on ours:
 		// one goroutine fewer per mirrored write.
 		var wg sync.WaitGroup
 		last := len(idx) - 1
-		for k, i := range idx[:last] {
+		for k, l := range ls[:last] {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[k] = op(wctx, m.legs[i].dev)
+				errs[k] = op(wctx, l.dev)
 			}()
 		}
-		errs[last] = op(wctx, m.legs[idx[last]].dev)
+		errs[last] = op(wctx, ls[last].dev)
 		wg.Wait()
 	}
-	return m.writeOutcome(ctx, off, n, idx, inSync, errs)
+	return m.writeOutcome(ctx, off, n, idx, ls, inSync, errs)
 }
 
 // endWriteLocked ends a write of chunks [c0, c1]: they are no longer in
@@ -277,12 +284,12 @@ func (m *Mirror) endWriteLocked(c0, c1 int64) {
 	}
 }
 
-// writeOutcome settles a write that went to legs idx (inSync[k]: leg
-// idx[k] was in sync) with results errs: a leg that failed while another
+// writeOutcome settles a write that went to legs idx (instances ls;
+// inSync[k]: leg idx[k] was in sync) with results errs: a leg that failed while another
 // in-sync leg succeeded (or that is gone) is failed and the membership
 // change made durable before the caller hears of the write; the write
 // succeeded when an in-sync leg has it.
-func (m *Mirror) writeOutcome(ctx context.Context, off, n int64, idx []int, inSync []bool, errs []error) error {
+func (m *Mirror) writeOutcome(ctx context.Context, off, n int64, idx []int, ls []*leg, inSync []bool, errs []error) error {
 	okInSync := false
 	var callerErr error
 	for k := range idx {
@@ -299,7 +306,7 @@ func (m *Mirror) writeOutcome(ctx context.Context, off, n int64, idx []int, inSy
 			continue
 		}
 		if okInSync || legFatal(errs[k]) {
-			m.failLegLocked(i, fmt.Errorf("write [%d, %d): %w", off, off+n, errs[k]))
+			m.failInstLocked(ls[k], i, fmt.Errorf("write [%d, %d): %w", off, off+n, errs[k]))
 		}
 	}
 	wait := m.memberVer
@@ -328,19 +335,21 @@ func (m *Mirror) flush(ctx context.Context) error {
 	m.mu.Lock()
 	seq := m.writeSeq
 	var idx []int
+	var ls []*leg
 	for i, l := range m.legs {
 		if l.live {
 			idx = append(idx, i)
+			ls = append(ls, l)
 		}
 	}
 	m.mu.Unlock()
 	errs := make([]error, len(idx))
 	var wg sync.WaitGroup
-	for k, i := range idx {
+	for k, l := range ls {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[k] = m.legs[i].dev.Flush(context.WithoutCancel(ctx))
+			errs[k] = l.dev.Flush(context.WithoutCancel(ctx))
 		}()
 	}
 	wg.Wait()
@@ -350,12 +359,12 @@ func (m *Mirror) flush(ctx context.Context) error {
 	for k, i := range idx {
 		if errs[k] != nil {
 			all = false
-			if err := m.failLegLocked(i, fmt.Errorf("flush: %w", errs[k])); err != nil {
+			if err := m.failInstLocked(ls[k], i, fmt.Errorf("flush: %w", errs[k])); err != nil {
 				ret = err
 			}
 		}
 	}
-	if all && len(idx) == maxLegs && seq > m.flushedSeq {
+	if all && len(idx) == maxLegs && m.legs[0] == ls[0] && m.legs[1] == ls[1] && seq > m.flushedSeq {
 		m.flushedSeq = seq
 	}
 	v := m.memberVer

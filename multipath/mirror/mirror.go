@@ -28,6 +28,19 @@ type Options struct {
 	BitmapIdle time.Duration
 	// Logger receives leg failures and resync progress; nil is silent.
 	Logger *logrus.Entry
+
+	// Reopen, when set, turns on automatic re-add (see readd.go): a failed
+	// or missing leg is reopened in the background with it and, when the
+	// device it returns carries the same identity (the leg's UUID in its
+	// metadata, the WWID the mirror recorded), reattached with an
+	// incremental resync. It must honour ctx (Close cancels it) and return
+	// a new Device each time; the mirror closes the leg's old Device first.
+	Reopen func(ctx context.Context, leg int) (blockdev.Device, error)
+	// ProbeInterval is the first delay before reopening a failed leg
+	// (default 1 s); it doubles after each failed attempt up to
+	// ProbeMaxInterval (default 30 s).
+	ProbeInterval    time.Duration
+	ProbeMaxInterval time.Duration
 }
 
 // CreateOptions tune Create.
@@ -53,9 +66,13 @@ type AssembleOptions struct {
 	Prefer string
 }
 
+// leg is one instance of a leg: a reattached leg gets a new one, so an
+// I/O that captured the old instance (under m.mu) can never fail the new.
+// dev does not change for the life of an instance.
 type leg struct {
 	dev      blockdev.Device
 	live     bool
+	closed   bool // dev closed by the mirror (re-add, remove)
 	err      error
 	nextSlot int
 	inflight atomic.Int64
@@ -120,6 +137,10 @@ type Mirror struct {
 	wg       sync.WaitGroup
 
 	asyncWrites atomic.Int64 // writes started on the legs through the non-blocking path
+
+	probe     [maxLegs]probeState // automatic re-add, m.mu
+	probeWake chan struct{}
+	probeSem  chan struct{} // one reopen at a time (prober, AddLeg)
 }
 
 var (
@@ -138,6 +159,15 @@ func newMirror(o Options) *Mirror {
 	if m.opts.BitmapIdle <= 0 {
 		m.opts.BitmapIdle = DefaultBitmapIdle
 	}
+	if m.opts.ProbeInterval <= 0 {
+		m.opts.ProbeInterval = DefaultProbeInterval
+	}
+	if m.opts.ProbeMaxInterval <= 0 {
+		m.opts.ProbeMaxInterval = DefaultProbeMaxInterval
+	}
+	m.opts.ProbeMaxInterval = max(m.opts.ProbeMaxInterval, m.opts.ProbeInterval)
+	m.probeWake = make(chan struct{}, 1)
+	m.probeSem = make(chan struct{}, 1)
 	m.limit = &limiter{rate: o.ResyncRate}
 	m.cond = sync.NewCond(&m.mu)
 	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
@@ -482,6 +512,10 @@ func (m *Mirror) start() {
 	m.wg.Add(2)
 	go m.resyncLoop()
 	go m.cleaner()
+	if m.opts.Reopen != nil {
+		m.wg.Add(1)
+		go m.prober()
+	}
 }
 
 // headerFor builds leg i's header from the current state. m.mu held.
@@ -591,6 +625,7 @@ func (m *Mirror) failLegLocked(i int, cause error) error {
 	m.log.WithError(cause).Warnf("mirror: leg %s failed", legName(i))
 	l.live = false
 	l.err = cause
+	m.scheduleProbeLocked(i)
 	if m.target >= 0 {
 		// Either the target failed (its bits stay in the bitmap) or, in
 		// crash recovery, the source failed and the target's copy of the
@@ -615,7 +650,17 @@ func (m *Mirror) dropLocked(i int) {
 	m.memberVer = m.dirtyVer
 }
 
-// FailLeg takes leg "A" or "B" out of service, as if it had failed.
+// failInstLocked fails leg i only while l is still its current instance:
+// an I/O that ended on a leg since reattached must not fail the new one.
+func (m *Mirror) failInstLocked(l *leg, i int, cause error) error {
+	if m.legs[i] != l {
+		return nil
+	}
+	return m.failLegLocked(i, cause)
+}
+
+// FailLeg takes leg "A" or "B" out of service, as if it had failed (like
+// mdadm --fail). Automatic re-add leaves it alone until AddLeg.
 func (m *Mirror) FailLeg(ctx context.Context, name string) error {
 	i, err := legIndex(name)
 	if err != nil {
@@ -626,6 +671,7 @@ func (m *Mirror) FailLeg(ctx context.Context, name string) error {
 		m.mu.Unlock()
 		return err
 	}
+	m.probe[i].held = heldFailed
 	v := m.memberVer
 	m.mu.Unlock()
 	return m.commitMeta(ctx, v)
@@ -652,6 +698,8 @@ func (m *Mirror) ChunkSize() int64 { return m.chunk }
 
 // MaxTransfer is the smaller of the legs' advertised transfer limits.
 func (m *Mirror) MaxTransfer() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	mx := 0
 	for _, l := range m.legs {
 		if l.dev == nil {
@@ -704,11 +752,22 @@ func (m *Mirror) Close() error {
 	if cerr := m.commitMetaFlags(ctx, v, flags); err == nil {
 		err = cerr
 	}
+	m.mu.Lock()
+	type closing struct {
+		dev  blockdev.Device
+		live bool
+	}
+	var toClose []closing
 	for _, l := range m.legs {
-		if l.dev != nil {
-			if cerr := l.dev.Close(); err == nil && l.live {
-				err = cerr
-			}
+		if l.dev != nil && !l.closed {
+			l.closed = true
+			toClose = append(toClose, closing{l.dev, l.live})
+		}
+	}
+	m.mu.Unlock()
+	for _, l := range toClose {
+		if cerr := l.dev.Close(); err == nil && l.live {
+			err = cerr
 		}
 	}
 	return err

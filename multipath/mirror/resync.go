@@ -127,7 +127,8 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 	}
 	defer m.rl.unlock(r)
 	m.mu.Lock()
-	ok := m.target == t && m.legs[t].live && m.legs[src].live
+	sl, tl := m.legs[src], m.legs[t]
+	ok := m.target == t && tl.live && sl.live
 	seq := m.chunkSeq[c]
 	m.mu.Unlock()
 	if !ok {
@@ -148,10 +149,10 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 			defer wg.Done()
 			lo := int64(k) * piece
 			hi := min(lo+piece, n)
-			if rerrs[k] = m.legs[src].dev.ReadAt(ctx, buf[lo:hi], off+lo); rerrs[k] != nil {
+			if rerrs[k] = sl.dev.ReadAt(ctx, buf[lo:hi], off+lo); rerrs[k] != nil {
 				return
 			}
-			werrs[k] = m.legs[t].dev.WriteAt(ctx, buf[lo:hi], off+lo, false)
+			werrs[k] = tl.dev.WriteAt(ctx, buf[lo:hi], off+lo, false)
 		}()
 	}
 	wg.Wait()
@@ -163,14 +164,14 @@ func (m *Mirror) copyChunk(ctx context.Context, src, t int, c int64) (uint64, in
 	if err := errors.Join(rerrs...); err != nil {
 		if legFatal(err) {
 			m.mu.Lock()
-			m.failLegLocked(src, fmt.Errorf("resync read: %w", err))
+			m.failInstLocked(sl, src, fmt.Errorf("resync read: %w", err))
 			m.mu.Unlock()
 		}
 		return 0, 0, fmt.Errorf("read leg %s: %w", legName(src), err)
 	}
 	if err := errors.Join(werrs...); err != nil {
 		m.mu.Lock()
-		m.failLegLocked(t, fmt.Errorf("resync write: %w", err))
+		m.failInstLocked(tl, t, fmt.Errorf("resync write: %w", err))
 		v := m.memberVer
 		m.mu.Unlock()
 		m.commitMeta(ctx, v)
@@ -188,12 +189,15 @@ func (m *Mirror) checkpointBatch(ctx context.Context, t int, batch []copied) err
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := m.legs[t].dev.Flush(ctx); err != nil {
+	m.mu.Lock()
+	tl := m.legs[t]
+	m.mu.Unlock()
+	if err := tl.dev.Flush(ctx); err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
 		m.mu.Lock()
-		m.failLegLocked(t, fmt.Errorf("resync flush: %w", err))
+		m.failInstLocked(tl, t, fmt.Errorf("resync flush: %w", err))
 		v := m.memberVer
 		m.mu.Unlock()
 		m.commitMeta(ctx, v)
@@ -218,21 +222,25 @@ func (m *Mirror) checkpointBatch(ctx context.Context, t int, batch []copied) err
 // finishResync makes the target in sync again (a new generation when it
 // had been dropped).
 func (m *Mirror) finishResync(ctx context.Context, t int) {
-	if err := m.legs[t].dev.Flush(ctx); err != nil {
+	m.mu.Lock()
+	tl := m.legs[t]
+	m.mu.Unlock()
+	if err := tl.dev.Flush(ctx); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
 		m.mu.Lock()
-		m.failLegLocked(t, fmt.Errorf("resync flush: %w", err))
+		m.failInstLocked(tl, t, fmt.Errorf("resync flush: %w", err))
 		m.mu.Unlock()
 		return
 	}
 	m.mu.Lock()
-	if m.target != t || m.need.count() != 0 {
+	if m.target != t || m.need.count() != 0 || m.legs[t] != tl {
 		m.mu.Unlock()
 		return
 	}
 	mode := m.mode
+	m.probe[t].delay = 0 // back in sync: the next failure is probed quickly again
 	m.target, m.need = -1, nil
 	m.checkpoint = 0
 	m.resyncElapsed = time.Since(m.resyncStart)
@@ -330,11 +338,21 @@ func (m *Mirror) Reattach(ctx context.Context, d blockdev.Device) error {
 	if herr != nil && !errors.Is(herr, ErrNoMetadata) {
 		return herr
 	}
+	return m.reattach(ctx, d, h, -1)
+}
+
+// reattach installs d, whose metadata is h (nil: none), as the failed leg
+// want (-1: the failed leg h names, or any failed leg).
+func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, want int) error {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return blockdev.ErrClosed
+	}
 	i := -1
 	for k, l := range m.legs {
 		if !l.live {
-			if h != nil && h.Index != k {
+			if h != nil && h.Index != k || want >= 0 && k != want {
 				continue
 			}
 			i = k
@@ -371,14 +389,16 @@ func (m *Mirror) Reattach(ctx context.Context, d blockdev.Device) error {
 		m.legUUID[i] = newUUID()
 	}
 	m.legWWID[i] = wwidOf(d)
-	old := m.legs[i].dev
+	old := m.legs[i]
 	m.legs[i] = &leg{dev: d, live: true}
 	if h != nil {
 		m.legs[i].nextSlot = h.slot ^ 1
 	}
-	if old != nil && old != d {
-		old.Close()
-	}
+	closeOld := old.dev != nil && old.dev != d && !old.closed
+	old.closed = old.closed || closeOld
+	p := &m.probe[i]
+	p.held, p.lastErr, p.attempts = "", nil, 0
+	p.readds++
 	if m.inSync&(1<<i) != 0 && m.pendDrop {
 		// Degraded start, never written: the leg is as good as the other.
 		m.pendDrop = false
@@ -398,6 +418,9 @@ func (m *Mirror) Reattach(ctx context.Context, d blockdev.Device) error {
 	v := m.dirtyVer
 	total := m.resyncTotal
 	m.mu.Unlock()
+	if closeOld {
+		old.dev.Close()
+	}
 	m.log.WithFields(logrus.Fields{"leg": legName(i), "mode": mode, "chunks": total}).Info("mirror: leg reattached, resyncing")
 	return m.commitMeta(ctx, v)
 }
@@ -462,6 +485,7 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 		}
 		m.mu.Lock()
 		both := m.readableLocked(0, c, c) && m.readableLocked(1, c, c)
+		la, lb := m.legs[0], m.legs[1]
 		m.mu.Unlock()
 		if !both {
 			m.rl.unlock(r)
@@ -470,8 +494,8 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 		}
 		var errs [2]error
 		done := make(chan struct{})
-		go func() { errs[1] = m.legs[1].dev.ReadAt(ctx, bufs[1][:n], off); close(done) }()
-		errs[0] = m.legs[0].dev.ReadAt(ctx, bufs[0][:n], off)
+		go func() { errs[1] = lb.dev.ReadAt(ctx, bufs[1][:n], off); close(done) }()
+		errs[0] = la.dev.ReadAt(ctx, bufs[0][:n], off)
 		<-done
 		if err := errors.Join(errs[0], errs[1]); err != nil {
 			m.rl.unlock(r)
@@ -493,7 +517,7 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 			}
 			m.log.Warnf("mirror: check: chunk %d (offset %d) differs between the legs", c, off)
 			if repair {
-				if err := m.legs[1].dev.WriteAt(ctx, a, off, true); err != nil {
+				if err := lb.dev.WriteAt(ctx, a, off, true); err != nil {
 					m.rl.unlock(r)
 					return res, fmt.Errorf("mirror: repair chunk %d: %w", c, err)
 				}

@@ -2,7 +2,9 @@ package mirror
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
@@ -23,6 +25,12 @@ type LegStatus struct {
 	InSync     []string  `json:"in_sync,omitempty"`
 	Dirty      int64     `json:"dirty_chunks"`
 	Clean      bool      `json:"clean,omitempty"`
+	// Automatic re-add (running mirror with Options.Reopen).
+	Held           string    `json:"held,omitempty"` // why the leg is not probed: operator action, refused device
+	NextProbe      time.Time `json:"next_probe,omitzero"`
+	ProbeAttempts  int       `json:"probe_attempts,omitempty"` // since the leg failed
+	LastProbeError string    `json:"last_probe_error,omitempty"`
+	ReAdds         int       `json:"re_adds,omitempty"` // reattachments since assembly
 }
 
 // ResyncStatus describes a running or finished resync.
@@ -64,7 +72,20 @@ func (m *Mirror) Status() Status {
 	}
 	for i, l := range m.legs {
 		ls := LegStatus{Name: legName(i), UUID: m.legUUID[i], WWID: m.legWWID[i]}
+		p := m.probe[i]
+		ls.ReAdds = p.readds
+		if !l.live {
+			ls.Held, ls.ProbeAttempts = p.held, p.attempts
+			if p.lastErr != nil {
+				ls.LastProbeError = p.lastErr.Error()
+			}
+			if m.opts.Reopen != nil && p.held == "" && !m.closed {
+				ls.NextProbe = p.next
+			}
+		}
 		switch {
+		case p.removed && !l.live:
+			ls.State = "removed"
 		case l.dev == nil:
 			ls.State = "missing"
 		case !l.live:
@@ -180,4 +201,17 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 		s.State = "active"
 	}
 	return s, nil
+}
+
+// UnmarshalText parses the form MarshalText prints, so a Status read back
+// from JSON (a running process's control socket) keeps its UUIDs.
+func (u *UUID) UnmarshalText(b []byte) error {
+	h := strings.ReplaceAll(string(b), "-", "")
+	if len(h) != 32 {
+		return fmt.Errorf("mirror: bad UUID %q", b)
+	}
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
+		return fmt.Errorf("mirror: bad UUID %q: %w", b, err)
+	}
+	return nil
 }
