@@ -14,13 +14,13 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 )
 
-// withWWID gives a test leg a SCSI identity.
-type withWWID struct {
+// faultyWWID gives a faulty test leg a SCSI identity.
+type faultyWWID struct {
 	*faulty
 	wwid string
 }
 
-func (d withWWID) Identity() blockdev.Identity {
+func (d faultyWWID) Identity() blockdev.Identity {
 	return blockdev.Identity{WWID: d.wwid, Size: d.Size(), Block: d.BlockSize()}
 }
 
@@ -163,19 +163,19 @@ func TestAutoReaddRefusesOtherDevice(t *testing.T) {
 		dev  func(b *blockdevtest.Mem) blockdev.Device
 		want string
 	}{
-		{"other mirror", func(*blockdevtest.Mem) blockdev.Device { return withWWID{wrap(other(t)), "naa.B"} }, "of mirror"},
+		{"other mirror", func(*blockdevtest.Mem) blockdev.Device { return faultyWWID{wrap(other(t)), "naa.B"} }, "of mirror"},
 		{"no metadata", func(*blockdevtest.Mem) blockdev.Device {
-			return withWWID{wrap(blockdevtest.NewMem(testSize, 512)), "naa.B"}
+			return faultyWWID{wrap(blockdevtest.NewMem(testSize, 512)), "naa.B"}
 		}, "metadata"},
-		{"other WWID", func(b *blockdevtest.Mem) blockdev.Device { return withWWID{wrap(b), "naa.C"} }, "WWID naa.C"},
+		{"other WWID", func(b *blockdevtest.Mem) blockdev.Device { return faultyWWID{wrap(b), "naa.C"} }, "WWID naa.C"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := newLegs()
 			r := &reopener{}
 			r.set(func() blockdev.Device { return tc.dev(b) })
-			fb := withWWID{wrap(b), "naa.B"}
-			m, err := Create(ctx, withWWID{wrap(a), "naa.A"}, fb, CreateOptions{Options: readdOpts(r), ChunkSize: testChunk, AssumeClean: true})
+			fb := faultyWWID{wrap(b), "naa.B"}
+			m, err := Create(ctx, faultyWWID{wrap(a), "naa.A"}, fb, CreateOptions{Options: readdOpts(r), ChunkSize: testChunk, AssumeClean: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func TestAutoReaddRefusesOtherDevice(t *testing.T) {
 				t.Fatalf("refused leg probed again: %d reopen calls, then %d", calls, c)
 			}
 			// The operator puts the right disk back and adds it.
-			r.set(func() blockdev.Device { return withWWID{wrap(b), "naa.B"} })
+			r.set(func() blockdev.Device { return faultyWWID{wrap(b), "naa.B"} })
 			if err := m.AddLeg(ctx, "B"); err != nil {
 				t.Fatal(err)
 			}
