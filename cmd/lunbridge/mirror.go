@@ -74,7 +74,7 @@ Examples:
 				Usage:     "assemble, resync in the foreground with progress, close",
 				UsageText: "lunbridge mirror resync [--prefer A|B] [--resync-rate 100M] URL-A URL-B",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other"},
+					&cli.StringFlag{Name: "prefer", Usage: "only on split brain (both legs written without each other): keep this leg (A or B), fully resync the other. Ignored otherwise; refused for a stale leg"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
 				},

@@ -34,7 +34,7 @@ func deviceFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringSliceFlag{Name: "path", Usage: "another `URL` reaching the same LUN (repeat for more paths): multipath with failover/load balancing"},
 		&cli.StringSliceFlag{Name: "mirror", Usage: "mirror onto the LUN at `URL` (RAID-1 across two targets; repeat for more paths to that LUN). Create the mirror first: lunbridge mirror create"},
-		&cli.StringFlag{Name: "prefer", Usage: "with --mirror: on split brain, keep leg A (the main URL) or B (the --mirror URL)"},
+		&cli.StringFlag{Name: "prefer", Usage: "with --mirror, only on split brain (both legs written without each other): keep leg A (the main URL) or B (the --mirror URL) and fully resync the other. Ignored otherwise; refused for a stale leg"},
 		&cli.StringFlag{Name: "resync-rate", Usage: "with --mirror: limit background resync to `RATE` bytes/s (e.g. 100M)"},
 	}, multipathFlags()...)
 }

@@ -45,8 +45,12 @@ type CreateOptions struct {
 // AssembleOptions tune Assemble.
 type AssembleOptions struct {
 	Options
-	// Prefer names the leg ("A" or "B") whose content wins; the other leg
-	// is fully resynced from it. Needed to assemble after a split brain.
+	// Prefer names the leg ("A" or "B") whose content wins after a split
+	// brain (both legs written without each other): the other leg is fully
+	// resynced from it. It is used on a split brain only: a clean or
+	// merely stale pair assembles as without it, and a preferred leg that
+	// the other leg recorded dropping (the stale one) is refused, with the
+	// reason logged, in favour of the up-to-date leg.
 	Prefer string
 }
 
@@ -300,6 +304,11 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 			m.pendDrop = true
 		}
 	}
+	if p.preferRefused {
+		m.log.Warn("mirror: " + p.preferNote)
+	} else if p.preferNote != "" {
+		m.log.Info("mirror: " + p.preferNote)
+	}
 	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why}).Info("mirror assembled")
 	if byIdx[0] != nil && byIdx[1] != nil {
 		m.dirtyVer++
@@ -331,6 +340,10 @@ type assemblyPlan struct {
 	target     int
 	mode       string // "", "incremental", "full", "crash"
 	why        string
+	// preferNote says why a Prefer was not applied; preferRefused when
+	// the preferred leg is the stale one.
+	preferNote    string
+	preferRefused bool
 }
 
 func describe(i int, h *header) string {
@@ -384,16 +397,29 @@ func plan(ha, hb *header, prefer int) (*assemblyPlan, error) {
 		p.mode = "full"
 		p.why = why
 	}
-	if prefer >= 0 {
-		if hs[prefer].InSync&(1<<prefer) == 0 {
-			return nil, fmt.Errorf("%w: preferred leg %s was a resync target (%s)", ErrNotInSync, legName(prefer), describe(prefer, hs[prefer]))
-		}
-		full(prefer, fmt.Sprintf("leg %s preferred: full resync of leg %s", legName(prefer), legName(1-prefer)))
-		return p, nil
-	}
 	same := ha.Gen == hb.Gen && ha.GenID == hb.GenID
 	aLacksB := ha.InSync&2 == 0
 	bLacksA := hb.InSync&1 == 0
+	splitBrain := !same && aLacksB && bLacksA
+	if prefer >= 0 {
+		// Prefer settles a split brain and nothing else: a stale leg is
+		// resynced from the up-to-date one whatever the preference, and a
+		// clean pair is never fully resynced (review #1).
+		t, o := hs[prefer], hs[1-prefer]
+		switch {
+		case t.Gen == o.DroppedGen && t.GenID == o.DroppedGenID:
+			p.preferNote = fmt.Sprintf("preference for leg %s refused: leg %s dropped it at generation %d, so leg %s is stale and leg %s holds writes it lacks",
+				legName(prefer), legName(1-prefer), t.Gen, legName(prefer), legName(1-prefer))
+			p.preferRefused = true
+		case !splitBrain:
+			p.preferNote = fmt.Sprintf("preference for leg %s not used: the legs have not diverged (no split brain)", legName(prefer))
+		case t.InSync&(1<<prefer) == 0:
+			return nil, fmt.Errorf("%w: preferred leg %s was a resync target (%s)", ErrNotInSync, legName(prefer), describe(prefer, t))
+		default:
+			full(prefer, fmt.Sprintf("split brain, leg %s preferred: full resync of leg %s", legName(prefer), legName(1-prefer)))
+			return p, nil
+		}
+	}
 	switch {
 	case same:
 		p.ref = ha
@@ -425,7 +451,10 @@ func plan(ha, hb *header, prefer int) (*assemblyPlan, error) {
 			p.need = nil
 		}
 		return p, nil
-	case aLacksB && bLacksA:
+	case splitBrain:
+		if p.preferRefused {
+			return nil, fmt.Errorf("%w: %s; %s; %s", ErrSplitBrain, describe(0, ha), describe(1, hb), p.preferNote)
+		}
 		return nil, fmt.Errorf("%w: %s; %s. Choose the leg to keep with Prefer (--prefer A|B); the other leg is overwritten", ErrSplitBrain, describe(0, ha), describe(1, hb))
 	case aLacksB || bLacksA:
 		src := 0
