@@ -18,7 +18,7 @@ func init() {
 	exitClassifiers = append(exitClassifiers, func(err error) (int, bool) {
 		switch {
 		case errors.Is(err, mirror.ErrSplitBrain), errors.Is(err, mirror.ErrMismatch),
-			errors.Is(err, mirror.ErrNotInSync), errors.Is(err, mirror.ErrHasMetadata):
+			errors.Is(err, mirror.ErrNotInSync), errors.Is(err, mirror.ErrHasMetadata), errors.Is(err, mirror.ErrOwned):
 			return ExitFailure, true
 		case errors.Is(err, errMirrorDiffers):
 			return ExitMismatch, true
@@ -66,6 +66,7 @@ Examples:
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					ownerForceFlag(),
 				},
 				Action: mirrorCheck,
 			},
@@ -77,6 +78,7 @@ Examples:
 					&cli.StringFlag{Name: "prefer", Usage: "only on split brain (both legs written without each other): keep this leg (A or B), fully resync the other. Ignored otherwise; refused for a stale leg"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
+					ownerForceFlag(),
 				},
 				Action: mirrorResync,
 			},
@@ -91,6 +93,12 @@ type MirrorFlags struct {
 	ReadOnly   bool
 	Prefer     string
 	ResyncRate int64
+	Force      bool // take over from an owner on another host
+}
+
+// ownerForceFlag is --force of the commands that assemble a mirror.
+func ownerForceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "with a mirror: take it over although its metadata names a running owner on another host (refused when the owner runs on this host)"}
 }
 
 func mirrorLogger() *logrus.Entry { return logrus.WithField("component", "mirror") }
@@ -139,6 +147,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
 		Options: mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger()},
 		Prefer:  opts.Prefer,
+		Force:   opts.Force,
 	})
 	if err != nil {
 		for _, d := range []blockdev.Device{da, db} {
@@ -271,6 +280,9 @@ func printMirrorStatus(st mirror.Status) {
 	if st.Verdict != "" {
 		fmt.Printf("      Assembly : %s\n", st.Verdict)
 	}
+	if o := st.Owner; o != nil {
+		fmt.Printf("     In use by : %s pid %d since %s (machine-id %s)\n", o.Host, o.PID, time.Unix(0, o.Since).Format(time.RFC3339), o.HostID)
+	}
 	if st.Resync != nil {
 		fmt.Printf("        Resync : %s of leg %s, %.1f%% (%s copied, %.1f MB/s)\n", st.Resync.Mode, st.Resync.Target, st.Resync.Percent, formatBytes(st.BytesResynced), st.Resync.MBPerSec)
 	}
@@ -293,7 +305,7 @@ func mirrorCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Force: c.Bool("force")})
 	if err != nil {
 		return err
 	}
@@ -338,7 +350,7 @@ func mirrorResync(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force")})
 	if err != nil {
 		return err
 	}

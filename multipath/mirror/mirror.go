@@ -28,6 +28,8 @@ type Options struct {
 	BitmapIdle time.Duration
 	// Logger receives leg failures and resync progress; nil is silent.
 	Logger *logrus.Entry
+
+	env *hostEnv // owner lookups (tests replace them); nil: this host
 }
 
 // CreateOptions tune Create.
@@ -52,6 +54,11 @@ type AssembleOptions struct {
 	// the other leg recorded dropping (the stale one) is refused, with the
 	// reason logged, in favour of the up-to-date leg.
 	Prefer string
+	// Force takes over a mirror whose recorded owner runs on another host
+	// (or cannot be checked). It is refused for an owner provably alive on
+	// this host; an owner provably dead on this host is taken over
+	// without it.
+	Force bool
 }
 
 type leg struct {
@@ -107,6 +114,7 @@ type Mirror struct {
 	writeSeq   uint64
 	flushedSeq uint64
 	closed     bool
+	owner      Owner // recorded in every header until a clean Close
 
 	resyncTotal   int64 // chunks to copy in the current resync
 	resyncDone    int64
@@ -131,6 +139,10 @@ var (
 
 func newMirror(o Options) *Mirror {
 	m := &Mirror{opts: o, log: o.Logger, target: -1}
+	if m.opts.env == nil {
+		m.opts.env = sysEnv
+	}
+	m.owner = m.opts.env.newOwner()
 	if m.log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -265,6 +277,17 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 		}
 		byIdx[h.Index], devIdx[h.Index] = h, ds[i]
 	}
+	env := opts.env
+	if env == nil {
+		env = sysEnv
+	}
+	if err := checkOwners(byIdx, env, opts.Force, func(msg string) {
+		if opts.Logger != nil {
+			opts.Logger.Warn(msg)
+		}
+	}); err != nil {
+		return nil, err
+	}
 	p, err := plan(byIdx[0], byIdx[1], prefer)
 	if err != nil {
 		return nil, err
@@ -309,12 +332,12 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 	} else if p.preferNote != "" {
 		m.log.Info("mirror: " + p.preferNote)
 	}
-	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why}).Info("mirror assembled")
-	if byIdx[0] != nil && byIdx[1] != nil {
-		m.dirtyVer++
-		if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
-			return nil, err
-		}
+	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why, "assembly": fmt.Sprintf("%016x", m.owner.Assembly)}).Info("mirror assembled")
+	// The first commit records this assembly as the owner, also on a
+	// degraded start (the membership it writes is the one read).
+	m.dirtyVer++
+	if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
+		return nil, err
 	}
 	m.start()
 	return m, nil
@@ -514,7 +537,7 @@ func (m *Mirror) headerFor(i int) *header {
 		Gen: m.gen, GenID: m.genID, GenTime: m.genTime, InSync: m.inSync,
 		DroppedGen: m.dropGen, DroppedGenID: m.dropGenID, Checkpoint: uint64(m.checkpoint),
 		ResyncTarget: int32(m.target), Created: m.created, WWID: m.legWWID[i], PeerWWID: m.legWWID[1-i],
-		Updated: time.Now().UnixNano(),
+		Updated: time.Now().UnixNano(), Owner: m.owner,
 	}
 }
 
@@ -692,6 +715,9 @@ func (m *Mirror) halt() {
 	m.mu.Unlock()
 	m.bgCancel()
 	m.wg.Wait()
+	if m.opts.env.exited != nil {
+		m.opts.env.exited(m.owner.PID)
+	}
 }
 
 // Close stops the resync, flushes the legs, writes clean metadata (an
@@ -718,6 +744,7 @@ func (m *Mirror) Close() error {
 		}
 		flags = flagClean
 	}
+	m.owner.Active = false // a clean Close hands the mirror back
 	m.dirtyVer++
 	v := m.dirtyVer
 	m.mu.Unlock()
