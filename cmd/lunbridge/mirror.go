@@ -66,7 +66,7 @@ Examples:
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-					ownerForceFlag(),
+					ownerForceFlag(), reserveFlag(),
 				},
 				Action: mirrorCheck,
 			},
@@ -78,7 +78,7 @@ Examples:
 					&cli.StringFlag{Name: "prefer", Usage: "only on split brain (both legs written without each other): keep this leg (A or B), fully resync the other. Ignored otherwise; refused for a stale leg"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
-					ownerForceFlag(),
+					ownerForceFlag(), reserveFlag(),
 				},
 				Action: mirrorResync,
 			},
@@ -94,6 +94,12 @@ type MirrorFlags struct {
 	Prefer     string
 	ResyncRate int64
 	Force      bool // take over from an owner on another host
+	Reserve    bool // fence the legs with a persistent reservation
+}
+
+// reserveFlag is --reserve of the commands that assemble a mirror.
+func reserveFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "reserve", Value: true, Usage: "with a mirror: hold a SCSI persistent reservation (Write Exclusive – Registrants Only) on each leg while assembled, so no other initiator can write it (a leg without support is used unfenced, with a warning); --reserve=false to skip"}
 }
 
 // ownerForceFlag is --force of the commands that assemble a mirror.
@@ -145,7 +151,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 		return nil, err
 	}
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
-		Options: mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger()},
+		Options: mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger(), Reserve: opts.Reserve},
 		Prefer:  opts.Prefer,
 		Force:   opts.Force,
 	})
@@ -305,7 +311,7 @@ func mirrorCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{Force: c.Bool("force")})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Force: c.Bool("force"), Reserve: c.Bool("reserve")})
 	if err != nil {
 		return err
 	}
@@ -350,7 +356,7 @@ func mirrorResync(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force")})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force"), Reserve: c.Bool("reserve")})
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ func deviceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "prefer", Usage: "with --mirror, only on split brain (both legs written without each other): keep leg A (the main URL) or B (the --mirror URL) and fully resync the other. Ignored otherwise; refused for a stale leg"},
 		&cli.StringFlag{Name: "resync-rate", Usage: "with --mirror: limit background resync to `RATE` bytes/s (e.g. 100M)"},
 		ownerForceFlag(),
+		reserveFlag(),
 	}, multipathFlags()...)
 }
 
@@ -96,7 +97,7 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 			legReplacementTimeout = 5 * time.Second
 			defer func() { legReplacementTimeout = 0 }()
 		}
-		dev, err = openMirrorLegs(c, legA, legB, MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force")})
+		dev, err = openMirrorLegs(c, legA, legB, MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force"), Reserve: c.Bool("reserve")})
 	}
 	if err != nil {
 		return nil, err

@@ -29,6 +29,14 @@ type Options struct {
 	// Logger receives leg failures and resync progress; nil is silent.
 	Logger *logrus.Entry
 
+	// Reserve fences the legs while the mirror is assembled: on every leg
+	// that supports SPC-3 persistent reservations (blockdev.Reserver) the
+	// assembly registers a key derived from its id and takes a Write
+	// Exclusive – Registrants Only reservation, released at a clean
+	// Close, so no other initiator can write the legs. A leg without
+	// support is logged and used unfenced.
+	Reserve bool
+
 	env *hostEnv // owner lookups (tests replace them); nil: this host
 }
 
@@ -114,7 +122,8 @@ type Mirror struct {
 	writeSeq   uint64
 	flushedSeq uint64
 	closed     bool
-	owner      Owner // recorded in every header until a clean Close
+	owner      Owner         // recorded in every header until a clean Close
+	reserved   [maxLegs]bool // legs holding our persistent reservation
 
 	resyncTotal   int64 // chunks to copy in the current resync
 	resyncDone    int64
@@ -219,10 +228,14 @@ func Create(ctx context.Context, a, b blockdev.Device, opts CreateOptions) (*Mir
 		m.bitmap.setAll(m.nchunks)
 		m.startResyncLocked(1, m.bitmap.clone(), "full")
 	}
+	if err := m.reserveLegs(ctx, 0); err != nil {
+		return nil, err
+	}
 	// Write both slots so no older metadata on the legs can win.
 	for i := 0; i < 2; i++ {
 		m.dirtyVer++
 		if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
+			m.releaseLegs(ctx)
 			return nil, err
 		}
 	}
@@ -281,11 +294,12 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 	if env == nil {
 		env = sysEnv
 	}
-	if err := checkOwners(byIdx, env, opts.Force, func(msg string) {
+	preempt, err := checkOwners(byIdx, env, opts.Force, func(msg string) {
 		if opts.Logger != nil {
 			opts.Logger.Warn(msg)
 		}
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	p, err := plan(byIdx[0], byIdx[1], prefer)
@@ -333,10 +347,14 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 		m.log.Info("mirror: " + p.preferNote)
 	}
 	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why, "assembly": fmt.Sprintf("%016x", m.owner.Assembly)}).Info("mirror assembled")
+	if err := m.reserveLegs(ctx, preempt); err != nil {
+		return nil, err
+	}
 	// The first commit records this assembly as the owner, also on a
 	// degraded start (the membership it writes is the one read).
 	m.dirtyVer++
 	if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
+		m.releaseLegs(ctx)
 		return nil, err
 	}
 	m.start()
@@ -751,6 +769,7 @@ func (m *Mirror) Close() error {
 	if cerr := m.commitMetaFlags(ctx, v, flags); err == nil {
 		err = cerr
 	}
+	m.releaseLegs(ctx)
 	for _, l := range m.legs {
 		if l.dev != nil {
 			if cerr := l.dev.Close(); err == nil && l.live {

@@ -1,12 +1,15 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lunbridge/lunbridge/blockdev"
 )
 
 // ErrOwned is returned by Assemble when another assembly owns the mirror.
@@ -167,23 +170,79 @@ func activeOwners(hs [2]*header) []Owner {
 // checkOwners decides whether this assembly may take the mirror: a live
 // owner on this host is never taken over, a dead one on this host is (the
 // assembly then runs the crash resync), one on another host only with
-// force.
-func checkOwners(hs [2]*header, env *hostEnv, force bool, warn func(string)) error {
+// force. It returns the assembly id of the owner taken over (0: none),
+// whose persistent reservation the new owner may preempt.
+func checkOwners(hs [2]*header, env *hostEnv, force bool, warn func(string)) (uint64, error) {
+	var took uint64
 	for _, o := range activeOwners(hs) {
 		switch env.state(o) {
 		case ownerAlive:
 			if force {
-				return fmt.Errorf("%w: %s, which is running on this host: --force refused; stop that process first", ErrOwned, o)
+				return 0, fmt.Errorf("%w: %s, which is running on this host: --force refused; stop that process first", ErrOwned, o)
 			}
-			return fmt.Errorf("%w: %s, which is running on this host; stop that process first", ErrOwned, o)
+			return 0, fmt.Errorf("%w: %s, which is running on this host; stop that process first", ErrOwned, o)
 		case ownerDead:
 			warn(fmt.Sprintf("mirror: taking over from %s, which is gone (crashed or rebooted): crash recovery", o))
+			took = o.Assembly
 		default:
 			if !force {
-				return fmt.Errorf("%w: %s; if that assembly is dead, pass --force (Force) to take over", ErrOwned, o)
+				return 0, fmt.Errorf("%w: %s; if that assembly is dead, pass --force (Force) to take over", ErrOwned, o)
 			}
 			warn(fmt.Sprintf("mirror: forced takeover from %s on another host", o))
+			took = o.Assembly
+		}
+	}
+	return took, nil
+}
+
+// reserveLegs fences the live legs that support persistent reservations
+// (blockdev.Reserver): registers the assembly's key and takes Write
+// Exclusive – Registrants Only, preempting the reservation of the owner
+// taken over (preempt, 0 none). A leg without support is logged and left
+// unfenced; any other failure refuses the assembly.
+func (m *Mirror) reserveLegs(ctx context.Context, preempt uint64) error {
+	if !m.opts.Reserve {
+		return nil
+	}
+	key := m.owner.Assembly
+	for i, l := range m.legs {
+		if l.dev == nil || !l.live {
+			continue
+		}
+		r, ok := l.dev.(blockdev.Reserver)
+		var err error
+		if ok {
+			if err = r.Register(ctx, key); err == nil {
+				err = r.Reserve(ctx, key, preempt)
+			}
+		}
+		switch {
+		case !ok:
+			// A file or another device with no initiators to fence.
+			m.log.Infof("mirror: leg %s cannot hold a persistent reservation", legName(i))
+		case err == nil:
+			m.reserved[i] = true
+		case errors.Is(err, blockdev.ErrNotSupported):
+			m.log.WithError(err).Warnf("mirror: leg %s has no persistent reservations: other initiators are not fenced off it", legName(i))
+			r.Release(ctx, key)
+		default:
+			m.releaseLegs(ctx)
+			r.Release(ctx, key)
+			return fmt.Errorf("%w: leg %s: persistent reservation (Write Exclusive – Registrants Only, key %016x): %w", ErrOwned, legName(i), key, err)
 		}
 	}
 	return nil
+}
+
+// releaseLegs releases the reservations reserveLegs took.
+func (m *Mirror) releaseLegs(ctx context.Context) {
+	for i, l := range m.legs {
+		if !m.reserved[i] || l.dev == nil {
+			continue
+		}
+		m.reserved[i] = false
+		if err := l.dev.(blockdev.Reserver).Release(ctx, m.owner.Assembly); err != nil {
+			m.log.WithError(err).Warnf("mirror: leg %s: releasing the persistent reservation", legName(i))
+		}
+	}
 }
