@@ -204,34 +204,47 @@ func (m *Mirror) reserveLegs(ctx context.Context, preempt uint64) error {
 	if !m.opts.Reserve {
 		return nil
 	}
-	key := m.owner.Assembly
 	for i, l := range m.legs {
 		if l.dev == nil || !l.live {
 			continue
 		}
-		r, ok := l.dev.(blockdev.Reserver)
-		var err error
-		if ok {
-			if err = r.Register(ctx, key); err == nil {
-				err = r.Reserve(ctx, key, preempt)
-			}
-		}
-		switch {
-		case !ok:
-			// A file or another device with no initiators to fence.
-			m.log.Infof("mirror: leg %s cannot hold a persistent reservation", legName(i))
-		case err == nil:
-			m.reserved[i] = true
-		case errors.Is(err, blockdev.ErrNotSupported):
-			m.log.WithError(err).Warnf("mirror: leg %s has no persistent reservations: other initiators are not fenced off it", legName(i))
-			r.Release(ctx, key)
-		default:
+		if err := m.reserveLeg(ctx, i, preempt); err != nil {
 			m.releaseLegs(ctx)
-			r.Release(ctx, key)
-			return fmt.Errorf("%w: leg %s: persistent reservation (Write Exclusive – Registrants Only, key %016x): %w", ErrOwned, legName(i), key, err)
+			return err
 		}
 	}
 	return nil
+}
+
+// reserveLeg fences leg i (see reserveLegs); a leg brought back by
+// Reattach needs it too when its session is a new I_T nexus.
+func (m *Mirror) reserveLeg(ctx context.Context, i int, preempt uint64) error {
+	if !m.opts.Reserve {
+		return nil
+	}
+	key := m.owner.Assembly
+	r, ok := m.legs[i].dev.(blockdev.Reserver)
+	if !ok {
+		// A file or another device with no initiators to fence.
+		m.log.Infof("mirror: leg %s cannot hold a persistent reservation", legName(i))
+		return nil
+	}
+	err := r.Register(ctx, key)
+	if err == nil {
+		err = r.Reserve(ctx, key, preempt)
+	}
+	switch {
+	case err == nil:
+		m.reserved[i] = true
+		return nil
+	case errors.Is(err, blockdev.ErrNotSupported):
+		m.log.WithError(err).Warnf("mirror: leg %s has no persistent reservations: other initiators are not fenced off it", legName(i))
+		r.Release(ctx, key)
+		return nil
+	default:
+		r.Release(ctx, key)
+		return fmt.Errorf("%w: leg %s: persistent reservation (Write Exclusive – Registrants Only, key %016x): %w", ErrOwned, legName(i), key, err)
+	}
 }
 
 // releaseLegs releases the reservations reserveLegs took.
