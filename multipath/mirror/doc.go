@@ -48,7 +48,11 @@
 // an active owner unless it is provably dead on this host (pid gone or
 // another boot) or Force is given, and Force is refused for an owner
 // provably alive on this host. OpenReadOnly reads beside an owner without
-// writing anything.
+// writing anything. With Options.Reserve the owner also holds an SPC-3
+// Write Exclusive – Registrants Only reservation on every leg that is a
+// blockdev.Reserver, keyed by its assembly id, so another host's initiator
+// cannot write the legs; a takeover of a dead
+// or forced-out owner replaces that owner's reservation.
 //
 // Generations: the generation (and a random id, so two legs bumping
 // independently never look alike) changes when the set of in-sync legs
