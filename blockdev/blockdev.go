@@ -94,6 +94,24 @@ type Extenter interface {
 	Extents(ctx context.Context, off, n int64) ([]Extent, error)
 }
 
+// Reserver is implemented by devices that can take an SPC-3 persistent
+// reservation (PERSISTENT RESERVE OUT), so that only registered
+// initiators may write: the mirror's owner fences off every other writer.
+// A device that cannot answers ErrNotSupported.
+type Reserver interface {
+	// Register registers key for this initiator, on every I_T nexus the
+	// device uses, replacing any key registered there before.
+	Register(ctx context.Context, key uint64) error
+	// Reserve takes a Write Exclusive – Registrants Only reservation with
+	// the registered key. When preempt is not 0 and another registrant
+	// holds the reservation with key preempt, that registrant is removed
+	// and the reservation taken over (PREEMPT).
+	Reserve(ctx context.Context, key, preempt uint64) error
+	// Release releases the reservation held with key, if any, and
+	// unregisters key on every I_T nexus.
+	Release(ctx context.Context, key uint64) error
+}
+
 // Identity names the medium behind a device, for multipath grouping and
 // for checking that a reconnect reached the same LUN.
 type Identity struct {

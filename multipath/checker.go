@@ -84,6 +84,9 @@ func (d *Device) reinstate(p *Path, old *nexus, afterFailure bool) {
 					err = fmt.Errorf("TEST UNIT READY passes but I/O fails (%d I/O failures in a row), probe READ: %w", d.opts.MaxPathErrors, rerr)
 				}
 			}
+			if err == nil {
+				err = d.registerReinstated(ctx, c)
+			}
 			if err != nil {
 				go c.Close()
 				c = nil

@@ -141,6 +141,7 @@ type Device struct {
 	queued          int // I/Os waiting for a usable path
 	fencesReinstate int64
 	fencesReset     int64
+	prKey           uint64 // persistent reservation key registered on every path, 0 none
 }
 
 var (

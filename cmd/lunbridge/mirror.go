@@ -19,7 +19,7 @@ func init() {
 	exitClassifiers = append(exitClassifiers, func(err error) (int, bool) {
 		switch {
 		case errors.Is(err, mirror.ErrSplitBrain), errors.Is(err, mirror.ErrMismatch),
-			errors.Is(err, mirror.ErrNotInSync), errors.Is(err, mirror.ErrHasMetadata):
+			errors.Is(err, mirror.ErrNotInSync), errors.Is(err, mirror.ErrHasMetadata), errors.Is(err, mirror.ErrOwned):
 			return ExitFailure, true
 		case errors.Is(err, errMirrorDiffers):
 			return ExitMismatch, true
@@ -121,6 +121,7 @@ Examples:
 					&cli.BoolFlag{Name: "repair", Usage: "rewrite differing chunks on leg B from leg A (asks first; leg A is the source)"},
 					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --repair: do not ask (needed without a terminal)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					ownerForceFlag(), reserveFlag(),
 				},
 				Action: mirrorCheck,
 			},
@@ -144,10 +145,11 @@ Examples:
    lunbridge mirror resync --resync-rate 100M --json iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
    lunbridge mirror resync --prefer B --yes iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "prefer", Usage: "after a split brain: keep this leg (A or B), fully resync the other (asks first)"},
+					&cli.StringFlag{Name: "prefer", Usage: "only on split brain (both legs written without each other): keep this leg (A or B), fully resync the other (asks first). Ignored otherwise; refused for a stale leg"},
 					&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "with --prefer: do not ask (needed without a terminal)"},
 					&cli.StringFlag{Name: "resync-rate", Usage: "cap resync traffic at this many bytes/s (e.g. 100M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the final status as JSON"},
+					ownerForceFlag(), reserveFlag(),
 				},
 				Action: mirrorResync,
 			},
@@ -167,6 +169,18 @@ type MirrorFlags struct {
 	// ProbeMaxInterval (0: the mirror package's defaults).
 	Readd                           bool
 	ProbeInterval, ProbeMaxInterval time.Duration
+	Force                           bool // take over from an owner on another host
+	Reserve                         bool // fence the legs with a persistent reservation
+}
+
+// reserveFlag is --reserve of the commands that assemble a mirror.
+func reserveFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "reserve", Value: true, Usage: "with a mirror: hold a SCSI persistent reservation (Write Exclusive – Registrants Only) on each leg while assembled, so no other initiator can write it (a leg without support is used unfenced, with a warning); --reserve=false to skip"}
+}
+
+// ownerForceFlag is --force of the commands that assemble a mirror.
+func ownerForceFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force", Usage: "with a mirror: take it over although its metadata names a running owner on another host (refused when the owner runs on this host)"}
 }
 
 func mirrorLogger() *logrus.Entry { return logrus.WithField("component", "mirror") }
@@ -212,7 +226,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 	if err != nil {
 		return nil, err
 	}
-	mo := mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger()}
+	mo := mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger(), Reserve: opts.Reserve}
 	if opts.Readd {
 		mo.Reopen = legReopener(c, [2][]string{a, b})
 		mo.ProbeInterval, mo.ProbeMaxInterval = opts.ProbeInterval, opts.ProbeMaxInterval
@@ -220,6 +234,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
 		Options: mo,
 		Prefer:  opts.Prefer,
+		Force:   opts.Force,
 	})
 	if err != nil {
 		for _, d := range []blockdev.Device{da, db} {
@@ -430,6 +445,9 @@ func printMirrorStatus(st mirror.Status) {
 	if st.Verdict != "" {
 		fmt.Printf("      Assembly : %s\n", st.Verdict)
 	}
+	if o := st.Owner; o != nil {
+		fmt.Printf("     In use by : %s pid %d since %s (machine-id %s)\n", o.Host, o.PID, time.Unix(0, o.Since).Format(time.RFC3339), o.HostID)
+	}
 	if st.Resync != nil {
 		fmt.Printf("        Resync : %s of leg %s, %.1f%% (%s copied, %.1f MB/s)\n", st.Resync.Mode, st.Resync.Target, st.Resync.Percent, formatBytes(st.BytesResynced), st.Resync.MBPerSec)
 	}
@@ -465,7 +483,7 @@ func mirrorCheck(c *cli.Context) error {
 			return err
 		}
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Force: c.Bool("force"), Reserve: c.Bool("reserve")})
 	if err != nil {
 		return err
 	}
@@ -535,7 +553,7 @@ func mirrorResync(c *cli.Context) error {
 			return err
 		}
 	}
-	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate})
+	m, err := assembleMirror(c, a, b, MirrorFlags{Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force"), Reserve: c.Bool("reserve")})
 	if err != nil {
 		return err
 	}

@@ -36,11 +36,26 @@ func deviceFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringSliceFlag{Name: "path", Usage: "another `URL` reaching the same LUN (repeat for more paths): multipath with failover/load balancing"},
 		&cli.StringSliceFlag{Name: "mirror", Usage: "mirror onto the LUN at `URL` (RAID-1 across two targets; repeat for more paths to that LUN). Create the mirror first: lunbridge mirror create"},
-		&cli.StringFlag{Name: "prefer", Usage: "with --mirror: on split brain, keep leg A (the main URL) or B (the --mirror URL)"},
+		&cli.StringFlag{Name: "prefer", Usage: "with --mirror, only on split brain (both legs written without each other): keep leg A (the main URL) or B (the --mirror URL) and fully resync the other. Ignored otherwise; refused for a stale leg"},
 		&cli.StringFlag{Name: "resync-rate", Usage: "with --mirror: limit background resync to `RATE` bytes/s (e.g. 100M)"},
 		&cli.DurationFlag{Name: "readd-interval", Value: mirror.DefaultProbeInterval, Usage: "with --mirror (serve, attach, mount): reopen a failed leg after `DURATION`, doubling up to --readd-max-interval, and re-add it (incremental resync) when it is the same LUN; 0: never"},
 		&cli.DurationFlag{Name: "readd-max-interval", Value: mirror.DefaultProbeMaxInterval, Usage: "with --mirror: longest wait between two attempts to reopen a failed leg"},
+		ownerForceFlag(),
+		reserveFlag(),
 	}, multipathFlags()...)
+}
+
+// withoutFlag drops the flag called name (a command that gives it another
+// meaning, like pull's --force).
+func withoutFlag(flags []cli.Flag, name string) []cli.Flag {
+	var out []cli.Flag
+	for _, f := range flags {
+		if len(f.Names()) > 0 && f.Names()[0] == name {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // longRunning commands publish the multipath control socket and metrics.
@@ -91,7 +106,7 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 			legReplacementTimeout.Store(int64(5 * time.Second))
 			defer legReplacementTimeout.Store(0)
 		}
-		flags := MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate}
+		flags := MirrorFlags{ReadOnly: readOnly, Prefer: c.String("prefer"), ResyncRate: rate, Force: c.Bool("force"), Reserve: c.Bool("reserve")}
 		if longRunning(c) && c.Duration("readd-interval") > 0 {
 			flags.Readd = true
 			flags.ProbeInterval, flags.ProbeMaxInterval = c.Duration("readd-interval"), c.Duration("readd-max-interval")
@@ -140,7 +155,30 @@ func legTimeout() time.Duration { return time.Duration(legReplacementTimeout.Loa
 
 // openMirrorLegs assembles a mirror whose legs may each be multipath: leg A
 // is the main URL plus --path URLs, leg B the --mirror URLs.
+//
+// Read-only users (pull, verify, bench without --write) do not assemble:
+// they read an in-sync leg through mirror.OpenReadOnly, which writes no
+// metadata and may run beside the mirror's owner (a running serve).
 func openMirrorLegs(c *cli.Context, a, b []string, opts MirrorFlags) (blockdev.Device, error) {
+	if opts.ReadOnly {
+		da, db, err := openLegPaths(c, a, b, true, true)
+		if err != nil {
+			return nil, err
+		}
+		r, err := mirror.OpenReadOnly(c.Context, da, db, mirror.AssembleOptions{
+			Options: mirror.Options{Logger: mirrorLogger()},
+			Prefer:  opts.Prefer,
+		})
+		if err != nil {
+			for _, d := range []blockdev.Device{da, db} {
+				if d != nil {
+					d.Close()
+				}
+			}
+			return nil, err
+		}
+		return r, nil
+	}
 	m, err := assembleMirrorPaths(c, a, b, opts)
 	if err != nil {
 		return nil, err

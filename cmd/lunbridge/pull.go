@@ -50,7 +50,7 @@ Examples:
    lunbridge pull --rate-limit 50M --json iscsi://san1/iqn.2001-05.com.example:db/0 db.img
    lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 - | zstd > backup.img.zst
    lunbridge pull --offset 1M --length 64M file:///dev/shm/disk.img part.img`,
-		Flags: append(append(copyFlags(), deviceFlags()...),
+		Flags: append(append(copyFlags(), withoutFlag(deviceFlags(), "force")...),
 			&cli.StringFlag{Name: "length", Usage: "copy this many bytes from --offset (default: to the end)"},
 			checksumFlag(),
 			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},

@@ -37,6 +37,22 @@
 //	168 resync checkpoint u64 176 resync target i32 180 reserved
 //	184 created i64          192 this leg's WWID [64] 256 peer WWID [64]
 //	320 update time i64
+//	328 owner state u32 (bit 0: active)  332 owner pid u32
+//	336 owner since i64  344 assembly id u64  352 owner process start u64
+//	360 owner boot id [40]  400 owner host id [48]  448 owner host name [56]
+//	504 reserved [8]
+//
+// The owner fields record the assembly that has the mirror open, from
+// Assemble (or Create) until a clean Close; a header without them (all
+// zero, as older versions wrote) has no owner. A second assembler refuses
+// an active owner unless it is provably dead on this host (pid gone or
+// another boot) or Force is given, and Force is refused for an owner
+// provably alive on this host. OpenReadOnly reads beside an owner without
+// writing anything. With Options.Reserve the owner also holds an SPC-3
+// Write Exclusive – Registrants Only reservation on every leg that is a
+// blockdev.Reserver, keyed by its assembly id, so another host's initiator
+// cannot write the legs; a takeover of a dead
+// or forced-out owner replaces that owner's reservation.
 //
 // Generations: the generation (and a random id, so two legs bumping
 // independently never look alike) changes when the set of in-sync legs

@@ -210,3 +210,49 @@ func sameData(t testing.TB, a, b blockdev.Device, n int64) {
 		}
 	}
 }
+
+// testEnv stands for the host in the owner check: every Mirror gets a
+// pid of its own, alive until halt (simulated process death) or the end
+// of the test binary.
+type testEnv struct {
+	mu      sync.Mutex
+	machine string
+	boot    string
+	next    int
+	alive   map[int]bool
+}
+
+func newTestEnv(machine, boot string) *testEnv {
+	return &testEnv{machine: machine, boot: boot, next: 1 << 22, alive: map[int]bool{}}
+}
+
+func (e *testEnv) hostEnv() *hostEnv {
+	return &hostEnv{
+		machineID: func() string { return e.machine },
+		hostname:  func() string { return "testhost" },
+		bootID:    func() string { return e.boot },
+		pid: func() int {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.next++
+			e.alive[e.next] = true
+			return e.next
+		},
+		procStart: func(pid int) (uint64, bool) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return uint64(pid), e.alive[pid]
+		},
+		exited: func(pid int) {
+			e.mu.Lock()
+			delete(e.alive, pid)
+			e.mu.Unlock()
+		},
+	}
+}
+
+// realEnv is the real host; the package's tests run with a testEnv so
+// that halt() simulates the death of the owning process.
+var realEnv = sysEnv
+
+func init() { sysEnv = newTestEnv("test-machine", "test-boot").hostEnv() }

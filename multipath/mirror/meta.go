@@ -18,6 +18,7 @@ const (
 	version     = 1
 	hdrCRCLen   = 512
 	flagClean   = 1 << 0
+	ownerActive = 1 << 0 // owner state word at header offset 328
 	maxLegs     = 2
 	wwidLen     = 64
 	minLegBytes = 1 << 20
@@ -114,6 +115,7 @@ type header struct {
 	Created           int64
 	WWID, PeerWWID    string
 	Updated           int64
+	Owner             Owner // the active assembly, zero when none
 
 	bitmap []uint64 // decoded with the header
 	slot   int
@@ -161,6 +163,16 @@ func (h *header) encode(unit int64) []byte {
 	putStr(b[192:192+wwidLen], h.WWID)
 	putStr(b[256:256+wwidLen], h.PeerWWID)
 	le.PutUint64(b[320:], uint64(h.Updated))
+	if o := h.Owner; o.Active {
+		le.PutUint32(b[328:], ownerActive)
+		le.PutUint32(b[332:], uint32(o.PID))
+		le.PutUint64(b[336:], uint64(o.Since))
+		le.PutUint64(b[344:], o.Assembly)
+		le.PutUint64(b[352:], o.ProcStart)
+		putStr(b[360:400], o.BootID)
+		putStr(b[400:448], o.HostID)
+		putStr(b[448:504], o.Host)
+	}
 	le.PutUint32(b[12:], crc32.Checksum(b[:hdrCRCLen], castagnoli))
 	return b
 }
@@ -203,6 +215,13 @@ func decodeHeader(b []byte) (*header, error) {
 		WWID:         getStr(b[192 : 192+wwidLen]),
 		PeerWWID:     getStr(b[256 : 256+wwidLen]),
 		Updated:      int64(le.Uint64(b[320:])),
+	}
+	if le.Uint32(b[328:])&ownerActive != 0 {
+		h.Owner = Owner{
+			Active: true, PID: int(le.Uint32(b[332:])), Since: int64(le.Uint64(b[336:])),
+			Assembly: le.Uint64(b[344:]), ProcStart: le.Uint64(b[352:]),
+			BootID: getStr(b[360:400]), HostID: getStr(b[400:448]), Host: getStr(b[448:504]),
+		}
 	}
 	copy(h.Mirror[:], b[16:32])
 	copy(h.Leg[:], b[32:48])

@@ -41,6 +41,16 @@ type Options struct {
 	// ProbeMaxInterval (default 30 s).
 	ProbeInterval    time.Duration
 	ProbeMaxInterval time.Duration
+
+	// Reserve fences the legs while the mirror is assembled: on every leg
+	// that supports SPC-3 persistent reservations (blockdev.Reserver) the
+	// assembly registers a key derived from its id and takes a Write
+	// Exclusive – Registrants Only reservation, released at a clean
+	// Close, so no other initiator can write the legs. A leg without
+	// support is logged and used unfenced.
+	Reserve bool
+
+	env *hostEnv // owner lookups (tests replace them); nil: this host
 }
 
 // CreateOptions tune Create.
@@ -61,9 +71,18 @@ type CreateOptions struct {
 // AssembleOptions tune Assemble.
 type AssembleOptions struct {
 	Options
-	// Prefer names the leg ("A" or "B") whose content wins; the other leg
-	// is fully resynced from it. Needed to assemble after a split brain.
+	// Prefer names the leg ("A" or "B") whose content wins after a split
+	// brain (both legs written without each other): the other leg is fully
+	// resynced from it. It is used on a split brain only: a clean or
+	// merely stale pair assembles as without it, and a preferred leg that
+	// the other leg recorded dropping (the stale one) is refused, with the
+	// reason logged, in favour of the up-to-date leg.
 	Prefer string
+	// Force takes over a mirror whose recorded owner runs on another host
+	// (or cannot be checked). It is refused for an owner provably alive on
+	// this host; an owner provably dead on this host is taken over
+	// without it.
+	Force bool
 }
 
 // leg is one instance of a leg: a reattached leg gets a new one, so an
@@ -123,6 +142,8 @@ type Mirror struct {
 	writeSeq   uint64
 	flushedSeq uint64
 	closed     bool
+	owner      Owner         // recorded in every header until a clean Close
+	reserved   [maxLegs]bool // legs holding our persistent reservation
 
 	resyncTotal   int64 // chunks to copy in the current resync
 	resyncDone    int64
@@ -151,6 +172,10 @@ var (
 
 func newMirror(o Options) *Mirror {
 	m := &Mirror{opts: o, log: o.Logger, target: -1}
+	if m.opts.env == nil {
+		m.opts.env = sysEnv
+	}
+	m.owner = m.opts.env.newOwner()
 	if m.log == nil {
 		l := logrus.New()
 		l.SetLevel(logrus.PanicLevel)
@@ -242,10 +267,14 @@ func Create(ctx context.Context, a, b blockdev.Device, opts CreateOptions) (*Mir
 		m.bitmap.setAll(m.nchunks)
 		m.startResyncLocked(1, m.bitmap.clone(), "full")
 	}
+	if err := m.reserveLegs(ctx, 0); err != nil {
+		return nil, err
+	}
 	// Write both slots so no older metadata on the legs can win.
 	for i := 0; i < 2; i++ {
 		m.dirtyVer++
 		if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
+			m.releaseLegs(ctx)
 			return nil, err
 		}
 	}
@@ -300,6 +329,18 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 		}
 		byIdx[h.Index], devIdx[h.Index] = h, ds[i]
 	}
+	env := opts.env
+	if env == nil {
+		env = sysEnv
+	}
+	preempt, err := checkOwners(byIdx, env, opts.Force, func(msg string) {
+		if opts.Logger != nil {
+			opts.Logger.Warn(msg)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
 	p, err := plan(byIdx[0], byIdx[1], prefer)
 	if err != nil {
 		return nil, err
@@ -339,12 +380,21 @@ func Assemble(ctx context.Context, a, b blockdev.Device, opts AssembleOptions) (
 			m.pendDrop = true
 		}
 	}
-	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why}).Info("mirror assembled")
-	if byIdx[0] != nil && byIdx[1] != nil {
-		m.dirtyVer++
-		if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
-			return nil, err
-		}
+	if p.preferRefused {
+		m.log.Warn("mirror: " + p.preferNote)
+	} else if p.preferNote != "" {
+		m.log.Info("mirror: " + p.preferNote)
+	}
+	m.log.WithFields(logrus.Fields{"mirror": m.id, "plan": p.why, "assembly": fmt.Sprintf("%016x", m.owner.Assembly)}).Info("mirror assembled")
+	if err := m.reserveLegs(ctx, preempt); err != nil {
+		return nil, err
+	}
+	// The first commit records this assembly as the owner, also on a
+	// degraded start (the membership it writes is the one read).
+	m.dirtyVer++
+	if err := m.commitMeta(ctx, m.dirtyVer); err != nil {
+		m.releaseLegs(ctx)
+		return nil, err
 	}
 	m.start()
 	return m, nil
@@ -370,6 +420,10 @@ type assemblyPlan struct {
 	target     int
 	mode       string // "", "incremental", "full", "crash"
 	why        string
+	// preferNote says why a Prefer was not applied; preferRefused when
+	// the preferred leg is the stale one.
+	preferNote    string
+	preferRefused bool
 }
 
 func describe(i int, h *header) string {
@@ -423,16 +477,29 @@ func plan(ha, hb *header, prefer int) (*assemblyPlan, error) {
 		p.mode = "full"
 		p.why = why
 	}
-	if prefer >= 0 {
-		if hs[prefer].InSync&(1<<prefer) == 0 {
-			return nil, fmt.Errorf("%w: preferred leg %s was a resync target (%s)", ErrNotInSync, legName(prefer), describe(prefer, hs[prefer]))
-		}
-		full(prefer, fmt.Sprintf("leg %s preferred: full resync of leg %s", legName(prefer), legName(1-prefer)))
-		return p, nil
-	}
 	same := ha.Gen == hb.Gen && ha.GenID == hb.GenID
 	aLacksB := ha.InSync&2 == 0
 	bLacksA := hb.InSync&1 == 0
+	splitBrain := !same && aLacksB && bLacksA
+	if prefer >= 0 {
+		// Prefer settles a split brain and nothing else: a stale leg is
+		// resynced from the up-to-date one whatever the preference, and a
+		// clean pair is never fully resynced (review #1).
+		t, o := hs[prefer], hs[1-prefer]
+		switch {
+		case t.Gen == o.DroppedGen && t.GenID == o.DroppedGenID:
+			p.preferNote = fmt.Sprintf("preference for leg %s refused: leg %s dropped it at generation %d, so leg %s is stale and leg %s holds writes it lacks",
+				legName(prefer), legName(1-prefer), t.Gen, legName(prefer), legName(1-prefer))
+			p.preferRefused = true
+		case !splitBrain:
+			p.preferNote = fmt.Sprintf("preference for leg %s not used: the legs have not diverged (no split brain)", legName(prefer))
+		case t.InSync&(1<<prefer) == 0:
+			return nil, fmt.Errorf("%w: preferred leg %s was a resync target (%s)", ErrNotInSync, legName(prefer), describe(prefer, t))
+		default:
+			full(prefer, fmt.Sprintf("split brain, leg %s preferred: full resync of leg %s", legName(prefer), legName(1-prefer)))
+			return p, nil
+		}
+	}
 	switch {
 	case same:
 		p.ref = ha
@@ -464,7 +531,10 @@ func plan(ha, hb *header, prefer int) (*assemblyPlan, error) {
 			p.need = nil
 		}
 		return p, nil
-	case aLacksB && bLacksA:
+	case splitBrain:
+		if p.preferRefused {
+			return nil, fmt.Errorf("%w: %s; %s; %s", ErrSplitBrain, describe(0, ha), describe(1, hb), p.preferNote)
+		}
 		return nil, fmt.Errorf("%w: %s; %s. Choose the leg to keep with Prefer (--prefer A|B); the other leg is overwritten", ErrSplitBrain, describe(0, ha), describe(1, hb))
 	case aLacksB || bLacksA:
 		src := 0
@@ -528,7 +598,7 @@ func (m *Mirror) headerFor(i int) *header {
 		Gen: m.gen, GenID: m.genID, GenTime: m.genTime, InSync: m.inSync,
 		DroppedGen: m.dropGen, DroppedGenID: m.dropGenID, Checkpoint: uint64(m.checkpoint),
 		ResyncTarget: int32(m.target), Created: m.created, WWID: m.legWWID[i], PeerWWID: m.legWWID[1-i],
-		Updated: time.Now().UnixNano(),
+		Updated: time.Now().UnixNano(), Owner: m.owner,
 	}
 }
 
@@ -720,6 +790,9 @@ func (m *Mirror) halt() {
 	m.mu.Unlock()
 	m.bgCancel()
 	m.wg.Wait()
+	if m.opts.env.exited != nil {
+		m.opts.env.exited(m.owner.PID)
+	}
 }
 
 // Close stops the resync, flushes the legs, writes clean metadata (an
@@ -746,12 +819,14 @@ func (m *Mirror) Close() error {
 		}
 		flags = flagClean
 	}
+	m.owner.Active = false // a clean Close hands the mirror back
 	m.dirtyVer++
 	v := m.dirtyVer
 	m.mu.Unlock()
 	if cerr := m.commitMetaFlags(ctx, v, flags); err == nil {
 		err = cerr
 	}
+	m.releaseLegs(ctx)
 	m.mu.Lock()
 	type closing struct {
 		dev  blockdev.Device

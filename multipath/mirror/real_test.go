@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -186,5 +187,54 @@ func TestExt4OnEitherLeg(t *testing.T) {
 			t.Fatalf("e2fsck -fn %s: %v\n%s", p, err, out)
 		}
 		t.Logf("e2fsck -fn leg %s: clean", filepath.Base(p))
+	}
+}
+
+// TestRealTargetsReservation (issue 20 item 1): with Reserve, the owner
+// holds Write Exclusive – Registrants Only on both legs (tgtd and istgt):
+// a second, unregistered session's write fails with RESERVATION CONFLICT
+// (status 0x18) while its reads succeed; a clean Close releases both.
+func TestRealTargetsReservation(t *testing.T) {
+	const lunSize = 64 << 20
+	srvs := []*targets.Server{
+		targets.StartTgtd(t, targets.Target{LUNs: []targets.LUN{{Size: lunSize}}}),
+		targets.StartIstgt(t, targets.Target{LUNs: []targets.LUN{{Size: lunSize}}}),
+	}
+	ctx := context.Background()
+	opts := Options{Reserve: true}
+	m, err := Create(ctx, openLUN(t, srvs[0]), openLUN(t, srvs[1]), CreateOptions{Options: opts, AssumeClean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.reserved != [2]bool{true, true} {
+		t.Fatalf("legs reserved: %v", m.reserved)
+	}
+	p := bytes.Repeat([]byte{0x77}, 4096)
+	if err := m.WriteAt(ctx, p, 0, true); err != nil {
+		t.Fatalf("owner's write: %v", err)
+	}
+	var others []*initiator.LUN
+	for i, srv := range srvs {
+		o := openLUN(t, srv)
+		defer o.Close()
+		others = append(others, o)
+		err := o.WriteAt(ctx, make([]byte, 4096), 0, true)
+		var st interface{ ScsiStatus() uint8 }
+		if !errors.As(err, &st) || st.ScsiStatus() != 0x18 {
+			t.Fatalf("leg %s: second session's write: %v, want RESERVATION CONFLICT (0x18)", legName(i), err)
+		}
+		got := make([]byte, 4096)
+		if err := o.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("leg %s: second session's read: %v", legName(i), err)
+		}
+		t.Logf("%s: second session's write: %v; its read succeeds", srv.Kind, err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range others {
+		if err := o.WriteAt(ctx, p, 0, true); err != nil {
+			t.Fatalf("leg %s: write after the owner's Close: %v", legName(i), err)
+		}
 	}
 }

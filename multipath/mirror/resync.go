@@ -344,6 +344,18 @@ func (m *Mirror) Reattach(ctx context.Context, d blockdev.Device) error {
 // reattach installs d, whose metadata is h (nil: none), as the failed leg
 // want (-1: the failed leg h names, or any failed leg).
 func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, want int) error {
+	// Fence the returning device like the others before it is written
+	// (owner.go): its session may be a new I_T nexus, unregistered.
+	reserved, err := m.reserveReturning(ctx, d)
+	if err != nil {
+		return err
+	}
+	installed := false
+	defer func() {
+		if reserved && !installed {
+			d.(blockdev.Reserver).Release(ctx, m.owner.Assembly)
+		}
+	}()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -391,6 +403,7 @@ func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, wan
 	m.legWWID[i] = wwidOf(d)
 	old := m.legs[i]
 	m.legs[i] = &leg{dev: d, live: true}
+	m.reserved[i], installed = reserved, true
 	if h != nil {
 		m.legs[i].nextSlot = h.slot ^ 1
 	}

@@ -59,6 +59,7 @@ type Status struct {
 	Resync         *ResyncStatus `json:"resync,omitempty"`
 	BytesResynced  int64         `json:"bytes_resynced"`
 	Verdict        string        `json:"verdict,omitempty"` // Inspect: what assembly would do
+	Owner          *Owner        `json:"owner,omitempty"`   // Inspect: the assembly using the mirror
 }
 
 // Status reports the legs, generations, dirty chunks and resync progress.
@@ -180,6 +181,9 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 	}
 	if hs[0] == nil && hs[1] == nil {
 		return s, ErrNoMetadata
+	}
+	if os := activeOwners(hs); len(os) > 0 {
+		s.Owner = &os[0]
 	}
 	p, err := plan(hs[0], hs[1], -1)
 	if err != nil {
