@@ -159,6 +159,13 @@ type Mirror struct {
 
 	asyncWrites atomic.Int64 // writes started on the legs through the non-blocking path
 
+	// Write barrier of Split (split.go), m.mu: while barrier stands no
+	// write starts (blocking or non-blocking path); writers counts the
+	// writes past the barrier check that have not ended.
+	barrier   bool
+	writers   int
+	splitHook func() // tests: runs inside the barrier, the writes drained
+
 	probe     [maxLegs]probeState // automatic re-add, m.mu
 	probeWake chan struct{}
 	probeSem  chan struct{} // one reopen at a time (prober, AddLeg)
