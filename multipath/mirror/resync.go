@@ -412,6 +412,7 @@ func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, wan
 	p := &m.probe[i]
 	p.held, p.lastErr, p.attempts = "", nil, 0
 	p.splitAt = time.Time{}
+	m.splitMark[i] = false
 	p.readds++
 	if m.inSync&(1<<i) != 0 && m.pendDrop {
 		// Degraded start, never written: the leg is as good as the other.

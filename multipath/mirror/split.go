@@ -14,7 +14,9 @@ import (
 // Split(B) raises a write barrier: no write starts (WriteAt and the
 // non-blocking path alike, read repair and Check's repair too), every write
 // already started ends on both legs, and both legs are flushed, so B holds
-// every acknowledged write durably. Then B leaves the write set the way a
+// every acknowledged write durably. B's header is written once more, with
+// flagSplit (its last write: a reader of B alone knows it is frozen and
+// since when). Then B leaves the write set the way a
 // failed leg does (not live: no reads, no writes, no metadata updates) but
 // held out of automatic re-add as "split", and the barrier is lifted. At
 // that instant both legs hold the same data, so the bitmap is emptied; from
@@ -119,8 +121,24 @@ func (m *Mirror) Split(ctx context.Context, name string) error {
 		return fmt.Errorf("mirror: split of leg %s: %w", legName(i), err)
 	}
 
+	// Leg i's last header says it was split off (flagSplit, with its
+	// time): a reader of the leg alone can tell a frozen image from a
+	// leg still written (OpenReadOnly).
+	m.mu.Lock()
+	m.splitMark[i] = true
+	m.dirtyVer++
+	v := m.dirtyVer
+	m.mu.Unlock()
+	if err := m.commitMeta(ctx, v); err != nil {
+		m.mu.Lock()
+		m.splitMark[i] = false
+		m.mu.Unlock()
+		return fmt.Errorf("mirror: split of leg %s: %w", legName(i), err)
+	}
+
 	m.mu.Lock()
 	if !m.allInSyncLocked() || m.target >= 0 || m.writtenVer < m.memberVer {
+		m.splitMark[i] = false
 		m.mu.Unlock()
 		return fmt.Errorf("%w: split of leg %s: a leg failed during the split", ErrNotInSync, legName(i))
 	}
@@ -136,7 +154,7 @@ func (m *Mirror) Split(ctx context.Context, name string) error {
 	p := &m.probe[i]
 	p.held, p.splitAt, p.lastErr = heldSplit, time.Now(), nil
 	m.dropLocked(i) // leg A records that i was dropped at its current generation
-	v := m.memberVer
+	v = m.memberVer
 	m.mu.Unlock()
 	// Written on the live legs only; it also waits for a metadata write
 	// already under way (which may include i) to end, so nothing reaches

@@ -225,8 +225,8 @@ func TestSplitFrozenImageWhileWriting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the split leg beside the owner: %v", err)
 	}
-	if rd.Size() != size || rd.Leg() != "B" {
-		t.Fatalf("split leg read as leg %s of %d bytes, want leg B of %d", rd.Leg(), rd.Size(), size)
+	if rd.Size() != size || rd.Leg() != "B" || rd.SplitSince().Before(t0) || rd.SplitSince().After(t1) {
+		t.Fatalf("split leg read as leg %s of %d bytes split at %v, want leg B of %d split between %v and %v", rd.Leg(), rd.Size(), rd.SplitSince(), size, t0, t1)
 	}
 	got := readAll(t, rd, size)
 	rd.Close()
@@ -368,6 +368,9 @@ func TestSplitRefusals(t *testing.T) {
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if st, err := Inspect(ctx, a, b); err != nil || st.Legs[1].State != "split" || st.Legs[1].SplitSince.IsZero() {
+		t.Errorf("inspect after a split: %v, leg B %+v", err, st.Legs[1])
 	}
 	// A restart forgets the split: B is resynced, incrementally.
 	m2, err := Assemble(ctx, wrap(a), wrap(b), AssembleOptions{Options: testOpts()})

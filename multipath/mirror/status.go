@@ -171,6 +171,9 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 			GenTime: time.Unix(0, h.GenTime), Updated: time.Unix(0, h.Updated),
 			Dirty: bitset(h.bitmap).count(), Clean: h.Flags&flagClean != 0,
 		}
+		if h.Flags&flagSplit != 0 {
+			ls.SplitSince = time.Unix(0, h.Updated)
+		}
 		for k := 0; k < maxLegs; k++ {
 			if h.InSync&(1<<k) != 0 {
 				ls.InSync = append(ls.InSync, legName(k))
@@ -207,6 +210,9 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 	case p.target >= 0:
 		s.State = "needs-resync"
 		s.Legs[p.target].State = "stale"
+		if !s.Legs[p.target].SplitSince.IsZero() {
+			s.Legs[p.target].State = "split"
+		}
 	case s.DirtyChunks == 0:
 		s.State = "clean"
 	default:
