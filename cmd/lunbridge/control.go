@@ -19,7 +19,7 @@ import (
 )
 
 // The control socket of serve, attach and mount (--control-socket, read by
-// `lunbridge status` and `lunbridge mirror status|fail|remove|add`).
+// `lunbridge status` and `lunbridge mirror status|fail|remove|add|split|rejoin`).
 //
 // Protocol: one request per connection. The client connects, writes one
 // request line and may shut down its write side; the server answers with
@@ -30,6 +30,8 @@ import (
 //	"mirror fail LEG"   fail leg A or B (held out of automatic re-add)
 //	"mirror remove LEG" close a failed leg's device (held out of re-add)
 //	"mirror add LEG"    reopen and re-add a failed leg now, lift the hold
+//	"mirror split LEG"  split the leg off at a write barrier (a frozen image)
+//	"mirror rejoin LEG" reattach a split leg (incremental resync)
 //
 // A client that sends nothing still gets the status, after
 // controlRequestWait: the first protocol (connect, read to EOF) works
@@ -107,7 +109,7 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 		return t.status()
 	}
 	if f[0] != "mirror" || len(f) != 3 {
-		return controlReply{Error: fmt.Sprintf("unknown request %q: want status, or mirror fail|remove|add A|B", req)}
+		return controlReply{Error: fmt.Sprintf("unknown request %q: want status, or mirror fail|remove|add|split|rejoin A|B", req)}
 	}
 	if t.mirror == nil {
 		return controlReply{Error: "this process runs no mirror"}
@@ -120,8 +122,12 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 		err = t.mirror.RemoveLeg(ctx, f[2])
 	case "add":
 		err = t.mirror.AddLeg(ctx, f[2])
+	case "split":
+		err = t.mirror.Split(ctx, f[2])
+	case "rejoin":
+		err = t.mirror.Rejoin(ctx, f[2])
 	default:
-		return controlReply{Error: fmt.Sprintf("unknown mirror command %q: want fail, remove or add", f[1])}
+		return controlReply{Error: fmt.Sprintf("unknown mirror command %q: want fail, remove, add, split or rejoin", f[1])}
 	}
 	if err != nil {
 		return controlReply{Error: err.Error(), Mirror: viewMirror(t.mirror)}

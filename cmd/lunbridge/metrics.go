@@ -318,7 +318,7 @@ var (
 )
 
 // mirrorLegStates are the values of lunbridge_mirror_leg_state's label.
-var mirrorLegStates = []string{"in-sync", "resyncing", "stale", "failed", "missing", "removed"}
+var mirrorLegStates = []string{"in-sync", "resyncing", "stale", "failed", "missing", "removed", "split"}
 
 type mirrorCollector struct{ m *metricSet }
 

@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add [--control-socket PATH] [LEG]",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -42,6 +42,7 @@ Examples:
    lunbridge mirror check --repair iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0
    lunbridge mirror status                  # the mirror of the running serve/attach/mount
    lunbridge mirror fail B; lunbridge mirror remove B; lunbridge mirror add B
+   lunbridge mirror split B; lunbridge pull --mirror-leg iscsi://san2/iqn.2001-04.com.example:b/0 backup.img; lunbridge mirror rejoin B
 
 A running serve, attach or mount re-adds a failed leg by itself: it reopens the
 leg (after --readd-interval, doubling up to --readd-max-interval) and, when it is
@@ -99,6 +100,39 @@ Examples:
 			mirrorManageCommand("fail", "mark a leg of the running mirror failed (not re-added automatically until mirror add)"),
 			mirrorManageCommand("remove", "close a failed leg's device in the running mirror (like mdadm --remove)"),
 			mirrorManageCommand("add", "reopen a failed or removed leg of the running mirror now and re-add it (incremental resync)"),
+			withDescription(mirrorManageCommand("split", "split a leg off the running mirror at a write barrier: a frozen, consistent image for a backup"),
+				`Stops writes to the leg at a write barrier: new writes wait, the writes in
+flight end on both legs, both legs are flushed (SYNCHRONIZE CACHE), and the
+leg leaves the mirror. It then holds every write acknowledged before the
+split and none after it: a crash-consistent image of that instant, like an
+array snapshot. Writes go on to the other leg; the write-intent bitmap marks
+every chunk written from then on. Writes pause only for the barrier (the
+writes in flight, two flushes, two metadata writes).
+
+Both legs must be in sync (no resync running). Nothing writes the split leg
+(data or metadata) until "mirror rejoin"; automatic re-add leaves it alone;
+reads are served by the other leg. A persistent reservation (--reserve)
+stays: other initiators may read the leg, not write it.
+
+Read the image with "lunbridge pull --mirror-leg URL FILE" (the exported size
+only, not the metadata at the LUN's end; nothing is written to the leg),
+beside the running serve. "mirror status" shows the leg as "split" and since
+when. A restart of the serve/attach/mount ends the split: the leg is resynced
+incrementally at assembly, as by rejoin.
+
+Examples:
+   lunbridge mirror split B
+   lunbridge pull --mirror-leg iscsi://san2/iqn.2001-04.com.example:b/0 backup.img
+   lunbridge mirror rejoin B`),
+			withDescription(mirrorManageCommand("rejoin", "reattach a split leg to the running mirror (copies only the chunks written since the split)"),
+				`Reattaches a leg split off by "mirror split" and resyncs it incrementally:
+only the chunks written since the split are copied from the other leg, with
+writes going on. "mirror status" shows the progress; the leg is in-sync again
+when the resync ends. Do not rejoin while a backup still reads the leg.
+
+Examples:
+   lunbridge mirror rejoin B
+   lunbridge mirror rejoin --json B`),
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
@@ -158,6 +192,44 @@ Examples:
 }
 
 var errMirrorDiffers = errors.New("mirror legs differ")
+
+// withDescription sets the --help description of c.
+func withDescription(c *cli.Command, desc string) *cli.Command {
+	c.Description = desc
+	return c
+}
+
+// openMirrorLeg opens url (plus --path URLs) read-only as one leg of a
+// mirror, for pull --mirror-leg: a reader of the mirrored data only (the
+// exported size the leg's metadata records), which writes nothing and may
+// run beside the mirror's owner (mirror.OpenReadOnly with one leg).
+func openMirrorLeg(c *cli.Context, url string) (blockdev.Device, error) {
+	url, err := applyDevice(c, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDeviceFlags(c); err != nil {
+		return nil, err
+	}
+	if len(c.StringSlice("mirror")) > 0 {
+		return nil, usageErrorf("--mirror-leg reads one leg alone: give its URL without --mirror")
+	}
+	d, err := openLeg(c, append([]string{url}, c.StringSlice("path")...), true)
+	if err != nil {
+		return nil, err
+	}
+	r, err := mirror.OpenReadOnly(c.Context, d, nil, mirror.AssembleOptions{Options: mirror.Options{Logger: mirrorLogger()}})
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("%s: %w", redactedURL(url), err)
+	}
+	if at := r.SplitSince(); !at.IsZero() {
+		logrusInfo("mirror: leg %s, split off at %s: reading its %s of mirrored data", r.Leg(), at.UTC().Format(time.RFC3339), formatBytes(r.Size()))
+	} else {
+		logrusInfo("mirror: leg %s alone: reading its %s of mirrored data", r.Leg(), formatBytes(r.Size()))
+	}
+	return r, nil
+}
 
 // MirrorFlags tune openMirrorLegs.
 type MirrorFlags struct {

@@ -49,13 +49,21 @@ Examples:
    lunbridge pull --resume iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
    lunbridge pull --rate-limit 50M --json iscsi://san1/iqn.2001-05.com.example:db/0 db.img
    lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 - | zstd > backup.img.zst
-   lunbridge pull --offset 1M --length 64M file:///dev/shm/disk.img part.img`,
+   lunbridge pull --offset 1M --length 64M file:///dev/shm/disk.img part.img
+   lunbridge pull --mirror-leg iscsi://san2/iqn.2001-04.com.example:b/0 backup.img   # after mirror split B
+
+--mirror-leg reads URL as one leg of a lunbridge mirror: only the mirrored
+data (the exported size its metadata records), not the metadata at the LUN's
+end, and nothing is written to the leg, so it runs beside the serve that owns
+the mirror. Split the leg off first (lunbridge mirror split B): a leg still
+written gives an image mixing older and newer writes (a warning says so).`,
 		Flags: append(append(copyFlags(), withoutFlag(deviceFlags(), "force")...),
 			&cli.StringFlag{Name: "length", Usage: "copy this many bytes from --offset (default: to the end)"},
 			checksumFlag(),
 			&cli.BoolFlag{Name: "resume", Usage: "continue an interrupted pull from FILE.lunbridge-resume"},
 			&cli.BoolFlag{Name: "force", Usage: "overwrite an existing non-empty FILE, or a block/character device FILE"},
 			&cli.BoolFlag{Name: "buffered", Usage: "write FILE through the page cache only (default: O_DIRECT for the aligned bulk where the file system has it; never on tmpfs)"},
+			&cli.BoolFlag{Name: "mirror-leg", Usage: "URL is one leg of a mirror (e.g. split off with mirror split): copy the mirrored data only (the exported size in its metadata), writing nothing to it, also while the mirror runs"},
 		),
 		Action: pullAction,
 	})
@@ -144,7 +152,12 @@ func pullAction(c *cli.Context) error {
 			defer stream.Close()
 		}
 	}
-	dev, err := openMain(c, url, true)
+	var dev blockdev.Device
+	if c.Bool("mirror-leg") {
+		dev, err = openMirrorLeg(c, url) // mirror.go
+	} else {
+		dev, err = openMain(c, url, true)
+	}
 	if err != nil {
 		return err
 	}

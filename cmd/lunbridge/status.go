@@ -96,6 +96,12 @@ func printLiveMirror(w io.Writer, v *mirrorView) error {
 		return err
 	}
 	for _, l := range v.Legs {
+		if l.State == "split" {
+			fmt.Fprintf(w, "leg %s split since %s (%s ago): a frozen image of the mirror's %d bytes; read it with lunbridge pull --mirror-leg URL-%s FILE, resync it with lunbridge mirror rejoin %s\n",
+				l.Name, l.SplitSince.UTC().Format(time.RFC3339), time.Since(l.SplitSince).Round(time.Second), st.Size, l.Name, l.Name)
+		}
+	}
+	for _, l := range v.Legs {
 		if l.Paths != nil {
 			fmt.Fprintf(w, "\nleg %s: ", l.Name)
 			if err := printStatus(w, *l.Paths); err != nil {

@@ -21,7 +21,8 @@ import (
 //     goes to a goroutine, as does any write not in the common case from
 //     the start (it runs WriteAt). The rules are WriteAt's: the same range
 //     lock, the same in-flight accounting that keeps the cleaner off the
-//     chunk, the same outcome.
+//     chunk, the same outcome. While a Split barrier (split.go) stands,
+//     every write goes to WriteAt, which waits for it to be lifted.
 //   - a read from the leg ReadAt would pick. A failed read goes to a
 //     goroutine that runs ReadAt (which tries the other leg and repairs).
 
@@ -114,7 +115,8 @@ func (m *Mirror) tryStartWrite(p []byte, off int64, fua bool, done func(error)) 
 	w := &asyncWrite{m: m, r: r, off: off, n: n, c0: c0, c1: c1, done: done}
 	var legs [maxLegs]blockdev.AsyncIO
 	m.mu.Lock()
-	ok := !m.pendDrop && m.memberVer <= m.writtenVer
+	// A Split barrier sends the write to WriteAt, which waits it out.
+	ok := !m.barrier && !m.pendDrop && m.memberVer <= m.writtenVer
 	for c := c0; ok && c <= c1; c++ {
 		ok = m.bitmap.get(c) && m.bitVer[c] <= m.writtenVer
 	}
@@ -144,6 +146,7 @@ func (m *Mirror) tryStartWrite(p []byte, off int64, fua bool, done func(error)) 
 	for c := c0; c <= c1; c++ {
 		m.inflight[c]++
 	}
+	m.writers++ // ended by endWriteLocked
 	m.mu.Unlock()
 	m.asyncWrites.Add(1)
 	w.pending.Store(int32(w.nlegs))

@@ -54,9 +54,17 @@
 // cannot write the legs; a takeover of a dead
 // or forced-out owner replaces that owner's reservation.
 //
+// Flags: bit 0 clean (written by a clean Close), bit 1 split (this leg's
+// last header, written by Split inside its write barrier: the leg is a
+// frozen image of the mirror at the header's update time).
+//
 // Generations: the generation (and a random id, so two legs bumping
 // independently never look alike) changes when the set of in-sync legs
 // changes. A leg dropped from the set is stale; the survivor records the
 // generation it dropped it at and keeps every chunk written since dirty in
 // its bitmap, so the stale leg's return needs only those chunks.
+//
+// Split (split.go) takes a leg out at a write barrier as a frozen,
+// crash-consistent image for a backup, readable alone with OpenReadOnly
+// beside the owner; Rejoin resyncs only the chunks written since.
 package mirror

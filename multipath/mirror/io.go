@@ -138,6 +138,21 @@ func (m *Mirror) repair(ctx context.Context, bl *leg, bad int, gl *leg, good int
 		return
 	}
 	defer m.rl.unlock(r)
+	// A repair writes a leg like a write does: it waits out a Split
+	// barrier and is drained by it, and it never writes a leg that left
+	// the write set meanwhile (a split leg stays frozen).
+	m.mu.Lock()
+	if err := m.waitBarrierLocked(ctx); err != nil || m.legs[bad] != bl || !bl.live {
+		m.mu.Unlock()
+		return
+	}
+	m.writers++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.endWriterLocked()
+		m.mu.Unlock()
+	}()
 	buf := make([]byte, n)
 	err = gl.dev.ReadAt(ctx, buf, off)
 	if err == nil {
@@ -210,6 +225,11 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 	c0, c1 := m.chunkRange(off, n)
 
 	m.mu.Lock()
+	if err := m.waitBarrierLocked(ctx); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	m.writers++ // ended by endWriteLocked
 	if m.pendDrop {
 		m.pendDrop = false
 		for i, l := range m.legs {
@@ -275,6 +295,7 @@ func (m *Mirror) write(ctx context.Context, off, n int64, op func(context.Contex
 // endWriteLocked ends a write of chunks [c0, c1]: they are no longer in
 // flight and remember when they were last written. m.mu held.
 func (m *Mirror) endWriteLocked(c0, c1 int64) {
+	m.endWriterLocked()
 	now := time.Now().UnixNano()
 	for c := c0; c <= c1; c++ {
 		m.inflight[c]--

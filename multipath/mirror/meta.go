@@ -18,6 +18,7 @@ const (
 	version     = 1
 	hdrCRCLen   = 512
 	flagClean   = 1 << 0
+	flagSplit   = 1 << 1 // this leg was split off (Split): a frozen image
 	ownerActive = 1 << 0 // owner state word at header offset 328
 	maxLegs     = 2
 	wwidLen     = 64

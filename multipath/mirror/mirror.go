@@ -159,6 +159,16 @@ type Mirror struct {
 
 	asyncWrites atomic.Int64 // writes started on the legs through the non-blocking path
 
+	// Write barrier of Split (split.go), m.mu: while barrier stands no
+	// write starts (blocking or non-blocking path); writers counts the
+	// writes past the barrier check that have not ended.
+	barrier   bool
+	writers   int
+	splitHook func() // tests: runs inside the barrier, the writes drained
+	// splitMark[i]: leg i's headers carry flagSplit (written once, inside
+	// the barrier, as the split leg's last header).
+	splitMark [maxLegs]bool
+
 	probe     [maxLegs]probeState // automatic re-add, m.mu
 	probeWake chan struct{}
 	probeSem  chan struct{} // one reopen at a time (prober, AddLeg)
@@ -591,6 +601,9 @@ func (m *Mirror) start() {
 // headerFor builds leg i's header from the current state. m.mu held.
 func (m *Mirror) headerFor(i int) *header {
 	var flags uint32
+	if m.splitMark[i] {
+		flags |= flagSplit
+	}
 	return &header{
 		Mirror: m.id, Leg: m.legUUID[i], Peer: m.legUUID[1-i], Index: i, Flags: flags,
 		LegSize: m.legs[i].dev.Size(), Exported: m.size, Chunk: m.chunk, BlockSize: m.bs,
@@ -629,7 +642,7 @@ func (m *Mirror) commitMetaFlags(ctx context.Context, v uint64, flags uint32) er
 		for i, l := range m.legs {
 			if l.live {
 				h := m.headerFor(i)
-				h.Flags = flags
+				h.Flags |= flags
 				jobs = append(jobs, job{i, l.dev, h, l.nextSlot})
 			}
 		}

@@ -58,6 +58,7 @@ type probeState struct {
 	lastErr  error
 	readds   int // automatic and manual re-adds
 	removed  bool
+	splitAt  time.Time // split off by Split (split.go); zero once back
 }
 
 // errRefused marks a returning device that is not the leg (identity,

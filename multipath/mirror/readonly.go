@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -25,6 +26,7 @@ type Reader struct {
 	chunk int64
 	bs    int
 	why   string
+	split time.Time // the leg read was split off then (Mirror.Split); zero: not
 
 	closed atomic.Bool
 }
@@ -108,13 +110,27 @@ func OpenReadOnly(ctx context.Context, a, b blockdev.Device, opts AssembleOption
 	if devs[r.src] == nil {
 		return nil, fmt.Errorf("%w: the leg holding the consistent copy (%s) is missing", ErrNotInSync, legName(r.src))
 	}
-	r.why = fmt.Sprintf("reading leg %s (%s)", legName(r.src), p.why)
+	if h := hs[r.src]; h.Flags&flagSplit != 0 {
+		r.split = time.Unix(0, h.Updated)
+		r.why = fmt.Sprintf("reading leg %s, split off at %s: a frozen image", legName(r.src), fmtTime(h.Updated))
+	} else {
+		r.why = fmt.Sprintf("reading leg %s (%s)", legName(r.src), p.why)
+		if (hs[0] == nil || hs[1] == nil) && len(activeOwners(hs)) > 0 {
+			// One leg of a running mirror, still written: the image read
+			// may mix older and newer writes.
+			log.Warnf("mirror: leg %s is in use and was not split off: it may change while it is read (split it first: lunbridge mirror split %s)", legName(r.src), legName(r.src))
+		}
+	}
 	log.WithFields(logrus.Fields{"mirror": r.id, "plan": r.why}).Info("mirror opened read-only")
 	return r, nil
 }
 
 // Leg is the leg reads go to first ("A" or "B").
 func (r *Reader) Leg() string { return legName(r.src) }
+
+// SplitSince is when the leg read was split off by Mirror.Split (its
+// content is the mirror's at that instant); zero when it was not.
+func (r *Reader) SplitSince() time.Time { return r.split }
 
 // Size is the mirror's exported size.
 func (r *Reader) Size() int64 { return r.size }

@@ -411,6 +411,8 @@ func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, wan
 	old.closed = old.closed || closeOld
 	p := &m.probe[i]
 	p.held, p.lastErr, p.attempts = "", nil, 0
+	p.splitAt = time.Time{}
+	m.splitMark[i] = false
 	p.readds++
 	if m.inSync&(1<<i) != 0 && m.pendDrop {
 		// Degraded start, never written: the leg is as good as the other.
@@ -499,11 +501,32 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 		m.mu.Lock()
 		both := m.readableLocked(0, c, c) && m.readableLocked(1, c, c)
 		la, lb := m.legs[0], m.legs[1]
+		if both && repair {
+			// A repair may write leg B: count it as a write so a
+			// Split barrier drains it (and leaves a split leg alone).
+			if err := m.waitBarrierLocked(ctx); err != nil {
+				m.mu.Unlock()
+				m.rl.unlock(r)
+				return res, err
+			}
+			both = m.readableLocked(0, c, c) && m.readableLocked(1, c, c) && m.legs[1] == lb
+			if both {
+				m.writers++
+			}
+		}
 		m.mu.Unlock()
 		if !both {
 			m.rl.unlock(r)
 			res.Skipped++
 			continue
+		}
+		endChunk := func() {
+			if repair {
+				m.mu.Lock()
+				m.endWriterLocked()
+				m.mu.Unlock()
+			}
+			m.rl.unlock(r)
 		}
 		var errs [2]error
 		done := make(chan struct{})
@@ -511,7 +534,7 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 		errs[0] = la.dev.ReadAt(ctx, bufs[0][:n], off)
 		<-done
 		if err := errors.Join(errs[0], errs[1]); err != nil {
-			m.rl.unlock(r)
+			endChunk()
 			return res, fmt.Errorf("mirror: check chunk %d: %w", c, err)
 		}
 		res.Chunks++
@@ -531,13 +554,13 @@ func (m *Mirror) Check(ctx context.Context, repair bool) (CheckResult, error) {
 			m.log.Warnf("mirror: check: chunk %d (offset %d) differs between the legs", c, off)
 			if repair {
 				if err := lb.dev.WriteAt(ctx, a, off, true); err != nil {
-					m.rl.unlock(r)
+					endChunk()
 					return res, fmt.Errorf("mirror: repair chunk %d: %w", c, err)
 				}
 				res.Repaired++
 			}
 		}
-		m.rl.unlock(r)
+		endChunk()
 	}
 	return res, nil
 }

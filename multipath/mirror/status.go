@@ -15,7 +15,7 @@ type LegStatus struct {
 	Name  string `json:"name"` // "A" or "B"
 	UUID  UUID   `json:"uuid"`
 	WWID  string `json:"wwid,omitempty"`
-	State string `json:"state"` // in-sync, resyncing, stale, failed, missing
+	State string `json:"state"` // in-sync, resyncing, stale, failed, split, removed, missing
 	Size  int64  `json:"size,omitempty"`
 	Error string `json:"error,omitempty"`
 	// From the leg's own metadata (Inspect only).
@@ -31,6 +31,9 @@ type LegStatus struct {
 	ProbeAttempts  int       `json:"probe_attempts,omitempty"` // since the leg failed
 	LastProbeError string    `json:"last_probe_error,omitempty"`
 	ReAdds         int       `json:"re_adds,omitempty"` // reattachments since assembly
+	// SplitSince is when Split took the leg out (state "split"): it holds
+	// the mirror's content of that instant.
+	SplitSince time.Time `json:"split_since,omitzero"`
 }
 
 // ResyncStatus describes a running or finished resync.
@@ -84,11 +87,16 @@ func (m *Mirror) Status() Status {
 				ls.NextProbe = p.next
 			}
 		}
+		if !l.live {
+			ls.SplitSince = p.splitAt
+		}
 		switch {
 		case p.removed && !l.live:
 			ls.State = "removed"
 		case l.dev == nil:
 			ls.State = "missing"
+		case !l.live && p.held == heldSplit:
+			ls.State = "split"
 		case !l.live:
 			ls.State = "failed"
 		case i == m.target:
@@ -163,6 +171,9 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 			GenTime: time.Unix(0, h.GenTime), Updated: time.Unix(0, h.Updated),
 			Dirty: bitset(h.bitmap).count(), Clean: h.Flags&flagClean != 0,
 		}
+		if h.Flags&flagSplit != 0 {
+			ls.SplitSince = time.Unix(0, h.Updated)
+		}
 		for k := 0; k < maxLegs; k++ {
 			if h.InSync&(1<<k) != 0 {
 				ls.InSync = append(ls.InSync, legName(k))
@@ -199,6 +210,9 @@ func Inspect(ctx context.Context, a, b blockdev.Device) (Status, error) {
 	case p.target >= 0:
 		s.State = "needs-resync"
 		s.Legs[p.target].State = "stale"
+		if !s.Legs[p.target].SplitSince.IsZero() {
+			s.Legs[p.target].State = "split"
+		}
 	case s.DirtyChunks == 0:
 		s.State = "clean"
 	default:
