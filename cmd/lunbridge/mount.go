@@ -233,6 +233,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 		fmt.Fprintln(c.App.Writer, mp.File())
 	}
 	log.Info("mounted")
+	notifyReady(log, "serving "+mp.File())
 
 	waited := make(chan struct{})
 	go func() { mp.Wait(); close(waited) }()
@@ -249,6 +250,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 		}
 		<-waited
 	}
+	notifyStopping(log, "flushing and closing the device")
 	return flushAndClose(dev, mp, log)
 }
 
