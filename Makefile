@@ -2,19 +2,70 @@
 # Both install what they need (Debian packages through scripts/install-deps.sh).
 
 GO        ?= go
-BIN       := bin/lunbridge
+# OUT: where build, man and completions put what make install copies.
+OUT       ?= bin
+BIN       := $(OUT)/lunbridge
 PKGS      := ./...
 FUZZTIME  ?= 20000x
 TESTFLAGS ?=
 export CGO_ENABLED := 0
 
-.PHONY: all build deps vmlab-deps lint-quick test test-go test-fuzz test-vm lint bench demo demo-stop clean soak
+# The version lunbridge --version prints: git describe (a tag when there is
+# one, else the commit), "-dirty" with local changes.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+# make install: PREFIX (default /usr/local) and DESTDIR (staging root) as
+# usual; each directory below can be overridden too.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+UNITS       := lunbridge-serve@.service lunbridge-serve@.socket lunbridge-attach@.service lunbridge-mount@.service
+
+.PHONY: all build build-lunbridge man completions install uninstall deps vmlab-deps lint-quick test test-go test-fuzz test-vm lint bench demo demo-stop clean soak
 
 all: build
 
-build:
-	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/lunbridge
+build: build-lunbridge
 	$(GO) build -o bin/lbtarget ./internal/targets/cmd/lbtarget
+
+build-lunbridge:
+	$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN) ./cmd/lunbridge
+
+# Man pages, one per command, generated from the command definitions.
+man: build-lunbridge
+	rm -rf $(OUT)/man && $(BIN) man-pages $(OUT)/man
+
+completions: build-lunbridge
+	mkdir -p $(OUT)/completions
+	$(BIN) completion bash > $(OUT)/completions/lunbridge.bash
+	$(BIN) completion zsh > $(OUT)/completions/_lunbridge
+	$(BIN) completion fish > $(OUT)/completions/lunbridge.fish
+
+# The units name the binary as /usr/local/bin/lunbridge; install writes
+# $(BINDIR) there. The systemd units need `systemctl daemon-reload`.
+install: build-lunbridge man completions
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/lunbridge
+	install -d $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 $(OUT)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -D -m 0644 $(OUT)/completions/lunbridge.bash $(DESTDIR)$(BASHCOMPDIR)/lunbridge
+	install -D -m 0644 $(OUT)/completions/_lunbridge $(DESTDIR)$(ZSHCOMPDIR)/_lunbridge
+	install -D -m 0644 $(OUT)/completions/lunbridge.fish $(DESTDIR)$(FISHCOMPDIR)/lunbridge.fish
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in $(UNITS); do \
+	  sed 's|/usr/local/bin/lunbridge|$(BINDIR)/lunbridge|g' scripts/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/lunbridge $(DESTDIR)$(MANDIR)/man1/lunbridge.1 $(DESTDIR)$(MANDIR)/man1/lunbridge-*.1
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/lunbridge $(DESTDIR)$(ZSHCOMPDIR)/_lunbridge $(DESTDIR)$(FISHCOMPDIR)/lunbridge.fish
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
 
 deps:
 	bash scripts/install-deps.sh

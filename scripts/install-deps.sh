@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 pkgs=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra libnbd-bin nbdkit fio
-	tshark fuse3 nftables e2fsprogs util-linux iproute2 "$@")
+	tshark fuse3 nftables e2fsprogs util-linux iproute2 man-db systemd make "$@")
 
 command -v dpkg-query >/dev/null 2>&1 || lb_die "dpkg-query not found: this script supports Debian/Ubuntu only"
 

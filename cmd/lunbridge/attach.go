@@ -126,6 +126,7 @@ func attachAction(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "/dev/nbd%d\n", a.Index)
 	log.Info("attached")
+	notifyReady(log, fmt.Sprintf("serving %s as /dev/nbd%d", redactedURL(c.Args().First()), a.Index))
 	waited := make(chan error, 1)
 	go func() { waited <- a.Wait() }()
 	var werr error
@@ -136,5 +137,6 @@ func attachAction(c *cli.Context) error {
 		log.Info("signal: detaching")
 		werr = a.Detach(30 * time.Second)
 	}
+	notifyStopping(log, "flushing and closing the device")
 	return closeServed(dev, werr, log)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/urfave/cli/v2"
@@ -55,26 +56,34 @@ fi
 func init() {
 	register("", &cli.Command{
 		Name:      "completion",
-		Usage:     "print a shell completion script (bash or zsh)",
-		UsageText: "lunbridge completion bash|zsh",
+		Usage:     "print a shell completion script (bash, zsh or fish)",
+		UsageText: "lunbridge completion bash|zsh|fish",
 		Description: `Prints a script that completes lunbridge's commands and flags; the script
-asks lunbridge itself, so it stays right after upgrades.
+asks lunbridge itself, so it stays right after upgrades. The fish script is
+generated from the command definitions (commands and flags of this version).
 
 Examples:
    source <(lunbridge completion bash)                        # this shell only
    lunbridge completion bash > /etc/bash_completion.d/lunbridge
-   lunbridge completion zsh > "${fpath[1]}/_lunbridge"`,
+   lunbridge completion zsh > "${fpath[1]}/_lunbridge"
+   lunbridge completion fish > ~/.config/fish/completions/lunbridge.fish`,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return usageErrorf("completion takes one shell name: bash or zsh")
+				return usageErrorf("completion takes one shell name: bash, zsh or fish")
 			}
 			switch c.Args().First() {
 			case "bash":
 				io.WriteString(c.App.Writer, bashCompletion)
 			case "zsh":
 				io.WriteString(c.App.Writer, zshCompletion)
+			case "fish":
+				s, err := c.App.ToFishCompletion()
+				if err != nil {
+					return fmt.Errorf("completion fish: %w", err)
+				}
+				io.WriteString(c.App.Writer, s)
 			default:
-				return usageErrorf("completion: %q is not bash or zsh", c.Args().First())
+				return usageErrorf("completion: %q is not bash, zsh or fish", c.Args().First())
 			}
 			return nil
 		},

@@ -53,6 +53,7 @@ func newApp() *cli.App {
 	}
 	app := &cli.App{
 		Name:      "lunbridge",
+		Version:   versionInfo().Version,
 		Usage:     "userspace iSCSI initiator: find, copy and expose remote LUNs",
 		UsageText: "lunbridge [global options] command [command options] [arguments...]",
 		Description: `lunbridge logs in to iSCSI targets from userspace (no iscsi_tcp, no iscsid,

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -173,19 +170,7 @@ func blockdevURL(url string) (string, error) {
 
 // daemonChild returns the readiness pipe when this process is the
 // background child of `mount --daemon`, else nil.
-func daemonChild() *os.File {
-	s := os.Getenv(mountReadyEnv)
-	if s == "" {
-		return nil
-	}
-	os.Unsetenv(mountReadyEnv)
-	fd, err := strconv.Atoi(s)
-	if err != nil || fd < 3 {
-		return nil
-	}
-	unix.CloseOnExec(fd) // keep it from fusermount3 and other children
-	return os.NewFile(uintptr(fd), "mount-ready")
-}
+func daemonChild() *os.File { return daemonReadyPipe(mountReadyEnv) }
 
 // mountServe mounts, reports readiness, serves until unmounted or
 // signalled, then flushes and closes the device.
@@ -233,6 +218,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 		fmt.Fprintln(c.App.Writer, mp.File())
 	}
 	log.Info("mounted")
+	notifyReady(log, "serving "+mp.File())
 
 	waited := make(chan struct{})
 	go func() { mp.Wait(); close(waited) }()
@@ -249,6 +235,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 		}
 		<-waited
 	}
+	notifyStopping(log, "flushing and closing the device")
 	return flushAndClose(dev, mp, log)
 }
 
@@ -268,82 +255,15 @@ func flushAndClose(dev blockdev.Device, mp *fusefs.MountPoint, log *logrus.Entry
 	return nil
 }
 
-// mountDaemon re-executes this command detached (new session, no
-// terminal) and waits until the child reports the mount ready or failed.
+// mountDaemon re-executes this command detached (daemon.go) and waits
+// until the child reports the mount ready or failed.
 func mountDaemon(c *cli.Context) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("mount --daemon: %w", err)
-	}
-	var args []string
-	for _, a := range os.Args[1:] {
-		switch a {
-		case "--daemon", "-daemon", "-d", "--daemon=true", "-daemon=true", "-d=true":
-			continue
-		}
-		args = append(args, a)
-	}
-	r, w, err := os.Pipe()
+	file, err := startDaemon(c, "mount --daemon", mountReadyEnv, func(a string) bool { return boolFlagArg(a, "daemon", "d") })
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		w.Close()
-		return err
-	}
-	defer null.Close()
-	// The environment holds no secret any more (takeSecretEnv): they go
-	// to the child through a pipe it reads at start.
-	secrets, err := secretsPipe()
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("mount --daemon: %w", err)
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), mountReadyEnv+"=3")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
-	cmd.ExtraFiles = []*os.File{w}
-	if secrets != nil {
-		defer secrets.Close()
-		cmd.Env = append(cmd.Env, secretsFDEnv+"=4")
-		cmd.ExtraFiles = append(cmd.ExtraFiles, secrets)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return fmt.Errorf("mount --daemon: start: %w", err)
-	}
-	w.Close()
-
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(r).ReadString('\n')
-		line <- strings.TrimSpace(l)
-	}()
-	var msg string
-	select {
-	case msg = <-line:
-	case <-c.Context.Done():
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		return c.Context.Err()
-	}
-	if file, ok := strings.CutPrefix(msg, "ok "); ok {
-		fmt.Fprintln(c.App.Writer, file)
-		return cmd.Process.Release()
-	}
-	werr := cmd.Wait()
-	code := ExitFailure
-	var ee *exec.ExitError
-	if errors.As(werr, &ee) && ee.ExitCode() > 0 {
-		code = ee.ExitCode()
-	}
-	if m, ok := strings.CutPrefix(msg, "error "); ok {
-		return withCode(code, errors.New(m))
-	}
-	return withCode(code, fmt.Errorf("mount --daemon: the background process exited (%v) before mounting", werr))
+	fmt.Fprintln(c.App.Writer, file)
+	return nil
 }
 
 func umountAction(c *cli.Context) error {

@@ -92,7 +92,7 @@ func serveAction(c *cli.Context) error {
 	}
 	name := c.String("export-name")
 	log := logrus.WithFields(logrus.Fields{"cmd": "serve", "export": name})
-	l, ep, cleanup, err := serveListen(c.String("listen"), name, log)
+	l, ep, cleanup, err := serveListener(c.String("listen"), name, log)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,9 @@ func serveAction(c *cli.Context) error {
 	} else {
 		fmt.Fprintln(c.App.Writer, ep.URI)
 	}
+	notifyReady(log, "serving "+ep.URI)
 	serveErr := srv.Serve(c.Context, l)
+	notifyStopping(log, "flushing and closing the device")
 	return closeServed(dev, serveErr, log)
 }
 
