@@ -2,7 +2,6 @@ package blockcopy
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"hash"
@@ -21,6 +20,10 @@ type task struct {
 	buf   []byte // chunk buffer (nil for zero tasks unless the sink needs one)
 	read  bool   // buf already holds the data (stream sources)
 	hashN int64  // bytes of the task that belong to the image (the rest is padding)
+
+	// digests are the blkhash block digests of a data task, computed by
+	// the worker (nil: the committer hashes the data itself).
+	digests []byte
 
 	// results, filled by the worker
 	bytesRead, written, holes int64
@@ -57,7 +60,8 @@ type engine struct {
 
 	// committer state
 	hash       hash.Hash
-	watermark  int64 // source offset up to which everything is committed
+	blk        *blkHash // hash, when it is the blkhash (workers compute block digests)
+	watermark  int64    // source offset up to which everything is committed
 	res        Result
 	startTime  time.Time
 	lastReport time.Time
@@ -105,7 +109,12 @@ func (e *engine) setup(opts Options, bs int, maxXfer int) error {
 	}
 	e.limiter = newLimiter(opts.RateLimit, e.chunk)
 	if opts.Checksum && e.hash == nil {
-		e.hash = sha256.New()
+		h, err := newImageHash(opts.ChecksumAlgo)
+		if err != nil {
+			return err
+		}
+		e.hash = h
+		e.blk, _ = h.(*blkHash)
 	}
 	if e.from < e.start {
 		e.from = e.start
@@ -196,7 +205,13 @@ func (e *engine) run(parent context.Context) error {
 	e.res.Done = e.watermark - e.start
 	e.res.Elapsed = time.Since(e.startTime)
 	if e.hash != nil && firstErr == nil {
-		e.res.SHA256 = hex.EncodeToString(e.hash.Sum(nil))
+		e.res.Checksum = hex.EncodeToString(e.hash.Sum(nil))
+		e.res.ChecksumAlgo = ChecksumSHA256
+		if e.blk != nil {
+			e.res.ChecksumAlgo = ChecksumBlkhash
+		} else {
+			e.res.SHA256 = e.res.Checksum
+		}
 	}
 	e.report(true)
 	return firstErr
@@ -353,6 +368,8 @@ func (e *engine) process(ctx context.Context, t *task) error {
 		}
 		if isZero(t.buf) {
 			t.zero = true
+		} else if e.blk != nil {
+			taskDigests(t, t.off-e.start)
 		}
 	}
 	return e.snk.write(ctx, t)
@@ -363,7 +380,9 @@ func (e *engine) commit(ctx context.Context, t *task) error {
 	if err := e.snk.commit(ctx, t); err != nil {
 		return err
 	}
-	if e.hash != nil {
+	if e.blk != nil {
+		e.blk.addTask(t)
+	} else if e.hash != nil {
 		n := t.hashN
 		if t.zero {
 			hashZeros(e.hash, n)

@@ -39,8 +39,12 @@ type Options struct {
 	// RateLimit caps data bytes moved per second (holes are free); 0 means
 	// unlimited.
 	RateLimit int64
-	// Checksum computes the SHA-256 of the whole image, in order.
-	Checksum bool
+	// Checksum computes a checksum of the whole image: ChecksumAlgo
+	// ChecksumSHA256 (the default: sha256sum's) or ChecksumBlkhash
+	// (blksum's: per-block SHA-256, holes nearly free, block digests
+	// computed by every worker).
+	Checksum     bool
+	ChecksumAlgo string
 	// Progress, when set, is called from one goroutine at most every
 	// ProgressInterval (default 200ms) and once at the end.
 	Progress         func(Progress)
@@ -69,7 +73,9 @@ type Result struct {
 	BytesWritten int64
 	HoleBytes    int64
 	DirectBytes  int64  // of BytesWritten, written to a file with O_DIRECT
-	SHA256       string // hex; empty without Options.Checksum
+	SHA256       string // hex; set with ChecksumAlgo sha256 only
+	Checksum     string // hex; empty without Options.Checksum
+	ChecksumAlgo string // ChecksumSHA256 or ChecksumBlkhash
 	Elapsed      time.Duration
 }
 

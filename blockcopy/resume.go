@@ -34,8 +34,9 @@ type resumeState struct {
 	Offset      int64     `json:"offset"` // range start on the source
 	Length      int64     `json:"length"` // range length = file size
 	Chunk       int       `json:"chunk"`
-	Done        int64     `json:"done"` // contiguous watermark, from Offset
-	SHA256State []byte    `json:"sha256_state,omitempty"`
+	Done        int64     `json:"done"`                   // contiguous watermark, from Offset
+	SHA256State []byte    `json:"sha256_state,omitempty"` // the hash state (any algorithm)
+	HashAlgo    string    `json:"hash_algo,omitempty"`    // "" is sha256
 	Updated     time.Time `json:"updated"`
 }
 
@@ -50,8 +51,10 @@ type PullOptions struct {
 	Resume bool
 	// Force overwrites an existing non-empty file.
 	Force bool
-	// ChecksumFile writes FILE.sha256 (sha256sum format) after a complete
-	// pull; needs Options.Checksum.
+	// ChecksumFile writes FILE.sha256 (sha256sum format) or, with the
+	// blkhash, FILE.blksum (blksum's output line after a comment naming
+	// the algorithm and block size) after a complete pull; needs
+	// Options.Checksum.
 	ChecksumFile bool
 	// CheckpointInterval (default 2s) bounds the work lost to a crash.
 	CheckpointInterval time.Duration
@@ -169,9 +172,9 @@ func PullFile(ctx context.Context, src blockdev.Device, path string, o PullOptio
 			return res, err
 		}
 	}
-	if o.ChecksumFile && res.SHA256 != "" && regular { // no path.sha256 beside a device in /dev
-		line := fmt.Sprintf("%s  %s\n", res.SHA256, filepath.Base(path))
-		if err := writeFileSync(path+".sha256", []byte(line)); err != nil {
+	if o.ChecksumFile && res.Checksum != "" && regular { // no sidecar beside a device in /dev
+		name, body := ChecksumFileFor(path, res)
+		if err := writeFileSync(name, body); err != nil {
 			return res, err
 		}
 	}
@@ -215,7 +218,7 @@ func (e *engine) takeOver(ctx context.Context, rs *resumeState, f *os.File, src 
 		}
 	}
 	if e.hash != nil {
-		if len(rs.SHA256State) > 0 {
+		if len(rs.SHA256State) > 0 && rs.HashAlgo == e.hashAlgo() {
 			if err := e.hash.(encoding.BinaryUnmarshaler).UnmarshalBinary(rs.SHA256State); err != nil {
 				return fmt.Errorf("%w: hash state: %v", ErrResumeMismatch, err)
 			}
@@ -237,6 +240,10 @@ func (e *engine) saveResume(f *os.File, side string, state *resumeState) error {
 	state.Done = e.watermark - e.start
 	state.Updated = time.Now().UTC()
 	state.SHA256State = nil
+	state.HashAlgo = ""
+	if e.blk != nil {
+		state.HashAlgo = ChecksumBlkhash
+	}
 	if e.hash != nil {
 		b, err := e.hash.(encoding.BinaryMarshaler).MarshalBinary()
 		if err != nil {
@@ -312,4 +319,25 @@ func ReadResume(path string) (done, total int64, err error) {
 		return 0, 0, err
 	}
 	return rs.Done, rs.Length, nil
+}
+
+// hashAlgo is the resume sidecar's name of the engine's hash ("" for sha256).
+func (e *engine) hashAlgo() string {
+	if e.blk != nil {
+		return ChecksumBlkhash
+	}
+	return ""
+}
+
+// ChecksumFileFor returns the checksum file a pull to path writes, and its
+// content: path.sha256 in sha256sum format (sha256sum -c checks it), or
+// path.blksum with blksum's output line after a comment naming the
+// algorithm and block size (blksum FILE prints the same line).
+func ChecksumFileFor(path string, res *Result) (string, []byte) {
+	base := filepath.Base(path)
+	if res.ChecksumAlgo == ChecksumBlkhash {
+		return path + ".blksum", []byte(fmt.Sprintf("# blkhash sha256 block-size %d (blksum %s prints the line below)\n%s  %s\n",
+			BlkhashBlockSize, base, res.Checksum, base))
+	}
+	return path + ".sha256", []byte(fmt.Sprintf("%s  %s\n", res.Checksum, base))
 }

@@ -26,9 +26,9 @@ step "One LUN in detail" "$LB" info "$url"
 step "Fill the LUN with 256 MiB of random data (push from a file)" bash -c \
   "head -c 256M /dev/urandom > '$work/seed.raw' && '$LB' push --yes '$work/seed.raw' '$url'"
 step "Benchmark: 4k random reads at queue depth 32 (like iscsi-perf)" "$LB" bench --rw randread --bs 4k --qd 32 --time 3s "$url"
-step "Back up the whole LUN to a sparse file with a sha256" "$LB" pull --force "$url" "$work/backup.raw"
+step "Back up the whole LUN to a sparse file with its blkhash" "$LB" pull --force "$url" "$work/backup.raw"
 step "Verify the backup against the LUN" "$LB" verify "$url" "$work/backup.raw"
-step "Check the checksum file with sha256sum" bash -c "cd '$work' && sha256sum -c backup.raw.sha256"
+step "Check the LUN against the backup's checksum file" "$LB" verify "$url" "$work/backup.raw.blksum"
 
 sock="$work/nbd.sock"
 rm -f "$sock"

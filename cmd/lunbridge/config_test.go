@@ -150,7 +150,7 @@ func TestHelpEveryCommand(t *testing.T) {
 		t.Fatalf("only %d commands registered", len(app.Commands))
 	}
 	for _, c := range app.Commands {
-		if c.Name == "help" {
+		if c.Name == "help" || c.Hidden { // hidden: man-pages, for make man
 			continue
 		}
 		if c.Usage == "" || c.UsageText == "" || !strings.Contains(c.Description, "Examples:") {
@@ -191,7 +191,12 @@ func TestHelpEveryCommand(t *testing.T) {
 		}
 	}
 	r = lbRun(t, 20*time.Second, nil, "completion", "fish")
-	checkOneLineError(t, r, ExitUsage, "completion fish")
+	r.mustOK(t, "completion fish")
+	if !strings.Contains(r.stdout, "complete -c lunbridge") {
+		t.Errorf("completion fish:\n%s", r.stdout)
+	}
+	r = lbRun(t, 20*time.Second, nil, "completion", "tcsh")
+	checkOneLineError(t, r, ExitUsage, "completion tcsh")
 	r = lbRun(t, 20*time.Second, nil, "--generate-bash-completion")
 	if !strings.Contains(r.stdout, "discover\n") || !strings.Contains(r.stdout, "ls\n") {
 		t.Errorf("bash completion candidates:\n%s", r.stdout)

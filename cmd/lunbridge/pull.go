@@ -23,8 +23,13 @@ writes it to FILE, keeping holes: ranges the target reports unmapped and
 all-zero chunks are not written, so FILE is sparse. With - the image goes to
 stdout, strictly in order, zeroes included (pipe it to a compressor).
 
-The SHA-256 of the image is computed in order and written to FILE.sha256
-(sha256sum format) unless --checksum none.
+A checksum of the image goes to FILE.blksum: the blkhash of blksum and
+nbdcopy --blkhash (SHA-256 of every 64 KiB block, holes from a precomputed
+digest, the block digests combined in order), computed on every core while
+the data moves, so it costs little beside the copy; "blksum FILE" prints
+the same line. --checksum sha256 writes FILE.sha256 for "sha256sum -c"
+instead (one core, every byte hashed), --checksum none neither.
+"lunbridge verify URL FILE.blksum" checks a LUN against either file.
 
 A pull to a file is resumable: FILE.lunbridge-resume records how far it got
 (synced every few seconds). After Ctrl-C, a kill or a lost target, rerun the
@@ -32,7 +37,7 @@ same command with --resume; it re-reads the last chunk before the resume
 point, refuses if the LUN changed, and still produces the whole-image
 checksum. An existing non-empty FILE is never overwritten without --force;
 neither is a block device or a character device (other than /dev/null).
-A FIFO is written in order like stdout (no --resume, no FILE.sha256).
+A FIFO is written in order like stdout (no --resume, no checksum file).
 
 On a disk-backed file system (ext4, xfs, btrfs...) the bulk of FILE is
 written with O_DIRECT, like dd oflag=direct or qemu-img -t none: no second
@@ -40,7 +45,7 @@ copy through the page cache, no page cache filled with a backup, and FILE
 is fsynced before pull exits. --buffered writes through the page cache.
 
 --json prints a summary at the end (bytes_read, bytes_written, holes_bytes,
-direct_bytes, seconds, mb_per_s, sha256, file) on stdout, or on stderr when the image goes
+direct_bytes, seconds, mb_per_s, blkhash or sha256, checksum_algo, file) on stdout, or on stderr when the image goes
 to stdout. A progress line is drawn on stderr when it is a terminal (or with
 --progress). SIGINT/SIGTERM stop the pull cleanly (exit 130).
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -86,6 +87,17 @@ func writeImage(t testing.TB, path string, size int64, seed uint64) []byte {
 	return want
 }
 
+// hexblk is the blkhash of p (sha256, 64 KiB blocks), written out plainly.
+func hexblk(p []byte) string {
+	o := sha256.New()
+	for i := 0; i < len(p); i += 64 << 10 {
+		d := sha256.Sum256(p[i:min(i+64<<10, len(p))])
+		o.Write(d[:])
+	}
+	o.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(p))))
+	return hex.EncodeToString(o.Sum(nil))
+}
+
 func hexsum(p []byte) string {
 	s := sha256.Sum256(p)
 	return hex.EncodeToString(s[:])
@@ -104,7 +116,7 @@ func TestPullCLIRoundTrip(t *testing.T) {
 	src := filepath.Join(dir, "src.img")
 	want := writeImage(t, src, 32<<20, 1)
 	out := filepath.Join(dir, "out.img")
-	stdout, stderr, code := runCLI(t, nil, "pull", "--json", "--chunk", "256k", "file://"+src, out)
+	stdout, stderr, code := runCLI(t, nil, "pull", "--json", "--checksum", "sha256", "--chunk", "256k", "file://"+src, out)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -220,20 +232,37 @@ func TestPullCLIKill9Resume(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("resumed image differs")
 	}
+	// The default checksum is the blkhash; its state travelled in the
+	// sidecar across the kill.
 	var sum struct {
-		SHA256  string `json:"sha256"`
+		Blkhash string `json:"blkhash"`
+		Algo    string `json:"checksum_algo"`
 		Resumed int64  `json:"resumed_bytes"`
 	}
 	json.Unmarshal([]byte(stdout), &sum)
-	if sum.SHA256 != hexsum(want) || sum.Resumed != done {
-		t.Fatalf("resume summary %+v, want sha %s resumed %d", sum, hexsum(want), done)
+	if sum.Blkhash != hexblk(want) || sum.Algo != "blkhash" || sum.Resumed != done {
+		t.Fatalf("resume summary %+v, want blkhash %s resumed %d", sum, hexblk(want), done)
 	}
 	if _, err := os.Stat(out + blockcopy.ResumeSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("sidecar not removed")
 	}
-	line, _ := os.ReadFile(out + ".sha256")
-	if !strings.HasPrefix(string(line), hexsum(want)+"  out.img") {
-		t.Fatalf("sha256 file %q", line)
+	line, _ := os.ReadFile(out + ".blksum")
+	if !strings.Contains(string(line), "\n"+hexblk(want)+"  out.img\n") {
+		t.Fatalf("blksum file %q", line)
+	}
+	// verify checks the LUN against the checksum file: equal, then one
+	// flipped byte found (exit 6).
+	if _, stderr, code := runCLI(t, nil, "verify", "file://"+src, out+".blksum"); code != 0 {
+		t.Fatalf("verify against out.img.blksum: exit %d %s", code, stderr)
+	}
+	f, err := os.OpenFile(src, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{want[12345] ^ 1}, 12345)
+	f.Close()
+	if stdout, stderr, code := runCLI(t, nil, "verify", "--json", "file://"+src, out+".blksum"); code != ExitMismatch || !strings.Contains(stdout, `"equal": false`) {
+		t.Fatalf("verify of a changed LUN against out.img.blksum: exit %d %s %s", code, stdout, stderr)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -21,8 +22,13 @@ compared with zeroes. Prints the number of differing bytes and blocks and the
 first differing offsets (device offsets). Exit status 0 when identical, 6 when
 they differ (sizes included).
 
+With FILE.blksum or FILE.sha256 (the checksum file pull writes) instead of
+an image, the LUN is read and its checksum compared with the file's: a
+backup's checksum checks the LUN without the backup at hand.
+
 Examples:
    lunbridge verify iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img
+   lunbridge verify iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 backup.img.blksum
    lunbridge verify --json --max-diffs 100 file:///dev/shm/disk.img copy.img`,
 		Flags: append(append(copyFlags(), deviceFlags()...),
 			&cli.StringFlag{Name: "length", Usage: "compare this many bytes from --offset (default: to the end)"},
@@ -55,6 +61,9 @@ func verifyAction(c *cli.Context) error {
 	opts, err := copyOptions(c)
 	if err != nil {
 		return err
+	}
+	if strings.HasSuffix(file, ".blksum") || strings.HasSuffix(file, ".sha256") {
+		return verifyChecksum(c, url, file, opts)
 	}
 	f, err := os.Open(file)
 	if err != nil {
@@ -107,6 +116,60 @@ func verifyAction(c *cli.Context) error {
 	}
 	if !vr.Equal {
 		return withCode(ExitMismatch, fmt.Errorf("%s and %s differ: %s in %d blocks", redactedURL(url), file, formatBytes(vr.DiffBytes), vr.DiffBlocks))
+	}
+	return nil
+}
+
+// checksumVerifySummary is the --json output of verify against a checksum file.
+type checksumVerifySummary struct {
+	Equal        bool    `json:"equal"`
+	ChecksumAlgo string  `json:"checksum_algo"`
+	Expected     string  `json:"expected"`
+	Actual       string  `json:"actual"`
+	DeviceSize   int64   `json:"device_bytes"`
+	BytesRead    int64   `json:"bytes_read"`
+	HolesBytes   int64   `json:"holes_bytes"`
+	Seconds      float64 `json:"seconds"`
+	File         string  `json:"file"`
+	Device       string  `json:"device"`
+}
+
+// verifyChecksum reads the LUN's range, computes the checksum named by the
+// checksum file and compares.
+func verifyChecksum(c *cli.Context, url, file string, opts blockcopy.Options) error {
+	algo, want, _, err := blockcopy.ParseChecksumFile(file)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	dev, err := openMain(c, url, true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	opts.Checksum, opts.ChecksumAlgo = true, algo
+	bar := newProgress(c, "verify")
+	opts.Progress = bar.callback()
+	res, err := blockcopy.ToWriter(c.Context, dev, io.Discard, opts)
+	bar.done()
+	if err != nil {
+		return copyError(c.Context, err, res, file, false)
+	}
+	equal := res.Checksum == want
+	if c.Bool("json") {
+		if err := printJSON(os.Stdout, checksumVerifySummary{
+			Equal: equal, ChecksumAlgo: algo, Expected: want, Actual: res.Checksum,
+			DeviceSize: res.Total, BytesRead: res.BytesRead, HolesBytes: res.HoleBytes,
+			Seconds: res.Elapsed.Seconds(), File: file, Device: url,
+		}); err != nil {
+			return err
+		}
+	} else if equal {
+		fmt.Printf("identical: %s (%d bytes), %s %s\n", formatBytes(res.Total), res.Total, algo, want)
+	} else {
+		fmt.Printf("differ: %s of the LUN is %s, %s says %s\n", algo, res.Checksum, file, want)
+	}
+	if !equal {
+		return withCode(ExitMismatch, fmt.Errorf("%s does not match %s (%s %s, want %s)", redactedURL(url), file, algo, res.Checksum, want))
 	}
 	return nil
 }
