@@ -7,6 +7,11 @@
 #                                                     bar >= 1.5x, output no larger on disk
 # and `lunbridge push` vs `qemu-img convert -n` into the LUN   bar >= 1.2x;
 # peak RSS of pull (bar < 100 MiB). Rates are BENCH_SIZE / wall time.
+# The rows above time `pull --checksum none`; the checksum rows (issue 24
+# item 4) time pull with its default checksum (the blkhash, FILE.blksum)
+# against qemu-img (bar 1.5x on the thin LUN) and against --checksum none
+# (bar 0.9x on the full LUN: the checksum costs at most 10 %), with
+# --checksum sha256 reported beside.
 #
 # Every pull scenario writes its output twice over: to a disk-backed file
 # system (BENCH_DISK_DIR, default /var/tmp: where a backup goes) and to
@@ -45,6 +50,41 @@ qi_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -O raw 
 qw_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -m 16 -W -O raw "$URL" "$OUT"; }
 qn_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" qemu-img convert -t none -O raw "$URL" "$OUT"; }
 du_mib() { du -B1 "$OUT" 2>/dev/null | awk '{ printf "%.1f\n", $1/1048576 }'; }
+
+lbd_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" pull "$URL" "$OUT"; }
+lbs_pull() { fresh; bench_timed_mbps "$BENCH_SIZE_BYTES" "$LB" pull --checksum sha256 "$URL" "$OUT"; }
+
+# checksum_rows LABEL BAR-vs-qemu-img BAR-vs-none: pull to tmpfs with the
+# default checksum (blkhash), without one, with sha256, and qemu-img,
+# alternating the order every round.
+checksum_rows() {
+	local label="$1" barq="$2" barn="$3" i a b c d who order
+	local dv=() nv=() qv=() sv=()
+	OUT="$BENCH_SHM/out.raw"
+	SYNC=0
+	lb_log " - pull with checksums: $label -> tmpfs"
+	lbd_pull >/dev/null
+	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
+		order="d n q s"
+		((i % 2)) || order="s q n d"
+		for who in $order; do
+			case "$who" in
+			d) a="$(lbd_pull)"; dv+=("$a") ;;
+			n) b="$(lb_pull)"; nv+=("$b") ;;
+			q) c="$(qi_pull)"; qv+=("$c") ;;
+			s) d="$(lbs_pull)"; sv+=("$d") ;;
+			esac
+		done
+		lb_log "   round $i: pull (blkhash) $a MB/s, --checksum none $b, qemu-img $c, --checksum sha256 $d"
+	done
+	fresh
+	bench_record "pull $label -> tmpfs, default checksum (blkhash)" MB/s "$(bench_median "${dv[@]}")" "$(bench_median "${qv[@]}")" \
+		"qemu-img convert" "$barq" "$(bench_round_ratios dv qv)"
+	bench_record "pull $label -> tmpfs, default checksum (blkhash)" MB/s "$(bench_median "${dv[@]}")" "$(bench_median "${nv[@]}")" \
+		"lunbridge --checksum none" "$barn" "$(bench_round_ratios dv nv)"
+	bench_record "pull $label -> tmpfs, --checksum sha256" MB/s "$(bench_median "${sv[@]}")" "$(bench_median "${nv[@]}")" \
+		"lunbridge --checksum none" - "reported, no bar: sha256sum's checksum, one core, every byte"
+}
 
 # pull3 LABEL BAR [du] [ceiling]: the scenario to disk (when there is one),
 # then to tmpfs (the ceiling rows go with the tmpfs runs: on disk the device
@@ -116,6 +156,7 @@ pull3at() {
 lb_log "filling the LUN with random data ($BENCH_SIZE)"
 dd if=/dev/urandom of="$FILE" bs=1M count="$MIB" conv=notrunc status=none
 pull3 "full LUN" 1.5 ceiling
+checksum_rows "full LUN" - 0.9
 
 lb_log " - peak RSS: pull of the full LUN"
 OUT="$BENCH_SHM/out.raw"
@@ -172,5 +213,6 @@ write10 "$FILE"
 bench_tgtadm pull --mode logicalunit --op update --tid 1 --lun 1 --params thin_provisioning=1 ||
 	lb_die "tgtadm: thin_provisioning=1 failed"
 pull3 "thin 10% written" 1.5 du
+checksum_rows "thin 10% written" 1.5 -
 
 bench_done
