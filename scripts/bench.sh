@@ -3,7 +3,7 @@
 # qemu-nbd, nbdfuse) on loopback tgtd RAM LUNs, alternating in one run,
 # reported as ratios (lunbridge / peer, medians of BENCH_ROUNDS runs each).
 #
-#   scripts/bench.sh [all|core|pull|nbd|fuse|multipath|mirror]...   (default: all)
+#   scripts/bench.sh [all|core|null|pull|nbd|fuse|multipath|mirror]...   (default: all)
 #
 # Knobs: BENCH_TIME (seconds per timed run, default 10), BENCH_ROUNDS
 # (default 2), BENCH_SIZE (LUN size, default 1G), BENCH_OUT (default out/),
@@ -13,13 +13,13 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/bench/common.sh"
 
-ALL_PARTS=(core pull nbd fuse multipath mirror)
+ALL_PARTS=(core null pull nbd fuse multipath mirror)
 parts=()
 [ $# -gt 0 ] || set -- all
 for a in "$@"; do
 	case "$a" in
 	all) parts+=("${ALL_PARTS[@]}") ;;
-	core | pull | nbd | fuse | multipath | mirror) parts+=("$a") ;;
+	core | null | pull | nbd | fuse | multipath | mirror) parts+=("$a") ;;
 	-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) lb_die "unknown part $a (want all, ${ALL_PARTS[*]})" ;;
 	esac

@@ -319,13 +319,23 @@ bench_summary() {
 # lb_bench_json ARGS...: one `lunbridge bench --json` run; prints "IOPS MBPS
 # CPU" (CPU: the process's user+system microseconds per I/O, login included).
 lb_bench_json() {
-	local out tf
+	local out tf pf cnt=()
 	tf="$(mktemp -p "$BENCH_TMP" lb-bench.time.XXXXXX)" # runs may overlap (multipath, mirror)
+	pf="$(mktemp -p "$BENCH_TMP" lb-bench.perf.XXXXXX)"
+	[ -n "${BENCH_SYSC:-}" ] && cnt=(perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$pf" --)
 	out="$(timeout -s KILL $((BENCH_TIME + 60)) /usr/bin/time -f "%U %S" -o "$tf" \
-		"$LB" bench --json --time "${BENCH_TIME}s" "${NOCTL[@]}" "$@" 2>"$BENCH_TMP/lb-bench.err")" ||
-		{ lb_log "lunbridge bench $* failed: $(tail -n 3 "$BENCH_TMP/lb-bench.err")"; echo "n/a n/a n/a"; return 0; }
-	jq -r --arg cpu "$(cpu_seconds "$tf")" \
-		'"\(.iops) \(.mb_per_s) \(if .ios > 0 and ($cpu|length) > 0 then ($cpu|tonumber)*1e6/.ios else "n/a" end)"' <<<"$out"
+		"${cnt[@]}" "$LB" bench --json --time "${BENCH_TIME}s" "${NOCTL[@]}" "$@" 2>"$BENCH_TMP/lb-bench.err")" ||
+		{ lb_log "lunbridge bench $* failed: $(tail -n 3 "$BENCH_TMP/lb-bench.err")"; echo "n/a n/a n/a n/a n/a"; return 0; }
+	jq -r --arg cpu "$(cpu_seconds "$tf")" --arg sc "$(perf_count "$pf" raw_syscalls:sys_enter)" \
+		--arg cs "$(perf_count "$pf" context-switches)" '
+		def per($v): if .ios > 0 and ($v|length) > 0 then ($v|tonumber)/.ios else "n/a" end;
+		"\(.iops) \(.mb_per_s) \(per($cpu) | if type == "number" then . * 1e6 else . end) \(per($sc)) \(per($cs))"' <<<"$out"
+}
+
+# perf_count FILE EVENT: the count of EVENT in a `perf stat -x,` output file
+# (empty when absent).
+perf_count() {
+	awk -F, -v e="$2" '$3 == e && $1 ~ /^[0-9]+$/ { print $1 }' "$1" 2>/dev/null
 }
 
 # cpu_seconds FILE: user + system seconds from a `/usr/bin/time -f "%U %S"`
@@ -339,15 +349,20 @@ cpu_seconds() {
 # iscsi-perf's user+system microseconds per I/O, login included as in
 # lunbridge's figure).
 peer_iscsi_perf() {
-	local blocks="$1" qd="$2" iops tf
+	local blocks="$1" qd="$2" iops tf pf cnt=()
 	shift 2
 	tf="$(mktemp -p "$BENCH_TMP" iscsi-perf.time.XXXXXX)"
+	pf="$(mktemp -p "$BENCH_TMP" iscsi-perf.perf.XXXXXX)"
+	[ -n "${BENCH_SYSC:-}" ] && cnt=(perf stat -x, -e raw_syscalls:sys_enter,context-switches -o "$pf" --)
 	iops="$(timeout -s KILL $((BENCH_TIME + 30)) /usr/bin/time -f "%U %S" -o "$tf" \
-		iscsi-perf -t "$BENCH_TIME" -b "$blocks" -m "$qd" "$@" 2>&1 |
+		"${cnt[@]}" iscsi-perf -t "$BENCH_TIME" -b "$blocks" -m "$qd" "$@" 2>&1 |
 		tr '\r' '\n' | sed -n 's/^iops average \([0-9]*\).*/\1/p' | tail -n 1)"
-	[ -n "$iops" ] || { lb_log "iscsi-perf $* produced no average"; echo "n/a n/a n/a"; return 0; }
-	awk -v i="$iops" -v b="$blocks" -v t="$BENCH_TIME" -v c="$(cpu_seconds "$tf")" 'BEGIN {
-		printf "%s %.1f %s\n", i, i*b*512/1e6, (c != "" && i > 0) ? sprintf("%.2f", c*1e6/(i*t)) : "n/a" }'
+	[ -n "$iops" ] || { lb_log "iscsi-perf $* produced no average"; echo "n/a n/a n/a n/a n/a"; return 0; }
+	awk -v i="$iops" -v b="$blocks" -v t="$BENCH_TIME" -v c="$(cpu_seconds "$tf")" \
+		-v sc="$(perf_count "$pf" raw_syscalls:sys_enter)" -v cs="$(perf_count "$pf" context-switches)" 'BEGIN {
+		n = i*t
+		printf "%s %.1f %s %s %s\n", i, i*b*512/1e6, (c != "" && n > 0) ? sprintf("%.2f", c*1e6/n) : "n/a",
+			(sc != "" && n > 0) ? sprintf("%.2f", sc/n) : "n/a", (cs != "" && n > 0) ? sprintf("%.3f", cs/n) : "n/a" }'
 }
 
 # peer_qemu_bench_write BYTES QD URL: libiscsi writes through qemu's block
@@ -389,7 +404,7 @@ run_fio() {
 # CPU per I/O, as a row of its own.
 bench_pair() {
 	local test="$1" unit="$2" field="$3" bar="$4" peer="$5" lbfn="$6" peerfn="$7" note="${8:-}"
-	local i lbv=() pv=() lbc=() pc=() a b spread steal0 steal
+	local i lbv=() pv=() lbc=() pc=() lbs=() ps=() lbx=() px=() a b spread steal0 steal
 	lb_log " - $test"
 	steal0="$(bench_cpu_snap)"
 	for ((i = 1; i <= BENCH_ROUNDS; i++)); do
@@ -407,6 +422,10 @@ bench_pair() {
 		pv+=("$(awk -v f="$field" '{print $f}' <<<"$b")")
 		lbc+=("$(awk '{print $3}' <<<"$a")")
 		pc+=("$(awk '{print $3}' <<<"$b")")
+		lbs+=("$(awk '{print $4}' <<<"$a")")
+		ps+=("$(awk '{print $4}' <<<"$b")")
+		lbx+=("$(awk '{print $5}' <<<"$a")")
+		px+=("$(awk '{print $5}' <<<"$b")")
 		lb_log "   round $i: lunbridge ${lbv[-1]} $unit, $peer ${pv[-1]} $unit${BENCH_CPU:+ (CPU per I/O: ${lbc[-1]} vs ${pc[-1]} µs)}"
 	done
 	spread="$(bench_round_ratios lbv pv)"
@@ -422,8 +441,17 @@ bench_pair() {
 		# The initiator's own cost: user+system CPU of the whole process
 		# (login included) per I/O; lower is better, so the ratio is
 		# peer/lunbridge (>= 1: lunbridge spends less per I/O).
-		BENCH_INVERT=1 bench_record "$test: initiator CPU per I/O" "us/IO" "$(bench_median "${lbc[@]}")" \
-			"$(bench_median "${pc[@]}")" "$peer" - "reported, no bar; ratio = $peer/lunbridge, >= 1 means lunbridge spends less CPU per I/O"
+		# BENCH_CPU_WHO names whose CPU it is (default: the initiator);
+		# BENCH_CPU_BAR sets a bar on that ratio (2.0: at most half).
+		BENCH_INVERT=1 bench_record "$test: ${BENCH_CPU_WHO:-initiator} CPU per I/O" "us/IO" "$(bench_median "${lbc[@]}")" \
+			"$(bench_median "${pc[@]}")" "$peer" "${BENCH_CPU_BAR:--}" "ratio = $peer/lunbridge, >= 1 means lunbridge spends less CPU per I/O"
+	fi
+	if [ -n "${BENCH_SYSC:-}" ]; then
+		# perf stat over each whole process (login included).
+		BENCH_INVERT=1 bench_record "$test: system calls per I/O" "calls/IO" "$(bench_median "${lbs[@]}")" \
+			"$(bench_median "${ps[@]}")" "$peer" - "reported, no bar (perf stat raw_syscalls:sys_enter); ratio = $peer/lunbridge"
+		BENCH_INVERT=1 bench_record "$test: context switches per I/O" "cs/IO" "$(bench_median "${lbx[@]}")" \
+			"$(bench_median "${px[@]}")" "$peer" - "reported, no bar (perf stat context-switches); ratio = $peer/lunbridge"
 	fi
 }
 

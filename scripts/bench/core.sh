@@ -28,7 +28,7 @@ lb_nrr() { lb_bench_json --rw randread --bs 4k --qd 32 --span "$BENCH_SIZE" "$NU
 pe_nrr() { peer_iscsi_perf 8 32 -r "$NULL_URL"; }
 lb_nrw() { lb_bench_json --rw randwrite --yes --bs 4k --qd 32 --span "$BENCH_SIZE" "$NULL_URL"; }
 
-BENCH_CPU=1 bench_pair "4k randread QD32 (RAM LUN)" IOPS 1 1.0 iscsi-perf lb_rr pe_rr
+BENCH_CPU=1 BENCH_CPU_BAR=2.0 BENCH_SYSC=1 bench_pair "4k randread QD32 (RAM LUN)" IOPS 1 1.0 iscsi-perf lb_rr pe_rr
 bench_pair "1M seq read QD8 (RAM LUN)" MB/s 2 1.0 iscsi-perf lb_sr pe_sr
 BENCH_CPU=1 bench_pair "4k randread QD32 (null LUN)" IOPS 1 1.0 iscsi-perf lb_nrr pe_nrr
 # The same with the Go scheduler on every CPU (--procs 0). bench's default

@@ -40,6 +40,8 @@ func main() {
 		err = stop(os.Args[2:])
 	case "status":
 		code, err = status(os.Args[2:])
+	case "null":
+		err = serveNull(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -59,6 +61,9 @@ func usage() {
                   [--name IQN] [--chap-user U --chap-secret-file F] [--port N | --prefer-port N]
   lbtarget stop   --state-dir DIR
   lbtarget status --state-dir DIR
+  lbtarget null   --listen 127.0.0.1:3261 [--size 1G] [--block-size 512] [--procs 1]
+                  (foreground: a null iSCSI disk for benchmarks, target
+                  iqn.2026-12.org.lunbridge:null, LUN 0; SIGTERM stops it)
 `)
 	os.Exit(2)
 }
