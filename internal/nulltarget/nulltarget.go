@@ -122,9 +122,9 @@ type conn struct {
 
 	// the reply batch: headers are carved from hdrs, data slices point at
 	// zeroPage or small reply buffers in small.
-	iov   net.Buffers
-	hdrs  []byte
-	small []byte
+	iov    net.Buffers
+	hdrs   []byte
+	small  []byte
 	queued int
 }
 
