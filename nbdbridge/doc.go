@@ -29,6 +29,12 @@
 //	structured chunk (20 bytes): magic 0x668e33ef | flags u16 | type u16 |
 //	                             cookie u64 | length u32 | payload[length]
 //
+// A request's life, one file per stage, read top to bottom: server.go and
+// handshake.go accept a client and negotiate; conn.go runs a connection
+// (transmit: the read loop, then draining); request.go reads and validates
+// each request; dispatch.go reads its payload and runs it on the device;
+// reply.go encodes its reply and queues it for the connection's writer.
+//
 // Concurrency: one read loop per connection parses requests and hands each to
 // a goroutine, bounded by a request count and an in-flight byte budget taken
 // before any payload buffer is allocated. Replies are written under the

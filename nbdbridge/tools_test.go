@@ -8,10 +8,11 @@ import (
 	"path/filepath"
 
 	"context"
-	"github.com/lunbridge/lunbridge/internal/testenv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lunbridge/lunbridge/internal/testenv"
 
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 )

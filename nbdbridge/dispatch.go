@@ -4,9 +4,79 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 
 	"github.com/lunbridge/lunbridge/blockdev"
 )
+
+// Stage 3: dispatch reads a request's payload and runs it on the device,
+// on the non-blocking path (start, asyncDone) or in a goroutine (serve);
+// every path ends in exactly one reply (reply.go).
+
+// dispatch validates r, reads its payload and starts its worker. A returned
+// error is connection-fatal; per-request errors become replies.
+func (c *conn) dispatch(devCtx context.Context, r *request) error {
+	s := c.s
+	var payload int64 // bytes the client sends after the header
+	if r.typ == cmdWrite {
+		payload = int64(r.length)
+	}
+	errno := c.validate(r)
+	if errno != 0 {
+		// Stay in sync with the stream: discard any payload (bounded
+		// memory; u32 length caps it at 4 GiB).
+		if payload > 0 {
+			if _, err := io.CopyN(io.Discard, c.br, payload); err != nil {
+				return err
+			}
+		}
+		// Replies are never written from the read loop: a client that
+		// writes without reading would deadlock us both.
+		if !c.budget.acquire(0) {
+			return context.Canceled
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			s.stats.op(r.typ).errors.Add(1)
+			c.account(r, 0)
+			c.replyError(r, errno, "")
+		}()
+		return nil
+	}
+	var cost int64
+	switch r.typ {
+	case cmdRead, cmdWrite:
+		cost = int64(r.length)
+	}
+	if !c.budget.acquire(cost) {
+		return context.Canceled
+	}
+	r.cost = cost
+	if cost > 0 {
+		r.buf = s.pool.get(int(r.length))
+	}
+	if payload > 0 {
+		if _, err := io.ReadFull(c.br, *r.buf); err != nil {
+			c.release(r)
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				return fmt.Errorf("nbd: connection closed mid-request: %w", io.ErrUnexpectedEOF)
+			}
+			return err
+		}
+	}
+	c.wg.Add(1)
+	if s.async != nil && (r.typ == cmdRead || r.typ == cmdWrite) && r.length > 0 {
+		c.start(r)
+		return nil
+	}
+	go func() {
+		defer c.wg.Done()
+		c.serve(devCtx, r)
+	}()
+	return nil
+}
 
 // serve performs one validated request and sends its reply.
 // Every path sends exactly one reply, which takes ownership of r.
@@ -221,89 +291,4 @@ func (c *conn) blockStatus(ctx context.Context, r *request) error {
 	c.account(r, 0)
 	c.reply(r, h, p)
 	return nil
-}
-
-// chunkHeader builds a structured reply chunk's header in r.hdr (room for
-// the 8-byte offset of OFFSET_DATA after it).
-func (c *conn) chunkHeader(r *request, flags, typ uint16, n int) []byte {
-	cookie := r.cookie
-	h := r.hdr[:0]
-	h = binary.BigEndian.AppendUint32(h, structuredMagic)
-	h = binary.BigEndian.AppendUint16(h, flags)
-	h = binary.BigEndian.AppendUint16(h, typ)
-	h = binary.BigEndian.AppendUint64(h, cookie)
-	h = binary.BigEndian.AppendUint32(h, uint32(n))
-	return h
-}
-
-func (c *conn) replyRead(r *request, data []byte) error {
-	if !c.structured {
-		return c.reply(r, c.simpleHeader(r, 0), data)
-	}
-	if len(data) == 0 {
-		return c.reply(r, c.chunkHeader(r, replyFlagDone, replyNone, 0))
-	}
-	// One OFFSET_DATA chunk: never fragmented, so NBD_CMD_FLAG_DF holds.
-	h := c.chunkHeader(r, replyFlagDone, replyOffsetData, 8+len(data))
-	h = binary.BigEndian.AppendUint64(h, r.off)
-	return c.reply(r, h, data)
-}
-
-func (c *conn) replyOK(r *request) error {
-	return c.reply(r, c.simpleHeader(r, 0))
-}
-
-func (c *conn) replyError(r *request, errno uint32, msg string) error {
-	if !c.structured {
-		return c.reply(r, c.simpleHeader(r, errno))
-	}
-	if len(msg) > 1024 {
-		msg = msg[:1024]
-	}
-	p := make([]byte, 0, 6+len(msg))
-	p = binary.BigEndian.AppendUint32(p, errno)
-	p = binary.BigEndian.AppendUint16(p, uint16(len(msg)))
-	p = append(p, msg...)
-	return c.reply(r, c.chunkHeader(r, replyFlagDone, replyError, len(p)), p)
-}
-
-// simpleHeader builds a simple reply's header in r.hdr.
-func (c *conn) simpleHeader(r *request, errno uint32) []byte {
-	cookie := r.cookie
-	h := r.hdr[:0]
-	h = binary.BigEndian.AppendUint32(h, simpleMagic)
-	h = binary.BigEndian.AppendUint32(h, errno)
-	h = binary.BigEndian.AppendUint64(h, cookie)
-	return h
-}
-
-// errnoOf maps a device error to an NBD error value at the edge.
-func errnoOf(typ uint16, err error) uint32 {
-	switch {
-	case errors.Is(err, blockdev.ErrReadOnly):
-		return errPerm
-	case errors.Is(err, blockdev.ErrOutOfRange):
-		if typ == cmdWrite || typ == cmdWriteZeroes {
-			return errNoSpc
-		}
-		return errInval
-	case errors.Is(err, blockdev.ErrInvalid):
-		return errInval
-	case errors.Is(err, blockdev.ErrNoSpace):
-		return errNoSpc
-	case errors.Is(err, blockdev.ErrNotSupported):
-		// NBD_ENOTSUP is reserved for fast-zero requests.
-		return errInval
-	case errors.Is(err, blockdev.ErrMedium):
-		return errIO
-	default:
-		return errIO
-	}
-}
-
-func cmdName(t uint16) string {
-	if int(t) < len(cmdNames) {
-		return cmdNames[t]
-	}
-	return "unknown"
 }
