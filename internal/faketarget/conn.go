@@ -28,6 +28,9 @@ type Params struct {
 	ImmediateData            bool
 	MaxOutstandingR2T        int
 	HeaderDigest, DataDigest bool
+	// ErrorRecoveryLevel negotiated (the minimum of the initiator's offer
+	// and Config.ErrorRecoveryLevel).
+	ErrorRecoveryLevel int
 }
 
 // LoginRecord is one Login Request the target received.

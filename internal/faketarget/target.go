@@ -94,6 +94,10 @@ type Config struct {
 	// final Data-In (S bit).
 	SeparateStatus bool
 
+	// ErrorRecoveryLevel is the highest level the target accepts (the
+	// answer is the minimum of the offer and this; default 0).
+	ErrorRecoveryLevel int
+
 	// PortalGroupTag is the TargetPortalGroupTag the login answers
 	// (default 1).
 	PortalGroupTag int
