@@ -63,11 +63,14 @@ type conn struct {
 	lim fillLimiter // between the socket and the read loop's buffer
 
 	// ERL 1 state of the read loop (erl1.go): the StatSN after the
-	// highest seen, the StatSNs missing below it, Status SNACKs sent,
-	// header digest errors in a row; statGen disarms a SNACK timer.
+	// highest seen, the StatSNs missing below it, the tasks whose status
+	// is held (not acknowledged until their data is complete), Status
+	// SNACKs sent, header digest errors in a row; statGen disarms a
+	// SNACK timer.
 	statInit    bool
 	nextStat    uint32
 	statMissing []uint32
+	statPinned  []*task
 	statTries   int
 	hdrErrs     int
 	statGen     atomic.Uint32
@@ -155,7 +158,7 @@ func (c *conn) readLoop() {
 // statSN checks and advances ExpStatSN for a PDU that carries status.
 func (c *conn) statSN(sn uint32) error {
 	if c.erl1() {
-		return c.statSNERL1(sn)
+		return c.statSNERL1(sn, nil)
 	}
 	exp := c.expStatSN.Load()
 	d := int32(sn - exp)
@@ -257,13 +260,14 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	if !d.HasStatus {
 		return nil
 	}
+	if c.erl1() {
+		t.resp = Response{Status: d.Status, Residual: d.Residual, Underflow: d.Underflow, Overflow: d.Overflow}
+		return c.statusERL1(t, d.StatSN)
+	}
 	if err := c.statSN(d.StatSN); err != nil {
 		return err
 	}
 	t.resp = Response{Status: d.Status, Residual: d.Residual, Underflow: d.Underflow, Overflow: d.Overflow, Received: t.received}
-	if c.erl1() {
-		return c.holdOrComplete(t)
-	}
 	c.s.complete(t, nil)
 	return nil
 }
@@ -272,6 +276,9 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 	r := &c.rsp
 	if err := r.UnmarshalBHS(b); err != nil {
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if c.erl1() {
+		return c.scsiResponseERL1(b, r)
 	}
 	if err := c.statSN(r.StatSN); err != nil {
 		return err
@@ -290,19 +297,14 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 		c.s.complete(t, fmt.Errorf("iscsi: target failure (response 0x%02x) for task %#x", r.Response, r.ITT))
 		return nil
 	}
-	if c.erl1() {
-		if t.held {
-			return nil // a status re-sent for a Status SNACK: already held
-		}
-		if t.rbuf != nil && int32(r.ExpDataSN-t.expDataSN) > 0 {
-			// The last Data-In PDUs were lost (header digest errors).
-			if err := c.addGap(t, dataGap{nextSN: t.expDataSN, endSN: r.ExpDataSN, next: t.received, end: -1}); err != nil {
-				return err
-			}
-			t.expDataSN = r.ExpDataSN
-		}
-	}
-	resp := Response{Status: r.Status, Residual: r.Residual, Underflow: r.Underflow, Overflow: r.Overflow, Received: t.received}
+	t.resp = c.scsiResp(r, data, t.received)
+	c.s.complete(t, nil)
+	return nil
+}
+
+// scsiResp builds the Response of a SCSI Response PDU with its data segment.
+func (c *conn) scsiResp(r *pdu.SCSIResponse, data []byte, received int) Response {
+	resp := Response{Status: r.Status, Residual: r.Residual, Underflow: r.Underflow, Overflow: r.Overflow, Received: received}
 	if len(data) >= 2 {
 		sl := int(data[0])<<8 | int(data[1])
 		if sl > len(data)-2 {
@@ -315,12 +317,7 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 		// is a format error (Section 7.7); be lenient: report it.
 		c.log.Warn("CHECK CONDITION without sense data")
 	}
-	t.resp = resp
-	if c.erl1() {
-		return c.holdOrComplete(t)
-	}
-	c.s.complete(t, nil)
-	return nil
+	return resp
 }
 
 func (c *conn) handleR2T(b *pdu.BHS) error {

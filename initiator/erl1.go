@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
@@ -104,11 +105,8 @@ func (c *conn) dataInERL1(b *pdu.BHS, t *task, d *pdu.DataIn) (handled bool, err
 				t.gaps = append(t.gaps[:i], t.gaps[i+1:]...)
 			}
 			if d.HasStatus && !t.held {
-				if err := c.statSN(d.StatSN); err != nil {
-					return true, err
-				}
-				t.held = true
 				t.resp = Response{Status: d.Status, Residual: d.Residual, Underflow: d.Underflow, Overflow: d.Overflow}
+				return true, c.statusERL1(t, d.StatSN)
 			}
 			c.maybeRelease(t)
 			return true, nil
@@ -145,15 +143,24 @@ func (c *conn) dataDigestERL1(t *task, d *pdu.DataIn) error {
 	return c.addGap(t, dataGap{nextSN: d.DataSN, endSN: d.DataSN + 1, next: off, end: off + d.DataLen})
 }
 
-// holdOrComplete completes t with its status, or, when Data-In is still
-// missing, holds the status and re-requests the missing data.
-func (c *conn) holdOrComplete(t *task) error {
+// statusERL1 takes the status of t (already in t.resp) with StatSN sn:
+// t completes at once, or, while Data-In is missing, the status is held
+// and not acknowledged (ExpStatSN stays at sn: "Data/R2T SNACK ... for a
+// command MUST precede status acknowledgement for the given command",
+// RFC 7143 Section 11.16.1), and a Data SNACK re-requests every gap.
+func (c *conn) statusERL1(t *task, sn uint32) error {
 	if len(t.gaps) == 0 {
+		if err := c.statSNERL1(sn, nil); err != nil {
+			return err
+		}
 		t.resp.Received = t.received
 		c.s.complete(t, nil)
 		return nil
 	}
 	t.held = true
+	if err := c.statSNERL1(sn, t); err != nil {
+		return err
+	}
 	for i := range t.gaps {
 		if err := c.sendDataSNACK(t, &t.gaps[i]); err != nil {
 			return err
@@ -162,7 +169,44 @@ func (c *conn) holdOrComplete(t *task) error {
 	return nil
 }
 
-// maybeRelease completes a held task once its last gap is filled.
+// scsiResponseERL1 is handleSCSIResponse at ERL 1: a SCSI Response whose
+// ExpDataSN is beyond the Data-In received reveals lost trailing Data-In
+// (a gap of unknown length), and the status is held like a Data-In's.
+func (c *conn) scsiResponseERL1(b *pdu.BHS, r *pdu.SCSIResponse) error {
+	c.s.updateWindow(r.ExpCmdSN, r.MaxCmdSN)
+	data, err := c.r.ReadDataAlloc(b)
+	if err != nil {
+		return err
+	}
+	t := c.s.lookup(r.ITT)
+	if t == nil || t.kind != kindSCSI || t.held {
+		// Unknown task, or a status re-sent while held: the StatSN
+		// still counts.
+		if t == nil || t.kind != kindSCSI {
+			c.log.Debugf("SCSI Response for unknown task %#x dropped", r.ITT)
+		}
+		return c.statSNERL1(r.StatSN, nil)
+	}
+	if r.Response != 0 {
+		if err := c.statSNERL1(r.StatSN, nil); err != nil {
+			return err
+		}
+		c.s.complete(t, fmt.Errorf("iscsi: target failure (response 0x%02x) for task %#x", r.Response, r.ITT))
+		return nil
+	}
+	if t.rbuf != nil && int32(r.ExpDataSN-t.expDataSN) > 0 {
+		// The last Data-In PDUs were lost (header digest errors).
+		if err := c.addGap(t, dataGap{nextSN: t.expDataSN, endSN: r.ExpDataSN, next: t.received, end: -1}); err != nil {
+			return err
+		}
+		t.expDataSN = r.ExpDataSN
+	}
+	t.resp = c.scsiResp(r, data, 0)
+	return c.statusERL1(t, r.StatSN)
+}
+
+// maybeRelease completes a held task once its last gap is filled, and
+// then acknowledges its status.
 func (c *conn) maybeRelease(t *task) {
 	if len(t.gaps) > 0 || !t.held {
 		return
@@ -171,6 +215,7 @@ func (c *conn) maybeRelease(t *task) {
 	t.resp.Received = t.received
 	c.log.Infof("task %#x recovered by SNACK", t.itt)
 	c.s.complete(t, nil)
+	c.publishExpStatSN()
 }
 
 // resnack asks again for a range whose re-sent PDU was damaged too.
@@ -211,24 +256,26 @@ func (c *conn) sendDataSNACK(t *task, g *dataGap) error {
 }
 
 // dataACK answers a Data-In with the A bit (Section 11.7.2: "the
-// initiator MUST send a DataACK SNACK") acknowledging every DataSN below
-// the first one still missing.
+// initiator MUST send a DataACK SNACK") acknowledging every DataSN up to
+// it. With holes in the task's Data-In the DataACK must wait until they
+// are filled; they are re-requested only once the status is in, and the
+// status is then acknowledged through ExpStatSN, which covers the data
+// ("sending a SNACK of type DataACK ... is not mandatory" then): so no
+// DataACK is sent.
 func (c *conn) dataACK(t *task, d *pdu.DataIn) error {
-	beg := t.expDataSN
-	for _, g := range t.gaps {
-		if int32(g.nextSN-beg) < 0 {
-			beg = g.nextSN
-		}
+	if len(t.gaps) > 0 {
+		c.log.Debugf("A bit of task %#x DataSN %d: holes before it, acknowledged with the status", t.itt, d.DataSN)
+		return nil
 	}
 	return c.write(&pdu.SNACKRequest{Header: pdu.Header{ITT: pdu.ReservedTag, LUN: d.LUN}, Type: 2, TTT: d.TTT,
-		ExpStatSN: c.expStatSN.Load(), BegRun: beg}, nil)
+		ExpStatSN: c.expStatSN.Load(), BegRun: t.expDataSN}, nil)
 }
 
 // statSNERL1 checks a StatSN at level 1: a jump past the next expected
 // StatSN means status PDUs were lost (header digest errors); they are
 // re-requested with a Status SNACK, and ExpStatSN stays at the first
 // missing one so the target keeps them.
-func (c *conn) statSNERL1(sn uint32) error {
+func (c *conn) statSNERL1(sn uint32, hold *task) error {
 	if !c.statInit {
 		c.statInit, c.nextStat = true, c.expStatSN.Load()
 	}
@@ -259,13 +306,40 @@ func (c *conn) statSNERL1(sn uint32) error {
 			}
 		}
 	}
-	if len(c.statMissing) > 0 {
-		c.expStatSN.Store(c.statMissing[0])
-	} else {
+	if len(c.statMissing) == 0 {
 		c.statGen.Add(1) // disarm the Status SNACK timer
-		c.expStatSN.Store(c.nextStat)
 	}
+	if hold != nil {
+		hold.heldSN = sn
+		c.statPinned = append(c.statPinned, hold)
+	}
+	c.publishExpStatSN()
 	return nil
+}
+
+// publishExpStatSN sets ExpStatSN to the first StatSN that may not be
+// acknowledged yet: a missing one, or one held by a task whose data is
+// incomplete (a task finished otherwise, e.g. aborted, no longer holds).
+func (c *conn) publishExpStatSN() {
+	exp := c.nextStat
+	for _, x := range c.statMissing {
+		if int32(x-exp) < 0 {
+			exp = x
+		}
+	}
+	kept := c.statPinned[:0]
+	for _, t := range c.statPinned {
+		if t.isFinished() {
+			continue
+		}
+		kept = append(kept, t)
+		if int32(t.heldSN-exp) < 0 {
+			exp = t.heldSN
+		}
+	}
+	clear(c.statPinned[len(kept):])
+	c.statPinned = kept
+	c.expStatSN.Store(exp)
 }
 
 // sendStatusSNACK re-requests run status PDUs from beg (Section 11.16:

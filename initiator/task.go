@@ -48,6 +48,7 @@ type task struct {
 	// snackGen disarms a pending SNACK timer when it changes.
 	gaps     []dataGap
 	held     bool
+	heldSN   uint32 // StatSN of the held status
 	snackGen atomic.Uint32
 
 	// Command timeout: start (UnixNano, 0 = none); timedOut is set once

@@ -9,7 +9,9 @@ import (
 // ErrorRecoveryLevel 1 on the target side (RFC 7143, Sections 7.1.4,
 // 11.16): every Data-In and status sent is kept so that a SNACK can be
 // served, and scripted faults (Config.CorruptDataIn, CorruptDataInHeader,
-// DataACK, DropStatus, RejectSNACK, IgnoreSNACK) damage or withhold them.
+// DropDataIn, DataACK, DropStatus, RejectSNACK, IgnoreSNACK) damage or
+// withhold them. A Data SNACK sent after the command's status was
+// acknowledged (ExpStatSN past it) is a violation.
 
 // maxKeptStatus bounds the status PDUs kept for Status SNACKs.
 const maxKeptStatus = 1024
@@ -34,6 +36,7 @@ type erlState struct {
 	dataIn map[uint32][]sentDataIn // by ITT, the current command's Data-In
 	status map[uint32]sentStatus   // by StatSN
 	ackTTT map[uint32]bool         // TTTs of Data-In sent with the A bit
+	statOf map[uint32]uint32       // by ITT, the StatSN of its status
 	acks   []DataACKRecord
 }
 
@@ -42,6 +45,7 @@ func (e *erlState) init() {
 		e.dataIn = map[uint32][]sentDataIn{}
 		e.status = map[uint32]sentStatus{}
 		e.ackTTT = map[uint32]bool{}
+		e.statOf = map[uint32]uint32{}
 	}
 }
 
@@ -79,6 +83,11 @@ func (c *Conn) keep(statSN uint32, s sentStatus) {
 	e := &c.erl
 	e.init()
 	e.status[statSN] = s
+	if s.rsp != nil {
+		e.statOf[s.rsp.ITT] = statSN
+	} else {
+		e.statOf[s.din.ITT] = statSN
+	}
 	delete(e.status, statSN-maxKeptStatus)
 }
 
@@ -96,6 +105,9 @@ func (c *Conn) keepStatus(r *pdu.SCSIResponse, data []byte) (drop bool) {
 // writeDataIn writes d, damaged when scripted. Call with wmu held.
 func (c *Conn) writeDataIn(d *pdu.DataIn, data []byte, resend bool) error {
 	cfg := &c.t.cfg
+	if cfg.DropDataIn != nil && cfg.DropDataIn(d.ITT, d.DataSN, resend) {
+		return nil
+	}
 	badData := cfg.CorruptDataIn != nil && len(data) > 0 && cfg.CorruptDataIn(d.ITT, d.DataSN, resend)
 	badHdr := cfg.CorruptDataInHeader != nil && c.w.HeaderDigest && cfg.CorruptDataInHeader(d.ITT, d.DataSN, resend)
 	if !badData && !badHdr {
@@ -140,6 +152,11 @@ func (c *Conn) snack(q *pdu.SNACKRequest, raw pdu.BHS) {
 		}
 		c.mu.Lock()
 		kept := append([]sentDataIn(nil), c.erl.dataIn[q.ITT]...)
+		if sn, ok := c.erl.statOf[q.ITT]; ok && int32(q.ExpStatSN-sn) > 0 {
+			// RFC 7143 11.16.1: "Data/R2T SNACK ... for a command MUST
+			// precede status acknowledgement for the given command".
+			c.t.violate("Data SNACK for ITT %#x with ExpStatSN %d: its status (StatSN %d) is already acknowledged", q.ITT, q.ExpStatSN, sn)
+		}
 		c.mu.Unlock()
 		if len(kept) == 0 || !in(kept[len(kept)-1].d.DataSN) && q.RunLength == 0 {
 			c.t.violate("Data SNACK for ITT %#x BegRun %d: nothing sent there", q.ITT, q.BegRun)

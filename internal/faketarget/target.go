@@ -105,6 +105,9 @@ type Config struct {
 	// byte of its payload on the wire: its data digest then fails. The
 	// target keeps the correct copy.
 	CorruptDataIn func(itt, dataSN uint32, resend bool) bool
+	// DropDataIn, when it returns true, does not send the Data-In at all
+	// (kept for a SNACK): the initiator sees a DataSN gap.
+	DropDataIn func(itt, dataSN uint32, resend bool) bool
 	// CorruptDataInHeader likewise flips a byte of the header digest.
 	CorruptDataInHeader func(itt, dataSN uint32, resend bool) bool
 	// DataACK, when it returns true for a Data-In (ITT, DataSN), sets its
