@@ -14,6 +14,9 @@
 // helpers (SendDataIn, SendStatus, SendR2T, SendNopIn, SendAsync,
 // SendReject, SendRaw, Send for anything else), move the command window
 // (SetWindow, SetWindowSize), skew StatSN (SetStatSN) or delay answers.
+// With Config.ErrorRecoveryLevel above 0 it keeps what it sent and serves
+// SNACKs, and scripted faults damage, drop or acknowledge-request Data-In
+// and status PDUs (erl.go).
 //
 // While it serves, the target checks the initiator's side of the protocol
 // it can see — CmdSN inside the advertised window, Data-Out sizes, DataSN,
