@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -46,7 +47,25 @@ func SendTargets(ctx context.Context, cfg initiator.Config, which string) ([]Tar
 	if err != nil {
 		return nil, fmt.Errorf("SendTargets: %w", err)
 	}
-	return ParseSendTargets(kvs, cfg.Logger)
+	out, err := ParseSendTargets(kvs, cfg.Logger)
+	if errors.Is(err, initiator.ErrProtocol) {
+		// A protocol error ends the session without a Logout, as session
+		// recovery would (UNH-IOL FFP 18.4); a discovery session has
+		// nothing to recover.
+		s.Abandon()
+	}
+	return out, err
+}
+
+// operationalKeys are the login and operational keys of RFC 7143 Section
+// 13 (and 12): negotiated at login, never part of a SendTargets response.
+var operationalKeys = map[string]bool{
+	"HeaderDigest": true, "DataDigest": true, "MaxConnections": true, "InitialR2T": true, "ImmediateData": true,
+	"MaxRecvDataSegmentLength": true, "MaxBurstLength": true, "FirstBurstLength": true, "DefaultTime2Wait": true,
+	"DefaultTime2Retain": true, "MaxOutstandingR2T": true, "DataPDUInOrder": true, "DataSequenceInOrder": true,
+	"ErrorRecoveryLevel": true, "SessionType": true, "TaskReporting": true, "iSCSIProtocolLevel": true,
+	"AuthMethod": true, "InitiatorName": true, "InitiatorAlias": true, "TargetPortalGroupTag": true,
+	"OFMarker": true, "IFMarker": true, "OFMarkInt": true, "IFMarkInt": true, "SendTargets": true,
 }
 
 // ParseSendTargets turns a SendTargets response (RFC 7143, Appendix C)
@@ -78,6 +97,12 @@ func ParseSendTargets(kvs []pdu.KV, log *logrus.Entry) ([]Target, error) {
 			t.Portals = append(t.Portals, p)
 		case "TargetAlias":
 		default:
+			if operationalKeys[kv.Key] {
+				// "No other keys are allowed" (Appendix C); a
+				// negotiation key here is not taken up (UNH-IOL FFP
+				// 18.4: the initiator does not negotiate it).
+				return nil, fmt.Errorf("%w: SendTargets response carries %s=%s (only TargetName and TargetAddress are allowed, RFC 7143 Appendix C)", initiator.ErrProtocol, kv.Key, kv.Value)
+			}
 			warn(log, "ignoring key %s in SendTargets response", kv.Key)
 		}
 	}

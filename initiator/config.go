@@ -34,6 +34,15 @@ type Config struct {
 	NoImmediateData   bool
 	MaxOutstandingR2T int // default 1
 	MaxConnections    int // default 1
+	// ErrorRecoveryLevel is the level offered at login (0, 1 or 2; default
+	// 0). The session uses the minimum of this and the target's answer
+	// (Params.ErrorRecoveryLvl). At 1 a Data-In digest error, a DataSN or
+	// StatSN gap and the A bit are handled by SNACK on the same
+	// connection (erl1.go), falling back to session recovery (level 0)
+	// when the target does not help. Level 2 (connection recovery) is not
+	// implemented beyond level 1's behaviour. Discovery sessions always
+	// offer 0 (Section 7.4.1).
+	ErrorRecoveryLevel int
 
 	// QueueDepth bounds commands in flight (default 128); the target's
 	// CmdSN window bounds them further.

@@ -62,6 +62,19 @@ type conn struct {
 
 	lim fillLimiter // between the socket and the read loop's buffer
 
+	// ERL 1 state of the read loop (erl1.go): the StatSN after the
+	// highest seen, the StatSNs missing below it, the tasks whose status
+	// is held (not acknowledged until their data is complete), Status
+	// SNACKs sent, header digest errors in a row; statGen disarms a
+	// SNACK timer.
+	statInit    bool
+	nextStat    uint32
+	statMissing []uint32
+	statPinned  []*task
+	statTries   int
+	hdrErrs     int
+	statGen     atomic.Uint32
+
 	// Reused decode targets for the read loop.
 	din  pdu.DataIn
 	rsp  pdu.SCSIResponse
@@ -112,8 +125,14 @@ func (c *conn) readLoop() {
 	var err error
 	for {
 		if err = c.r.ReadHeader(&c.bhs); err != nil {
+			if c.erl1() && errors.Is(err, pdu.ErrHeaderDigest) {
+				if err = c.headerDigestERL1(&c.bhs, err); err == nil {
+					continue
+				}
+			}
 			break
 		}
+		c.hdrErrs = 0
 		c.lim.limit = 0
 		if err = c.dispatch(&c.bhs); err != nil {
 			break
@@ -138,6 +157,9 @@ func (c *conn) readLoop() {
 
 // statSN checks and advances ExpStatSN for a PDU that carries status.
 func (c *conn) statSN(sn uint32) error {
+	if c.erl1() {
+		return c.statSNERL1(sn, nil)
+	}
 	exp := c.expStatSN.Load()
 	d := int32(sn - exp)
 	if d >= statSNWindow || d <= -statSNWindow {
@@ -187,12 +209,20 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	t := c.s.lookup(d.ITT)
 	if t == nil || t.kind != kindSCSI {
 		// Late data for a task already ended (aborted): drop it.
+		if c.erl1() {
+			return c.discardDamaged(b)
+		}
 		return c.r.DiscardData(b)
 	}
 	n := d.DataLen
 	off := int(d.BufferOffset)
 	if off > len(t.rbuf) || n > len(t.rbuf)-off {
 		return protoErr("Data-In of %d bytes at offset %d exceeds the %d-byte read buffer (itt %#x)", n, off, len(t.rbuf), d.ITT)
+	}
+	if c.erl1() && (off != t.received || d.DataSN != t.expDataSN) {
+		if handled, err := c.dataInERL1(b, t, d); handled || err != nil {
+			return err
+		}
 	}
 	if off != t.received {
 		// DataPDUInOrder and DataSequenceInOrder are Yes (we offer Yes;
@@ -207,7 +237,18 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	}
 	t.expDataSN++
 	if err := c.r.ReadData(b, t.rbuf[off:off+n]); err != nil {
-		return err
+		if !c.erl1() || !errors.Is(err, pdu.ErrDataDigest) {
+			return err
+		}
+		if err := c.dataDigestERL1(t, d); err != nil {
+			return err
+		}
+	}
+	if d.Ack && c.erl1() {
+		// The A bit means nothing at level 0 (Section 11.7.2).
+		if err := c.dataACK(t, d); err != nil {
+			return err
+		}
 	}
 	if n >= bigSegment {
 		c.lim.limit = pdu.BHSLen
@@ -218,6 +259,10 @@ func (c *conn) handleDataIn(b *pdu.BHS) error {
 	t.received += n
 	if !d.HasStatus {
 		return nil
+	}
+	if c.erl1() {
+		t.resp = Response{Status: d.Status, Residual: d.Residual, Underflow: d.Underflow, Overflow: d.Overflow}
+		return c.statusERL1(t, d.StatSN)
 	}
 	if err := c.statSN(d.StatSN); err != nil {
 		return err
@@ -231,6 +276,9 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 	r := &c.rsp
 	if err := r.UnmarshalBHS(b); err != nil {
 		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if c.erl1() {
+		return c.scsiResponseERL1(b, r)
 	}
 	if err := c.statSN(r.StatSN); err != nil {
 		return err
@@ -249,7 +297,14 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 		c.s.complete(t, fmt.Errorf("iscsi: target failure (response 0x%02x) for task %#x", r.Response, r.ITT))
 		return nil
 	}
-	resp := Response{Status: r.Status, Residual: r.Residual, Underflow: r.Underflow, Overflow: r.Overflow, Received: t.received}
+	t.resp = c.scsiResp(r, data, t.received)
+	c.s.complete(t, nil)
+	return nil
+}
+
+// scsiResp builds the Response of a SCSI Response PDU with its data segment.
+func (c *conn) scsiResp(r *pdu.SCSIResponse, data []byte, received int) Response {
+	resp := Response{Status: r.Status, Residual: r.Residual, Underflow: r.Underflow, Overflow: r.Overflow, Received: received}
 	if len(data) >= 2 {
 		sl := int(data[0])<<8 | int(data[1])
 		if sl > len(data)-2 {
@@ -262,9 +317,7 @@ func (c *conn) handleSCSIResponse(b *pdu.BHS) error {
 		// is a format error (Section 7.7); be lenient: report it.
 		c.log.Warn("CHECK CONDITION without sense data")
 	}
-	t.resp = resp
-	c.s.complete(t, nil)
-	return nil
+	return resp
 }
 
 func (c *conn) handleR2T(b *pdu.BHS) error {
@@ -454,6 +507,11 @@ func (c *conn) handleReject(b *pdu.BHS) error {
 	}
 	err = fmt.Errorf("iscsi: target rejected %v (itt %#x): %s", op, itt, rejectReason(r.Reason))
 	c.log.Warn(err)
+	if c.erl1() {
+		if err := c.rejectERL1(r.Reason, op, itt); err != nil {
+			return err
+		}
+	}
 	switch r.Reason {
 	case pdu.RejectWaitingLogout, pdu.RejectProtocolError, pdu.RejectNegotiationReset:
 		// The connection is unusable for new commands: recover it.

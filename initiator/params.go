@@ -87,6 +87,26 @@ func newNegotiator(cfg *Config, discovery bool) *negotiator {
 	return n
 }
 
+// erl is the ErrorRecoveryLevel offered: the configured one (0 to 2), and
+// 0 on discovery sessions ("ErrorRecoveryLevel MUST be 0", Section 7.4.1).
+func (n *negotiator) erl() int {
+	if n.discovery {
+		return 0
+	}
+	return min(max(n.cfg.ErrorRecoveryLevel, 0), 2)
+}
+
+// maxOutstandingR2T is the MaxOutstandingR2T offered: "when
+// ErrorRecoveryLevel is not 0 and DataSequenceInOrder is Yes,
+// MaxOutstandingR2T MUST be 1" (Section 13.19); we offer
+// DataSequenceInOrder=Yes, so a level above 0 offers 1.
+func (n *negotiator) maxOutstandingR2T() int {
+	if n.erl() > 0 {
+		return 1
+	}
+	return n.cfg.MaxOutstandingR2T
+}
+
 // proposals returns the operational keys of our first request.
 func (n *negotiator) proposals() []pdu.KV {
 	c := n.cfg
@@ -110,7 +130,7 @@ func (n *negotiator) proposals() []pdu.KV {
 			kv("ImmediateData", yesNo(!c.NoImmediateData)),
 			kv("MaxBurstLength", strconv.Itoa(c.MaxBurstLength)),
 			kv("FirstBurstLength", strconv.Itoa(min(c.FirstBurstLength, c.MaxBurstLength))),
-			kv("MaxOutstandingR2T", strconv.Itoa(c.MaxOutstandingR2T)),
+			kv("MaxOutstandingR2T", strconv.Itoa(n.maxOutstandingR2T())),
 			kv("DataPDUInOrder", "Yes"),
 			kv("DataSequenceInOrder", "Yes"),
 		)
@@ -119,7 +139,7 @@ func (n *negotiator) proposals() []pdu.KV {
 		kv("MaxRecvDataSegmentLength", strconv.Itoa(c.MaxRecvDataSegmentLength)),
 		kv("DefaultTime2Wait", "2"),
 		kv("DefaultTime2Retain", "0"),
-		kv("ErrorRecoveryLevel", "0"),
+		kv("ErrorRecoveryLevel", strconv.Itoa(n.erl())),
 	)
 	for _, p := range kvs {
 		n.offered[p.Key] = p.Value
@@ -319,8 +339,9 @@ func (n *negotiator) answerProposal(k, v string) (*pdu.KV, error) {
 		case "DefaultTime2Retain":
 			n.p.DefaultTime2Ret = x
 		case "ErrorRecoveryLevel":
-			n.p.ErrorRecoveryLvl = 0
-			x = 0
+			// Minimum function: at most what we are configured for.
+			x = min(x, n.erl())
+			n.p.ErrorRecoveryLvl = x
 		}
 		return ans(strconv.Itoa(x))
 	case "DefaultTime2Wait":

@@ -632,8 +632,10 @@ func (s *Session) newSCSITask(c *conn, cmd *Command) *task {
 		if !p.InitialR2T {
 			t.unsol = first - t.imm
 		}
-		if len(cmd.Write) > t.imm+t.unsol {
-			// Solicited data follows (R2Ts) beyond the first burst.
+		if len(cmd.Write) > t.imm+t.unsol || p.ErrorRecoveryLvl >= 1 {
+			// Solicited data follows (R2Ts) beyond the first burst;
+			// at ERL 1 a recovery R2T may ask again for any part
+			// (a Data-Out the target found damaged).
 			t.r2t = make(chan r2tReq, p.MaxOutstandingR2T+1)
 		}
 	}

@@ -43,6 +43,13 @@ type task struct {
 	received  int
 	r2t       chan r2tReq
 	r2tSN     uint32
+	// ERL 1 (erl1.go; read loop only): Data-In ranges to re-request, and
+	// held: the status is in resp but completion waits for them.
+	// snackGen disarms a pending SNACK timer when it changes.
+	gaps     []dataGap
+	held     bool
+	heldSN   uint32 // StatSN of the held status
+	snackGen atomic.Uint32
 
 	// Command timeout: start (UnixNano, 0 = none); timedOut is set once
 	// the sweeper (or a cancellation) escalated the task.

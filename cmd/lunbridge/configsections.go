@@ -41,7 +41,7 @@ var sessionKeys = map[string]bool{
 	"initiator-name": true, "chap-user": true, "chap-secret-file": true, "chap-secret-env": true,
 	"target-chap-user": true, "target-chap-secret-file": true, "target-chap-secret-env": true,
 	"header-digest": true, "data-digest": true, "timeout": true, "nop-interval": true, "nop-timeout": true,
-	"command-timeout": true, "replacement-timeout": true, "queue-depth": true, "connections": true,
+	"command-timeout": true, "replacement-timeout": true, "queue-depth": true, "connections": true, "erl": true,
 	"max-recv-data-segment-length": true,
 }
 

@@ -28,6 +28,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "instance", Usage: "serve, attach, mount and push log in with an ISID derived from initiator name, target, portal and LUN, so a restarted process ends its predecessor's session; a second process on the same LUN needs its own instance `NAME`", EnvVars: []string{"LUNBRIDGE_INSTANCE"}},
 		&cli.StringFlag{Name: "isid", Usage: "initiator session ID as 12 hex `DIGITS` (one session only), or random (never reinstates an earlier process's session)"},
 		&cli.IntFlag{Name: "connections", Value: 1, Usage: "open `N` TCP connections in each session (MC/S: MaxConnections, e.g. istgt allows 4)"},
+		&cli.IntFlag{Name: "erl", Value: 0, Usage: "ErrorRecoveryLevel `N` to offer at login (0, 1 or 2; the session uses the lower of this and the target's). 1: a Data-In digest error or a lost status is re-requested with a SNACK on the same connection instead of recovering the whole session; 2 behaves as 1 for now"},
 		&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "ping an idle connection (NOP-Out) every `DURATION` (-1s: never)"},
 		&cli.DurationFlag{Name: "nop-timeout", Value: 5 * time.Second, Usage: "declare the connection dead when a ping is not answered within `DURATION`"},
 		&cli.DurationFlag{Name: "command-timeout", Value: 30 * time.Second, Usage: "abort a SCSI command after `DURATION` (ABORT TASK, then LUN RESET, then reconnect; -1s: never)"},

@@ -67,6 +67,9 @@ type sessionSummary struct {
 	InitialR2T        bool   `json:"initial_r2t"`
 	ImmediateData     bool   `json:"immediate_data"`
 	MaxOutstandingR2T int    `json:"max_outstanding_r2t"`
+	// ErrorRecoveryLevel is the negotiated level (the minimum of --erl
+	// and the target's).
+	ErrorRecoveryLevel int `json:"error_recovery_level"`
 }
 
 func summarizeSession(s *initiator.Session) sessionSummary {
@@ -77,6 +80,7 @@ func summarizeSession(s *initiator.Session) sessionSummary {
 		HeaderDigest: p.HeaderDigest, DataDigest: p.DataDigest, MaxRecvDSL: p.MaxRecvDSL, MaxXmitDSL: p.MaxXmitDSL,
 		FirstBurstLength: p.FirstBurstLength, MaxBurstLength: p.MaxBurstLength, InitialR2T: p.InitialR2T,
 		ImmediateData: p.ImmediateData, MaxOutstandingR2T: p.MaxOutstandingR2T,
+		ErrorRecoveryLevel: p.ErrorRecoveryLvl,
 	}
 }
 
@@ -125,8 +129,8 @@ func infoAction(c *cli.Context) error {
 	fmt.Fprintf(w, "Write-protected:\t%s\n", yn(info.WriteProtected))
 	fmt.Fprintf(w, "Max transfer:\t%s per command\n", formatBytes(int64(info.MaxTransferBytes)))
 	s := info.Session
-	fmt.Fprintf(w, "Session:\tISID %s TSIH %d, digests header=%s data=%s, bursts %s/%s, InitialR2T=%s ImmediateData=%s\n",
-		s.ISID, s.TSIH, yn(s.HeaderDigest), yn(s.DataDigest), formatBytes(int64(s.FirstBurstLength)), formatBytes(int64(s.MaxBurstLength)), yn(s.InitialR2T), yn(s.ImmediateData))
+	fmt.Fprintf(w, "Session:\tISID %s TSIH %d, digests header=%s data=%s, bursts %s/%s, InitialR2T=%s ImmediateData=%s, ERL %d\n",
+		s.ISID, s.TSIH, yn(s.HeaderDigest), yn(s.DataDigest), formatBytes(int64(s.FirstBurstLength)), formatBytes(int64(s.MaxBurstLength)), yn(s.InitialR2T), yn(s.ImmediateData), s.ErrorRecoveryLevel)
 	return w.Flush()
 }
 

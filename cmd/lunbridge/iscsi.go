@@ -91,8 +91,8 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 	if name == "" {
 		name = defaultInitiatorName()
 	}
-	var ints [3]int
-	for i, k := range []string{"queue-depth", "connections", "max-recv-data-segment-length"} {
+	var ints [4]int
+	for i, k := range []string{"queue-depth", "connections", "max-recv-data-segment-length", "erl"} {
 		v, err := sessionInt(c, u, k)
 		if err != nil {
 			return initiator.Config{}, err
@@ -113,6 +113,9 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 	if n := ints[1]; n < 1 || n > 64 {
 		return initiator.Config{}, usageErrorf("--connections %d: want 1 to 64 TCP connections per session", n)
 	}
+	if n := ints[3]; n < 0 || n > 2 {
+		return initiator.Config{}, usageErrorf("--erl %d: want an ErrorRecoveryLevel of 0, 1 or 2", n)
+	}
 	if d := durs[0]; d <= 0 {
 		return initiator.Config{}, usageErrorf("--timeout %v: want a positive duration (how long to wait for connect and login)", d)
 	}
@@ -129,6 +132,7 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		MaxRecvDataSegmentLength: ints[2],
 		QueueDepth:               ints[0],
 		MaxConnections:           ints[1],
+		ErrorRecoveryLevel:       ints[3],
 		LoginTimeout:             durs[0],
 		NopInterval:              durs[1],
 		NopTimeout:               durs[2],

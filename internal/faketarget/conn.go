@@ -28,6 +28,9 @@ type Params struct {
 	ImmediateData            bool
 	MaxOutstandingR2T        int
 	HeaderDigest, DataDigest bool
+	// ErrorRecoveryLevel negotiated (the minimum of the initiator's offer
+	// and Config.ErrorRecoveryLevel).
+	ErrorRecoveryLevel int
 }
 
 // LoginRecord is one Login Request the target received.
@@ -70,6 +73,8 @@ type Conn struct {
 	cid         uint16
 	isid        [6]byte
 	tsih        uint16
+
+	erl erlState // ERL 1: what was sent, for SNACKs (erl.go)
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -351,8 +356,11 @@ func (c *Conn) SendDataIn(d *pdu.DataIn, data []byte) error {
 		d.LUN = c.lunOf[d.ITT]
 	}
 	c.fill(d)
+	if c.params.ErrorRecoveryLevel > 0 || c.t.cfg.DataACK != nil {
+		c.prepareDataIn(d, data)
+	}
 	c.mu.Unlock()
-	return c.w.WritePDU(d, data)
+	return c.writeDataIn(d, data, false)
 }
 
 // SendStatus sends a SCSI Response with status and, if not nil, sense data
@@ -374,7 +382,11 @@ func (c *Conn) SendResponse(r *pdu.SCSIResponse, sense []byte) error {
 	c.mu.Lock()
 	r.ExpDataSN = c.dataSN[r.ITT]
 	c.fill(r)
+	drop := c.keepStatus(r, data)
 	c.mu.Unlock()
+	if drop {
+		return nil
+	}
 	return c.w.WritePDU(r, data)
 }
 

@@ -50,8 +50,13 @@ func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 		c.Send(&pdu.LogoutResponse{Header: pdu.Header{ITT: q.ITT}}, nil)
 		return false
 	case *pdu.SNACKRequest:
-		// ErrorRecoveryLevel is 0: SNACK is not supported.
-		c.SendReject(pdu.RejectProtocolError, raw)
+		if c.Params().ErrorRecoveryLevel == 0 {
+			// SNACK is not supported at ErrorRecoveryLevel 0.
+			c.t.violate("SNACK at ErrorRecoveryLevel 0")
+			c.SendReject(pdu.RejectProtocolError, raw)
+			break
+		}
+		c.snack(q, raw)
 	}
 	return true
 }

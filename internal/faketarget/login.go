@@ -343,7 +343,9 @@ func (l *loginState) negotiate(k, v string) (pdu.KV, bool) {
 	case "DefaultTime2Retain":
 		return ans(strconv.Itoa(min(num(), 20)))
 	case "ErrorRecoveryLevel":
-		return ans("0")
+		// Minimum function, capped by Config.ErrorRecoveryLevel.
+		l.p.ErrorRecoveryLevel = max(min(num(), cfg.ErrorRecoveryLevel), 0)
+		return ans(strconv.Itoa(l.p.ErrorRecoveryLevel))
 	case "IFMarker", "OFMarker":
 		return ans("No")
 	case "IFMarkInt", "OFMarkInt":

@@ -14,6 +14,9 @@
 // helpers (SendDataIn, SendStatus, SendR2T, SendNopIn, SendAsync,
 // SendReject, SendRaw, Send for anything else), move the command window
 // (SetWindow, SetWindowSize), skew StatSN (SetStatSN) or delay answers.
+// With Config.ErrorRecoveryLevel above 0 it keeps what it sent and serves
+// SNACKs, and scripted faults damage, drop or acknowledge-request Data-In
+// and status PDUs (erl.go).
 //
 // While it serves, the target checks the initiator's side of the protocol
 // it can see — CmdSN inside the advertised window, Data-Out sizes, DataSN,
@@ -93,6 +96,33 @@ type Config struct {
 	// SeparateStatus sends read status in a SCSI Response instead of the
 	// final Data-In (S bit).
 	SeparateStatus bool
+
+	// ErrorRecoveryLevel is the highest level the target accepts (the
+	// answer is the minimum of the offer and this; default 0). Above 0 the
+	// target keeps every Data-In and status it sent and serves SNACKs
+	// (erl.go): Data/R2T SNACKs re-send the Data-In range, Status SNACKs
+	// the status PDUs, DataACKs are recorded.
+	ErrorRecoveryLevel int
+	// CorruptDataIn, when it returns true for a Data-In about to go out
+	// (ITT, DataSN, and whether it is re-sent for a SNACK), flips one
+	// byte of its payload on the wire: its data digest then fails. The
+	// target keeps the correct copy.
+	CorruptDataIn func(itt, dataSN uint32, resend bool) bool
+	// DropDataIn, when it returns true, does not send the Data-In at all
+	// (kept for a SNACK): the initiator sees a DataSN gap.
+	DropDataIn func(itt, dataSN uint32, resend bool) bool
+	// CorruptDataInHeader likewise flips a byte of the header digest.
+	CorruptDataInHeader func(itt, dataSN uint32, resend bool) bool
+	// DataACK, when it returns true for a Data-In (ITT, DataSN), sets its
+	// A bit with a fresh Target Transfer Tag (ERL >= 1 only).
+	DataACK func(itt, dataSN uint32) bool
+	// DropStatus, when it returns true for a SCSI Response (ITT and the
+	// StatSN it was given), keeps it for a Status SNACK but does not send
+	// it: the initiator sees a StatSN gap at the next status.
+	DropStatus func(itt, statSN uint32) bool
+	// RejectSNACK answers every SNACK with a Reject (reason SNACK reject);
+	// IgnoreSNACK drops them.
+	RejectSNACK, IgnoreSNACK bool
 
 	// PortalGroupTag is the TargetPortalGroupTag the login answers
 	// (default 1).

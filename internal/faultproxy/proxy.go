@@ -50,6 +50,7 @@ type Proxy struct {
 	closed    bool
 	stallT    *time.Timer
 	armNext   [2]int64 // CutAfter budget for the next connection, -1 none
+	flipArm   flipArm  // FlipDataIn (flip.go)
 	wg        sync.WaitGroup
 }
 
@@ -58,6 +59,7 @@ type pair struct {
 	client, server net.Conn
 	budget         [2]int64 // bytes left before the cut per direction; -1 none
 	live           int      // pumps still running (guarded by Proxy.mu)
+	flip           *pduTap  // downstream PDU parser for FlipDataIn (flip.go); pump only
 	once           sync.Once
 }
 
@@ -165,6 +167,9 @@ func (p *Proxy) pump(c *pair, d Dir, src, dst net.Conn) {
 			}
 			if delay > 0 {
 				time.Sleep(delay)
+			}
+			if n > 0 && d == Downstream {
+				p.tap(c, buf[:n]) // flip.go
 			}
 			if n > 0 {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
