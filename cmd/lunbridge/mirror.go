@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]\n   lunbridge mirror replace [--control-socket PATH] LEG URL",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -133,6 +133,7 @@ when the resync ends. Do not rejoin while a backup still reads the leg.
 Examples:
    lunbridge mirror rejoin B
    lunbridge mirror rejoin --json B`),
+			mirrorReplaceCommand(), // mirrorreplace.go
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
@@ -299,8 +300,9 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 		return nil, err
 	}
 	mo := mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger(), Reserve: opts.Reserve}
+	ls := newLegSet(c, [2][]string{a, b})
 	if opts.Readd {
-		mo.Reopen = legReopener(c, [2][]string{a, b})
+		mo.Reopen = ls.reopen
 		mo.ProbeInterval, mo.ProbeMaxInterval = opts.ProbeInterval, opts.ProbeMaxInterval
 	}
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
@@ -316,6 +318,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 		}
 		return nil, err
 	}
+	mirrorLegSets.Store(m, ls)
 	return m, nil
 }
 

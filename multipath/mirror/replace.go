@@ -122,6 +122,10 @@ func (m *Mirror) ReplaceLegWith(ctx context.Context, name string, dev blockdev.D
 	if l.dev != nil && !l.closed {
 		old, l.closed = l.dev, true
 	}
+	// The old LUN leaves the mirror: it keeps no reservation of ours
+	// (best effort: a failed leg may not answer).
+	releaseOld := old != nil && m.reserved[i]
+	m.reserved[i] = m.reserved[i] && !releaseOld
 	survivor := m.legs[s].dev
 	m.mu.Unlock()
 	installed := false
@@ -139,6 +143,13 @@ func (m *Mirror) ReplaceLegWith(ctx context.Context, name string, dev blockdev.D
 		}
 		m.mu.Unlock()
 	}()
+	if releaseOld {
+		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		if err := old.(blockdev.Reserver).Release(rctx, m.owner.Assembly); err != nil {
+			m.log.WithError(err).Warnf("mirror: replace leg %s: releasing the old LUN's persistent reservation", legName(i))
+		}
+		cancel()
+	}
 	if old != nil {
 		closeBounded(ctx, old)
 	}
