@@ -92,13 +92,18 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		name = defaultInitiatorName()
 	}
 	var ints [3]int
-	for i, k := range []string{"queue-depth", "connections", "max-recv-data-segment-length"} {
+	for i, k := range []string{"queue-depth", "connections"} {
 		v, err := sessionInt(c, u, k)
 		if err != nil {
 			return initiator.Config{}, err
 		}
 		ints[i] = v
 	}
+	mrdsl, err := sessionSize(c, u, "max-recv-data-segment-length")
+	if err != nil {
+		return initiator.Config{}, err
+	}
+	ints[2] = int(min(mrdsl, 1<<31-1))
 	var durs [5]time.Duration
 	for i, k := range []string{"timeout", "nop-interval", "nop-timeout", "command-timeout", "replacement-timeout"} {
 		v, err := sessionDuration(c, u, k)
