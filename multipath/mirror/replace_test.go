@@ -282,3 +282,37 @@ func TestReplaceLegThenReadd(t *testing.T) {
 	}
 	sameData(t, a, c, m.Size())
 }
+
+// TestReattachBlankAfterDegradedStart: assembled with leg B missing and
+// not written yet, a blank device given to Reattach is fully resynced, not
+// taken as an in-sync leg B (which it is not: it holds none of the data).
+func TestReattachBlankAfterDegradedStart(t *testing.T) {
+	ctx := context.Background()
+	a, b := newLegs()
+	m, err := Create(ctx, wrap(a), wrap(b), CreateOptions{Options: testOpts(), ChunkSize: testChunk, AssumeClean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 3<<20)
+	rand.New(rand.NewSource(5)).Read(p)
+	if err := m.WriteAt(ctx, p, 7<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := Assemble(ctx, wrap(a), nil, AssembleOptions{Options: testOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	c := blockdevtest.NewMem(testSize, 512)
+	if err := m2.Reattach(ctx, wrap(c)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitSync(t, m2)
+	if st.Legs[1].State != "in-sync" || st.Resync == nil || st.Resync.Mode != "full" {
+		t.Fatalf("blank leg after a degraded start: %+v %+v", st.Legs[1], st.Resync)
+	}
+	sameData(t, a, c, m2.Size())
+}
