@@ -20,6 +20,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
+	"github.com/lunbridge/lunbridge/internal/faultproxy"
 	"github.com/lunbridge/lunbridge/internal/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
@@ -163,6 +164,12 @@ func TestExitCodesMatchREADME(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := "iscsi://" + srv.Portal + "/iqn.2026-12.org.lunbridge.test:exit-plain/"
+	px, err := faultproxy.New(srv.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	proxied := "iscsi://" + px.Addr() + "/iqn.2026-12.org.lunbridge.test:exit-plain/1"
 
 	cases := []struct {
 		code   int
@@ -171,23 +178,28 @@ func TestExitCodesMatchREADME(t *testing.T) {
 		stderr string // a word the one-line message must hold
 		sigint bool   // interrupt it after a moment
 		env    []string
+		fault  func() // run a moment after the start (instead of SIGINT)
 	}{
-		{0, "info of a LUN", []string{"info", url}, "", false, nil},
-		{1, "mirror resync of a mirror a live process owns (ErrOwned)", []string{"mirror", "resync", "file://" + legs[0], "file://" + legs[1]}, "in use", false, nil},
-		{1, "pull into a directory that does not exist", []string{"pull", url, filepath.Join(dir, "no", "such", "dir", "x.img")}, "", false, nil},
-		{2, "an unknown flag", []string{"info", "--no-such-flag", url}, "", false, nil},
-		{2, "a URL that is not a device URL", []string{"info", "http://" + srv.Portal + "/x"}, "URL", false, nil},
-		{3, "a dead portal", []string{"info", "iscsi://" + dead + "/iqn.2026-12.org.lunbridge.test:exit-plain/1"}, "", false, nil},
-		{4, "a wrong CHAP secret", []string{"--chap-user", "carol", "info", srv.URL(1, 0)}, "CHAP", false, []string{"LUNBRIDGE_CHAP_SECRET=not-the-secret-99"}},
-		{4, "an unknown target", []string{"info", "iscsi://" + srv.Portal + "/iqn.2026-12.org.lunbridge.test:no-such-target/1"}, "", false, nil},
-		{1, "push to a read-only LUN (refused before writing)", []string{"push", "--yes", small, srv.URL(2, 0)}, "read-only", false, nil},
-		{5, "a write to a LUN another initiator reserved (RESERVATION CONFLICT)", []string{"push", "--yes", small, srv.URL(3, 0)}, "", false, nil},
-		{5, "tgtd's controller LUN, not a disk", []string{"pull", plain + "0", filepath.Join(dir, "ctl.img")}, "", false, nil},
-		{5, "a LUN that does not exist", []string{"info", plain + "7"}, "", false, nil},
-		{6, "verify against an image that differs", []string{"verify", url, diffImg}, "", false, nil},
-		{6, "mirror check of legs that differ", []string{"mirror", "check", "file://" + dlegs[0], "file://" + dlegs[1]}, "differ", false, nil},
-		{130, "SIGINT during a pull", []string{"pull", "--rate-limit", "1M", url, filepath.Join(dir, "pulled.img")}, "", true, nil},
-		{130, "SIGTERM during a verify", []string{"verify", "--rate-limit", "1M", url, diffImg}, "", true, nil},
+		{0, "info of a LUN", []string{"info", url}, "", false, nil, nil},
+		{1, "mirror resync of a mirror a live process owns (ErrOwned)", []string{"mirror", "resync", "file://" + legs[0], "file://" + legs[1]}, "in use", false, nil, nil},
+		{1, "pull into a directory that does not exist", []string{"pull", url, filepath.Join(dir, "no", "such", "dir", "x.img")}, "", false, nil, nil},
+		{2, "an unknown flag", []string{"info", "--no-such-flag", url}, "", false, nil, nil},
+		{2, "a URL that is not a device URL", []string{"info", "http://" + srv.Portal + "/x"}, "URL", false, nil, nil},
+		{3, "a dead portal", []string{"info", "iscsi://" + dead + "/iqn.2026-12.org.lunbridge.test:exit-plain/1"}, "", false, nil, nil},
+		{3, "the connection lost past the replacement timeout", []string{"--replacement-timeout", "2s", "pull", "--rate-limit", "1M", proxied, filepath.Join(dir, "lost.img")}, "", false, nil, func() {
+			px.RefuseNew(true)
+			px.ResetAll()
+		}},
+		{4, "a wrong CHAP secret", []string{"--chap-user", "carol", "info", srv.URL(1, 0)}, "CHAP", false, []string{"LUNBRIDGE_CHAP_SECRET=not-the-secret-99"}, nil},
+		{4, "an unknown target", []string{"info", "iscsi://" + srv.Portal + "/iqn.2026-12.org.lunbridge.test:no-such-target/1"}, "", false, nil, nil},
+		{1, "push to a read-only LUN (refused before writing)", []string{"push", "--yes", small, srv.URL(2, 0)}, "read-only", false, nil, nil},
+		{5, "a write to a LUN another initiator reserved (RESERVATION CONFLICT)", []string{"push", "--yes", small, srv.URL(3, 0)}, "", false, nil, nil},
+		{5, "tgtd's controller LUN, not a disk", []string{"pull", plain + "0", filepath.Join(dir, "ctl.img")}, "", false, nil, nil},
+		{5, "a LUN that does not exist", []string{"info", plain + "7"}, "", false, nil, nil},
+		{6, "verify against an image that differs", []string{"verify", url, diffImg}, "", false, nil, nil},
+		{6, "mirror check of legs that differ", []string{"mirror", "check", "file://" + dlegs[0], "file://" + dlegs[1]}, "differ", false, nil, nil},
+		{130, "SIGINT during a pull", []string{"pull", "--rate-limit", "1M", url, filepath.Join(dir, "pulled.img")}, "", true, nil, nil},
+		{130, "SIGTERM during a verify", []string{"verify", "--rate-limit", "1M", url, diffImg}, "", true, nil, nil},
 	}
 	covered := map[int]bool{}
 	for _, tc := range cases {
@@ -196,9 +208,12 @@ func TestExitCodesMatchREADME(t *testing.T) {
 			t.Errorf("exit code %d (%s) is not in the README's table", tc.code, tc.what)
 		}
 		var r lbResult
-		if tc.sigint {
-			r = lbRunInterrupted(t, 60*time.Second, time.Second, append(env, tc.env...), tc.args...)
-		} else {
+		switch {
+		case tc.sigint:
+			r = lbRunAfter(t, 60*time.Second, time.Second, func(c *exec.Cmd) { c.Process.Signal(syscall.SIGINT) }, append(env, tc.env...), tc.args...)
+		case tc.fault != nil:
+			r = lbRunAfter(t, 60*time.Second, time.Second, func(*exec.Cmd) { tc.fault() }, append(env, tc.env...), tc.args...)
+		default:
 			r = lbRun(t, 60*time.Second, append(env, tc.env...), tc.args...)
 		}
 		if r.code != tc.code {
@@ -247,9 +262,9 @@ func dialLUNTarget(t *testing.T, srv *targets.Server, tg int) blockdev.Device {
 	return l
 }
 
-// lbRunInterrupted runs lunbridge like lbRun and sends it SIGINT after
-// after.
-func lbRunInterrupted(t *testing.T, limit, after time.Duration, env []string, args ...string) lbResult {
+// lbRunAfter runs lunbridge like lbRun and calls do after after (SIGINT,
+// a fault).
+func lbRunAfter(t *testing.T, limit, after time.Duration, do func(*exec.Cmd), env []string, args ...string) lbResult {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -269,11 +284,12 @@ func lbRunInterrupted(t *testing.T, limit, after time.Duration, env []string, ar
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(after, func() { cmd.Process.Signal(syscall.SIGINT) })
+	tm := time.AfterFunc(after, func() { do(cmd) })
+	defer tm.Stop()
 	err = cmd.Wait()
 	r := lbResult{stdout: out.String(), stderr: errb.String()}
 	if ctx.Err() != nil {
-		t.Fatalf("lunbridge %s did not stop within %v of SIGINT (stderr: %s)", strings.Join(args, " "), limit, r.stderr)
+		t.Fatalf("lunbridge %s did not stop within %v (stderr: %s)", strings.Join(args, " "), limit, r.stderr)
 	}
 	var ee *exec.ExitError
 	switch {

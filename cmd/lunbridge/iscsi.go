@@ -29,7 +29,9 @@ func init() {
 			return ExitUsage, true
 		case errors.As(err, &le), errors.Is(err, initiator.ErrAuth):
 			return ExitLogin, true
-		case errors.As(err, &ce):
+		case errors.As(err, &ce), errors.Is(err, blockdev.ErrUnavailable):
+			// ErrUnavailable: the session (or every path) lost past the
+			// replacement timeout, a connection failure too (README).
 			return ExitConnect, true
 		case errors.As(err, &se):
 			return ExitSCSI, true
