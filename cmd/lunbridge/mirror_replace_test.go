@@ -137,10 +137,6 @@ func TestServeMirrorReplaceRealTargets(t *testing.T) {
 		t.Logf("no progress line (the copy was quick): %s", r.stderr)
 	}
 	time.Sleep(300 * time.Millisecond) // writes go on to both legs
-	close(stop)
-	if err := <-done; err != nil {
-		t.Fatalf("writes through serve failed: %v", err)
-	}
 
 	r = lbRun(t, 30*time.Second, env, "mirror", "status", "--json", "--control-socket", ctl)
 	var v mirrorView
@@ -149,6 +145,34 @@ func TestServeMirrorReplaceRealTargets(t *testing.T) {
 	}
 	if v.Legs[0].State != "in-sync" || v.Legs[1].State != "in-sync" || v.Resync == nil || v.Resync.Mode != "replace" || v.Resync.DoneChunks != v.Chunks {
 		t.Fatalf("mirror status after replace: %s", r.stdout)
+	}
+
+	// Leg B now reopens through the new URL: fail it and add it back,
+	// an incremental re-add (the old LUN would be refused as another
+	// leg).
+	if r = lbRun(t, 60*time.Second, env, "mirror", "fail", "--control-socket", ctl, "B"); r.code != 0 {
+		t.Fatalf("mirror fail B after the replace: exit %d\n%s", r.code, r.stderr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r = lbRun(t, 60*time.Second, env, "mirror", "add", "--control-socket", ctl, "B"); r.code != 0 {
+		t.Fatalf("mirror add B after the replace: exit %d\n%s\n%s\nserve: %s", r.code, r.stdout, r.stderr, p.stderr)
+	}
+	for start := time.Now(); ; {
+		v := liveMirror(t, ctl)
+		if v.Legs[1].State == "in-sync" && v.State != "resyncing" {
+			if v.Resync == nil || v.Resync.Mode != "incremental" || v.Legs[1].ReAdds == 0 {
+				t.Fatalf("re-add of the replaced leg: %+v", v.Status)
+			}
+			break
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("leg B not back in sync: %+v", v.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("writes through serve failed: %v", err)
 	}
 	ids := [2]string{}
 	for i := range ids {
