@@ -173,6 +173,27 @@ func sessionInt(c *cli.Context, u *discovery.URL, key string) (int, error) {
 	return n, nil
 }
 
+// sessionSize is key's value for u in bytes (parseSize: 262144, 256k,
+// 1M, 1MiB): the sections, else the flag; 0 when neither sets it.
+func sessionSize(c *cli.Context, u *discovery.URL, key string) (int64, error) {
+	v, at, ok := sessionSetting(u, key)
+	if !ok {
+		if v = c.String(key); v == "" {
+			return 0, nil
+		}
+		n, err := parseSize(v)
+		if err != nil {
+			return 0, usageErrorf("--%s: %v", key, err)
+		}
+		return n, nil
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		return 0, usageErrorf("%s: %s = %q: %v", at, key, v, err)
+	}
+	return n, nil
+}
+
 // sectionSecret is the secret the sections give u for prefix ("chap" or
 // "target-chap"): from a *-secret-file or a *-secret-env. ok is false when
 // the sections name none (or the command line gave its own).

@@ -32,6 +32,8 @@ import (
 //	"mirror add LEG"    reopen and re-add a failed leg now, lift the hold
 //	"mirror split LEG"  split the leg off at a write barrier (a frozen image)
 //	"mirror rejoin LEG" reattach a split leg (incremental resync)
+//	"mirror replace LEG URL [force]"  replace a failed leg by the LUN at URL
+//	                    (full resync; mirrorreplace.go)
 //
 // A client that sends nothing still gets the status, after
 // controlRequestWait: the first protocol (connect, read to EOF) works
@@ -108,8 +110,8 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 	if len(f) == 0 || len(f) == 1 && f[0] == "status" {
 		return t.status()
 	}
-	if f[0] != "mirror" || len(f) != 3 {
-		return controlReply{Error: fmt.Sprintf("unknown request %q: want status, or mirror fail|remove|add|split|rejoin A|B", req)}
+	if f[0] != "mirror" || len(f) < 3 || len(f) > 3 && f[1] != "replace" {
+		return controlReply{Error: fmt.Sprintf("unknown request %q: want status, mirror fail|remove|add|split|rejoin A|B, or mirror replace A|B URL [force]", req)}
 	}
 	if t.mirror == nil {
 		return controlReply{Error: "this process runs no mirror"}
@@ -126,8 +128,10 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 		err = t.mirror.Split(ctx, f[2])
 	case "rejoin":
 		err = t.mirror.Rejoin(ctx, f[2])
+	case "replace":
+		return t.replaceRequest(ctx, f[2:]) // mirrorreplace.go
 	default:
-		return controlReply{Error: fmt.Sprintf("unknown mirror command %q: want fail, remove, add, split or rejoin", f[1])}
+		return controlReply{Error: fmt.Sprintf("unknown mirror command %q: want fail, remove, add, split, rejoin or replace", f[1])}
 	}
 	if err != nil {
 		return controlReply{Error: err.Error(), Mirror: viewMirror(t.mirror)}
@@ -176,7 +180,7 @@ func serveControlLn(ctx context.Context, ln net.Listener, path string, t *contro
 		go func() {
 			defer c.Close()
 			c.SetReadDeadline(time.Now().Add(controlRequestWait))
-			line, _ := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
+			line, _ := bufio.NewReader(io.LimitReader(c, 4096)).ReadString('\n')
 			// A mirror command may take a reopen (up to the mirror's
 			// probe timeout); the answer is written when it is done.
 			c.SetDeadline(time.Now().Add(time.Minute))

@@ -23,7 +23,7 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "allow-short-secret", Usage: "accept CHAP secrets shorter than 12 bytes (RFC 7143 asks for 12 or more)"},
 		&cli.StringFlag{Name: "header-digest", Usage: "header digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
 		&cli.StringFlag{Name: "data-digest", Usage: "data digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
-		&cli.IntFlag{Name: "max-recv-data-segment-length", Usage: "largest PDU data segment in `BYTES` the initiator accepts (512 to 16777215). The default lets a target send a 1 MiB read as one Data-In PDU instead of four (open-iscsi and libiscsi declare 262144): fewer sends and wake-ups for the target", DefaultText: "1048576"},
+		&cli.StringFlag{Name: "max-recv-data-segment-length", Usage: "largest PDU data segment in `BYTES` the initiator accepts (512 to 16777215; e.g. 262144, 256k, 1M). The default lets a target send a 1 MiB read as one Data-In PDU instead of four (open-iscsi and libiscsi declare 262144): fewer sends and wake-ups for the target", DefaultText: "1048576"},
 		&cli.IntFlag{Name: "queue-depth", Value: 128, Usage: "`N` commands in flight per session at most"},
 		&cli.StringFlag{Name: "instance", Usage: "serve, attach, mount and push log in with an ISID derived from initiator name, target, portal and LUN, so a restarted process ends its predecessor's session; a second process on the same LUN needs its own instance `NAME`", EnvVars: []string{"LUNBRIDGE_INSTANCE"}},
 		&cli.StringFlag{Name: "isid", Usage: "initiator session ID as 12 hex `DIGITS` (one session only), or random (never reinstates an earlier process's session)"},

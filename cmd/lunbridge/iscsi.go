@@ -29,7 +29,9 @@ func init() {
 			return ExitUsage, true
 		case errors.As(err, &le), errors.Is(err, initiator.ErrAuth):
 			return ExitLogin, true
-		case errors.As(err, &ce):
+		case errors.As(err, &ce), errors.Is(err, blockdev.ErrUnavailable):
+			// ErrUnavailable: the session (or every path) lost past the
+			// replacement timeout, a connection failure too (README).
 			return ExitConnect, true
 		case errors.As(err, &se):
 			return ExitSCSI, true
@@ -92,13 +94,21 @@ func sessionConfig(c *cli.Context, u *discovery.URL) (initiator.Config, error) {
 		name = defaultInitiatorName()
 	}
 	var ints [4]int
-	for i, k := range []string{"queue-depth", "connections", "max-recv-data-segment-length", "erl"} {
+	for i, k := range []string{"queue-depth", "connections", "", "erl"} {
+		if k == "" {
+			continue // max-recv-data-segment-length is a size (below)
+		}
 		v, err := sessionInt(c, u, k)
 		if err != nil {
 			return initiator.Config{}, err
 		}
 		ints[i] = v
 	}
+	mrdsl, err := sessionSize(c, u, "max-recv-data-segment-length")
+	if err != nil {
+		return initiator.Config{}, err
+	}
+	ints[2] = int(min(mrdsl, 1<<31-1))
 	var durs [5]time.Duration
 	for i, k := range []string{"timeout", "nop-interval", "nop-timeout", "command-timeout", "replacement-timeout"} {
 		v, err := sessionDuration(c, u, k)

@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]\n   lunbridge mirror replace [--control-socket PATH] LEG URL",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -43,6 +43,7 @@ Examples:
    lunbridge mirror status                  # the mirror of the running serve/attach/mount
    lunbridge mirror fail B; lunbridge mirror remove B; lunbridge mirror add B
    lunbridge mirror split B; lunbridge pull --mirror-leg iscsi://san2/iqn.2001-04.com.example:b/0 backup.img; lunbridge mirror rejoin B
+   lunbridge mirror fail B; lunbridge mirror replace B iscsi://san3/iqn.2001-04.com.example:c/0
 
 A running serve, attach or mount re-adds a failed leg by itself: it reopens the
 leg (after --readd-interval, doubling up to --readd-max-interval) and, when it is
@@ -91,15 +92,61 @@ Examples:
 				Name:      "status",
 				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
 				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]",
+				Description: `With URL-A and URL-B: reads both legs' metadata read-only, without
+assembling (like mdadm --examine/--detail), beside a running owner too:
+each leg's generation, in-sync view, dirty chunks and last update, the
+owner using the mirror, and what an assembly would do (clean, resync of a
+stale leg, split brain).
+
+Without URLs: asks the running serve, attach or mount on its control socket
+(--control-socket, default ` + defaultControlSocket + `) for its mirror's live status: each
+leg's state (in-sync, resyncing, failed, removed, split), the resync's mode
+and progress (incremental, full, crash, replace), automatic re-add
+attempts, and each multipath leg's paths.
+
+Examples:
+   lunbridge mirror status
+   lunbridge mirror status --json --control-socket /run/lunbridge/db.sock
+   lunbridge mirror status iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (the default without URLs)"),
 				},
 				Action: mirrorStatus,
 			},
-			mirrorManageCommand("fail", "mark a leg of the running mirror failed (not re-added automatically until mirror add)"),
-			mirrorManageCommand("remove", "close a failed leg's device in the running mirror (like mdadm --remove)"),
-			mirrorManageCommand("add", "reopen a failed or removed leg of the running mirror now and re-add it (incremental resync)"),
+			withDescription(mirrorManageCommand("fail", "mark a leg of the running mirror failed (not re-added automatically until mirror add)"),
+				`Takes a leg of the running serve/attach/mount's mirror out of service, as if
+it had failed (like mdadm --fail): reads and writes go to the other leg
+only, and the write-intent bitmap marks every chunk written from then on.
+Automatic re-add leaves the leg alone until "mirror add". The last in-sync
+leg is never failed. Then "mirror remove" closes its session, "mirror add"
+brings it back (incremental resync) and "mirror replace" puts another LUN
+in its place (full resync).
+
+Examples:
+   lunbridge mirror fail B
+   lunbridge mirror fail --json --control-socket /run/lunbridge/db.sock A`),
+			withDescription(mirrorManageCommand("remove", "close a failed leg's device in the running mirror (like mdadm --remove)"),
+				`Closes the device (the iSCSI session) of a failed leg of the running
+serve/attach/mount's mirror, like mdadm --remove, so its LUN can be taken
+away, and holds it out of automatic re-add until "mirror add" or "mirror
+replace". An active leg must be failed first ("mirror fail").
+
+Examples:
+   lunbridge mirror fail B; lunbridge mirror remove B
+   lunbridge mirror remove --json B`),
+			withDescription(mirrorManageCommand("add", "reopen a failed or removed leg of the running mirror now and re-add it (incremental resync)"),
+				`Reopens a failed, removed or refused leg of the running serve/attach/mount's
+mirror now through its URL (like mdadm --re-add) and lifts the hold on
+automatic re-add. When it is the same leg (the mirror's metadata on it, the
+WWID the mirror recorded), only the chunks written while it was away are
+copied, with writes going on; "mirror status" shows the progress. A LUN
+that comes back as another disk is refused: use "mirror replace" for a new
+LUN.
+
+Examples:
+   lunbridge mirror add B
+   lunbridge mirror add --json --control-socket /run/lunbridge/db.sock B`),
 			withDescription(mirrorManageCommand("split", "split a leg off the running mirror at a write barrier: a frozen, consistent image for a backup"),
 				`Stops writes to the leg at a write barrier: new writes wait, the writes in
 flight end on both legs, both legs are flushed (SYNCHRONIZE CACHE), and the
@@ -133,6 +180,7 @@ when the resync ends. Do not rejoin while a backup still reads the leg.
 Examples:
    lunbridge mirror rejoin B
    lunbridge mirror rejoin --json B`),
+			mirrorReplaceCommand(), // mirrorreplace.go
 			{
 				Name:      "check",
 				Usage:     "scrub: compare both legs chunk by chunk (exit 6 when they differ)",
@@ -299,8 +347,9 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 		return nil, err
 	}
 	mo := mirror.Options{ResyncRate: opts.ResyncRate, Logger: mirrorLogger(), Reserve: opts.Reserve}
+	ls := newLegSet(c, [2][]string{a, b})
 	if opts.Readd {
-		mo.Reopen = legReopener(c, [2][]string{a, b})
+		mo.Reopen = ls.reopen
 		mo.ProbeInterval, mo.ProbeMaxInterval = opts.ProbeInterval, opts.ProbeMaxInterval
 	}
 	m, err := mirror.Assemble(c.Context, da, db, mirror.AssembleOptions{
@@ -316,6 +365,7 @@ func assembleMirrorPaths(c *cli.Context, a, b []string, opts MirrorFlags) (*mirr
 		}
 		return nil, err
 	}
+	mirrorLegSets.Store(m, ls)
 	return m, nil
 }
 

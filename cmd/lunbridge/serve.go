@@ -67,11 +67,15 @@ Examples:
 			&cli.BoolFlag{Name: "json", Usage: "print the listening address as JSON"},
 			&cli.BoolFlag{Name: "multi-conn", Value: true, Usage: "advertise NBD_FLAG_CAN_MULTI_CONN (all clients share one session, so a flush covers them all)"},
 			&cli.BoolFlag{Name: "kernel-client", Usage: "the kernel's NBD client will use this export: set PR_SET_IO_FLUSHER and mlockall, as attach does"},
-			&cli.IntFlag{Name: "max-request", Value: nbdbridge.DefaultMaxRequest, Usage: "largest READ/WRITE payload advertised, bytes"},
+			&cli.StringFlag{Name: "max-request", Value: "32M", Usage: "largest READ/WRITE payload advertised, `SIZE` from 4k to 256M (e.g. 1M, 32MiB, 33554432)"},
 		}, deviceFlags()...),
 		Action: serveAction,
 	})
 }
+
+// maxMaxRequest bounds --max-request: one request's payload is allocated
+// whole (nbdbridge), so a client must not make us allocate more.
+const maxMaxRequest = 256 << 20
 
 // serveEndpoint is what --json prints.
 type serveEndpoint struct {
@@ -89,6 +93,13 @@ func serveAction(c *cli.Context) error {
 	}
 	if c.Int("shared") < 0 {
 		return usageErrorf("serve: --shared must be >= 0")
+	}
+	maxReq, err := parseSize(c.String("max-request"))
+	if err != nil {
+		return usageErrorf("serve: --max-request: %v", err)
+	}
+	if maxReq < 4<<10 || maxReq > maxMaxRequest {
+		return usageErrorf("serve: --max-request %s: want 4k to 256M", c.String("max-request"))
 	}
 	name := c.String("export-name")
 	log := logrus.WithFields(logrus.Fields{"cmd": "serve", "export": name})
@@ -114,7 +125,7 @@ func serveAction(c *cli.Context) error {
 		ExportName:  name,
 		Description: c.String("description"),
 		ReadOnly:    c.Bool("read-only"),
-		MaxRequest:  c.Int("max-request"),
+		MaxRequest:  int(maxReq),
 		// Like qemu-nbd: advertise multi-conn only when more than one
 		// connection is allowed, else nbdcopy/nbdfuse open 4 connections
 		// and all but the first are refused.

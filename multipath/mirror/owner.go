@@ -275,7 +275,17 @@ func (m *Mirror) reserveReturning(ctx context.Context, d blockdev.Device) (bool,
 	key := m.owner.Assembly
 	err := r.Register(ctx, key)
 	if err == nil {
-		err = r.Reserve(ctx, key, 0)
+		// The reservation may still be held with our own key by the
+		// leg's earlier session: a target such as tgtd keeps the holder
+		// per I_T nexus past a logout, and the returning session is a
+		// new nexus. Taking it over from our own key is no takeover;
+		// a holder with another key is still a conflict.
+		err = r.Reserve(ctx, key, key)
+		if err == nil {
+			// A takeover clears every registration (initiator.LUN.Reserve
+			// uses CLEAR): register again on every path of a multipath leg.
+			err = r.Register(ctx, key)
+		}
 	}
 	switch {
 	case err == nil:

@@ -58,7 +58,7 @@ func (l *prLeg) Reserve(ctx context.Context, key, preempt uint64) error {
 			return errConflict
 		}
 		for o, k := range l.st.keys {
-			if k == preempt {
+			if k == preempt && o != l { // all but the preempting nexus (SPC-3)
 				delete(l.st.keys, o)
 			}
 		}
@@ -135,5 +135,49 @@ func TestReserveFencesOtherWriters(t *testing.T) {
 	intruder.Reserve(ctx, 42, 0)
 	if _, err := Assemble(ctx, newPRLeg(wrap(ma), st), wrap(mb), AssembleOptions{Options: opts}); !errors.Is(err, ErrOwned) {
 		t.Fatalf("assembly under a foreign reservation: %v", err)
+	}
+}
+
+// TestReaddAfterNewSessionKeepsFence: a leg failed and added back comes
+// back on a new session (a new I_T nexus). The target (tgtd) still names
+// the old nexus, registered with this assembly's key, as the reservation
+// holder: the returning leg takes the reservation over from its own key
+// instead of being refused as "in use by another assembly".
+func TestReaddAfterNewSessionKeepsFence(t *testing.T) {
+	ctx := context.Background()
+	a, b := newLegs()
+	stA, stB := &prState{keys: map[*prLeg]uint64{}}, &prState{keys: map[*prLeg]uint64{}}
+	r := &reopener{}
+	r.set(func() blockdev.Device { return newPRLeg(wrap(b), stB) }) // a new nexus each time
+	opts := readdOpts(r)
+	opts.Reserve = true
+	m, err := Create(ctx, newPRLeg(wrap(a), stA), newPRLeg(wrap(b), stB), CreateOptions{Options: opts, ChunkSize: testChunk, AssumeClean: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.FailLeg(ctx, "B"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WriteAt(ctx, make([]byte, 4096), 2*testChunk, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AddLeg(ctx, "B"); err != nil {
+		t.Fatalf("add of leg B on a new session: %v", err)
+	}
+	st := waitSync(t, m)
+	if st.Legs[1].State != "in-sync" {
+		t.Fatalf("after add: %+v", st.Legs[1])
+	}
+	nb := m.LegDevice("B").(*prLeg)
+	stB.mu.Lock()
+	holder := stB.holder
+	stB.mu.Unlock()
+	if holder != nb {
+		t.Fatal("the returning leg's session does not hold the reservation")
+	}
+	// Another initiator is still fenced off.
+	if err := newPRLeg(wrap(b), stB).WriteAt(ctx, make([]byte, 512), 0, false); !errors.Is(err, errConflict) {
+		t.Fatalf("another initiator's write: %v, want a conflict", err)
 	}
 }

@@ -414,13 +414,24 @@ func (m *Mirror) reattach(ctx context.Context, d blockdev.Device, h *header, wan
 	p.splitAt = time.Time{}
 	m.splitMark[i] = false
 	p.readds++
-	if m.inSync&(1<<i) != 0 && m.pendDrop {
-		// Degraded start, never written: the leg is as good as the other.
+	if m.inSync&(1<<i) != 0 && m.pendDrop && h != nil && h.Gen == m.gen && h.GenID == m.genID {
+		// Degraded start, never written, and the same leg at the same
+		// generation: it is as good as the other.
 		m.pendDrop = false
 		if m.bitmap.count() > 0 {
 			m.startResyncLocked(i, m.bitmap.clone(), "crash")
 		}
 	} else {
+		if m.inSync&(1<<i) != 0 {
+			// Degraded start, never written, but a blank device or
+			// another generation: record the leg as dropped first,
+			// it holds nothing the mirror can rely on.
+			m.dropLocked(i)
+			m.pendDrop = false
+			if mode == "incremental" {
+				mode = "full"
+			}
+		}
 		if mode == "full" {
 			m.bitmap.setAll(m.nchunks)
 			m.dropGen, m.dropGenID = 0, 0

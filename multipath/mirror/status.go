@@ -39,7 +39,7 @@ type LegStatus struct {
 // ResyncStatus describes a running or finished resync.
 type ResyncStatus struct {
 	Target      string        `json:"target"`
-	Mode        string        `json:"mode"` // incremental, full, crash
+	Mode        string        `json:"mode"` // incremental, full, crash, replace (ReplaceLeg: full)
 	TotalChunks int64         `json:"total_chunks"`
 	DoneChunks  int64         `json:"done_chunks"`
 	Percent     float64       `json:"percent"`
