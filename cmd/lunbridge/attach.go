@@ -124,6 +124,7 @@ func attachAction(c *cli.Context) error {
 		dev.Close()
 		return err
 	}
+	currentInstance(c).setKernel(fmt.Sprintf("/dev/nbd%d", a.Index), srv)
 	fmt.Fprintf(c.App.Writer, "/dev/nbd%d\n", a.Index)
 	log.Info("attached")
 	notifyReady(log, fmt.Sprintf("serving %s as /dev/nbd%d", redactedURL(c.Args().First()), a.Index))

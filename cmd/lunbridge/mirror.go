@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--name NAME | --control-socket PATH] [LEG]",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -90,10 +90,11 @@ Examples:
 			{
 				Name:      "status",
 				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
-				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]",
+				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--name NAME | --control-socket PATH]",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (the default without URLs)"),
+					instanceNameFlag(),
+					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (without URLs the default is that of --name, or of the only running mirror)"),
 				},
 				Action: mirrorStatus,
 			},
@@ -480,7 +481,7 @@ func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
 }
 
 func mirrorStatus(c *cli.Context) error {
-	if c.IsSet("control-socket") || c.NArg() == 0 {
+	if c.IsSet("control-socket") || c.IsSet("name") || c.NArg() == 0 {
 		return mirrorStatusLive(c) // mirrorctl.go
 	}
 	a, b, err := twoURLs(c)

@@ -217,6 +217,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 	} else {
 		fmt.Fprintln(c.App.Writer, mp.File())
 	}
+	currentInstance(c).setMount(mp.Dir(), mp.File())
 	log.Info("mounted")
 	notifyReady(log, "serving "+mp.File())
 
