@@ -242,7 +242,7 @@ var instState struct {
 }
 
 // currentInstance claims this process's instance name, starts its control
-// socket (unless --control-socket ''), and returns what the socket
+// socket (unless --control-socket ”), and returns what the socket
 // publishes. Failures are warnings: the command runs, unlisted.
 func currentInstance(c *cli.Context) *controlTarget {
 	instState.Lock()

@@ -94,14 +94,14 @@ type mountView struct {
 }
 
 type ioView struct {
-	Reads        int64 `json:"reads"`
-	Writes       int64 `json:"writes"`
-	ReadBytes    int64 `json:"read_bytes"`
-	WriteBytes   int64 `json:"write_bytes"`
-	Flushes      int64 `json:"flushes"`
-	Trims        int64 `json:"trims"`
-	WriteZeroes  int64 `json:"write_zeroes"`
-	Errors       int64 `json:"errors"`
+	Reads       int64 `json:"reads"`
+	Writes      int64 `json:"writes"`
+	ReadBytes   int64 `json:"read_bytes"`
+	WriteBytes  int64 `json:"write_bytes"`
+	Flushes     int64 `json:"flushes"`
+	Trims       int64 `json:"trims"`
+	WriteZeroes int64 `json:"write_zeroes"`
+	Errors      int64 `json:"errors"`
 }
 
 // ---- what the running command tells its controlTarget ----
