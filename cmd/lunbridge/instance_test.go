@@ -116,7 +116,7 @@ func TestClaimInstanceUniqueAndStale(t *testing.T) {
 
 func TestInstanceNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1": "demo-1",
+		"iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1":  "demo-1",
 		"iscsi://10.0.0.1/iqn.2001-04.com.example.storage.disk2/0": "disk2-0",
 		"file:///var/tmp/disk.img":                                 "disk",
 		"nonsense":                                                 "lunbridge",
