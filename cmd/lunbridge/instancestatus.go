@@ -72,6 +72,17 @@ type identityView struct {
 	BlockSize int    `json:"block_size"`
 }
 
+// status is the multipath.Status the view was made of (decoded JSON
+// carries the identity in the view only).
+func (v *multipathView) status() multipath.Status {
+	var st multipath.Status
+	if v.Status != nil {
+		st = *v.Status
+	}
+	st.Identity = blockdev.Identity{WWID: v.Identity.WWID, Serial: v.Identity.Serial, Size: v.Identity.Size, Block: v.Identity.BlockSize}
+	return st
+}
+
 func viewMultipath(st multipath.Status) *multipathView {
 	id := st.Identity
 	return &multipathView{Status: &st, Identity: identityView{id.WWID, id.Serial, id.Size, id.Block}}

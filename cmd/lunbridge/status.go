@@ -268,7 +268,7 @@ func printInstance(w io.Writer, d *instanceDetail) error {
 	}
 	if d.Multipath != nil {
 		fmt.Fprintln(w)
-		if err := printStatus(w, *d.Multipath.Status); err != nil {
+		if err := printStatus(w, d.Multipath.status()); err != nil {
 			return err
 		}
 	}
@@ -321,7 +321,7 @@ func printLiveMirror(w io.Writer, v *mirrorView) error {
 	for _, l := range v.Legs {
 		if l.Paths != nil {
 			fmt.Fprintf(w, "\nleg %s: ", l.Name)
-			if err := printStatus(w, *l.Paths.Status); err != nil {
+			if err := printStatus(w, l.Paths.status()); err != nil {
 				return err
 			}
 		}

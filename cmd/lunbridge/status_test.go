@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -123,13 +124,13 @@ func decodeLoose(t *testing.T, s string, v any) {
 }
 
 // With three instances running — a plain serve, a multipath serve (two
-// portals of one tgtd) and a mirror serve (legs on tgtd and istgt) —
+// portals of one tgtd) and a mirror mount (legs on tgtd and istgt) —
 // `lunbridge status` lists all three, and `status NAME --json` shows each
-// one's sessions, paths, legs, NBD socket and I/O. A killed instance
-// drops out of the list and its name is taken again by its successor.
-// (A mirror serve stands in for the issue's mirror mount: FUSE mounts are
-// covered by mount_test.go; the instance code is the same for all three.)
+// one's sessions, paths, legs, NBD socket or mount point, and I/O. A
+// killed instance drops out of the list and its name is taken again by
+// its successor.
 func TestStatusListsEveryInstance(t *testing.T) {
+	requireFUSE(t)
 	const size = 32 << 20
 	tg := targets.StartWith(t, targets.KindTgtd, targets.Options{ExtraPortals: []string{"127.0.0.2"}},
 		targets.Target{LUNs: []targets.LUN{{Size: size, Thin: true}, {Size: size, Thin: true}, {Size: size, Thin: true}}})
@@ -158,11 +159,25 @@ func TestStatusListsEveryInstance(t *testing.T) {
 	short := tg.Targets[0].Name[strings.LastIndex(tg.Targets[0].Name, ":")+1:]
 	plainName := short + "-" + plainURL[strings.LastIndex(plainURL, "/")+1:]
 	mpName := short + "-" + mpA[strings.LastIndex(mpA, "/")+1:]
-	mirrorName := short + "-" + legA[strings.LastIndex(legA, "/")+1:]
+	mirrorName := "mirror1" // the mount point's name
+	mnt := filepath.Join(dir, mirrorName)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	plain := startServe(t, env, "serve", "--persistent", plainURL)
 	mp := startServe(t, env, "serve", "--persistent", "--path", mpB, mpA)
-	mr := startServe(t, env, "serve", "--persistent", "--mirror", legB, legA)
+	mr := startServe(t, env, "mount", "--mirror", legB, legA, mnt)
+	t.Cleanup(func() { // before startServe's kill: unmount
+		mr.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-mr.exited:
+		case <-time.After(30 * time.Second):
+		}
+	})
+	if mr.line != filepath.Join(mnt, "disk.img") {
+		t.Fatalf("mount printed %q", mr.line)
+	}
 	plainSock := filepath.Join(run, plainName, "nbd.sock")
 	if !strings.Contains(plain.line, "socket="+plainSock) {
 		t.Fatalf("plain serve without --listen: %q, want its socket %s", plain.line, plainSock)
@@ -201,8 +216,12 @@ func TestStatusListsEveryInstance(t *testing.T) {
 		if s.Name == mirrorName { // the mirror's metadata takes the last MiB
 			wantSize = s.Size > size/2 && s.Size < size
 		}
-		if s.Command != "serve" || s.PID != w.p.cmd.Process.Pid || !wantSize || s.State != "ok" ||
-			strings.Join(s.URLs, " ") != strings.Join(w.urls, " ") || !strings.HasPrefix(s.Exposed, "nbd+unix:") ||
+		wantCmd, wantExposed := "serve", strings.HasPrefix(s.Exposed, "nbd+unix:")
+		if s.Name == mirrorName {
+			wantCmd, wantExposed = "mount", s.Exposed == mr.line
+		}
+		if s.Command != wantCmd || s.PID != w.p.cmd.Process.Pid || !wantSize || s.State != "ok" ||
+			strings.Join(s.URLs, " ") != strings.Join(w.urls, " ") || !wantExposed ||
 			s.ControlSocket != filepath.Join(run, s.Name, "control.sock") || s.Started.IsZero() {
 			t.Errorf("instance %s: %+v", s.Name, s)
 		}
@@ -219,7 +238,11 @@ func TestStatusListsEveryInstance(t *testing.T) {
 		}
 		var d stDetail
 		decodeLoose(t, r.stdout, &d)
-		if d.Name != name || d.NBD == nil || d.NBD.Socket != filepath.Join(run, name, "nbd.sock") || d.IO == nil || d.BlockSize != 512 {
+		exposed := d.NBD != nil && d.NBD.Socket == filepath.Join(run, name, "nbd.sock")
+		if name == mirrorName {
+			exposed = d.NBD == nil && d.Mount != nil && d.Mount.MountPoint == mnt && d.Mount.File == mr.line
+		}
+		if d.Name != name || !exposed || d.IO == nil || d.BlockSize != 512 {
 			t.Fatalf("status %s: %s", name, r.stdout)
 		}
 		for _, s := range d.Sessions {
@@ -259,13 +282,13 @@ func TestStatusListsEveryInstance(t *testing.T) {
 		d.Sessions[0].Leg != "A" || d.Sessions[0].Portal != tg.Portal || d.Sessions[1].Leg != "B" || d.Sessions[1].Portal != ist.Portal {
 		t.Fatalf("mirror serve: %+v", d)
 	}
-	if d.Mirror.Legs[0].State != "in-sync" || d.Mirror.Legs[1].State != "in-sync" {
-		t.Errorf("mirror legs: %+v", d.Mirror.Legs)
+	if d.Mirror.Legs[0].State != "in-sync" || d.Mirror.Legs[1].State != "in-sync" || d.Command != "mount" {
+		t.Errorf("mirror mount: %s, legs %+v", d.Command, d.Mirror.Legs)
 	}
 
 	// The text view of one instance.
 	r = lbRun(t, 30*time.Second, env, "status", mpName)
-	for _, w := range []string{mpName + ": serve, pid", "LEG  PATH  PORTAL", tg.ExtraPortals[0], "policy=failover", "MRDSL/MXDSL"} {
+	for _, w := range []string{mpName + ": serve, pid", "LEG  PATH  PORTAL", tg.ExtraPortals[0], "policy=failover", "MRDSL/MXDSL", "size=33554432 block=512"} {
 		if r.code != 0 || !strings.Contains(r.stdout, w) {
 			t.Errorf("status %s lacks %q: exit %d\n%s%s", mpName, w, r.code, r.stdout, r.stderr)
 		}
