@@ -35,6 +35,9 @@ If this process dies (kill -9, crash), the kernel keeps /dev/nbdN and queues
 its I/O for --dead-conn-timeout; run attach again with --reconnect to hand the
 same device fresh connections (netlink only).
 
+lunbridge status lists the running attach as nbdN (or its --instance name)
+and shows its sessions, paths and I/O: lunbridge status nbd0.
+
 The global --timeout is the iSCSI connect/login timeout; --io-timeout is the
 kernel's per-request timeout.
 

@@ -25,7 +25,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-digest", Usage: "data digests to offer, in order: None, CRC32C, \"CRC32C,None\" or \"None,CRC32C\"", DefaultText: "None"},
 		&cli.IntFlag{Name: "max-recv-data-segment-length", Usage: "largest PDU data segment in `BYTES` the initiator accepts (512 to 16777215). The default lets a target send a 1 MiB read as one Data-In PDU instead of four (open-iscsi and libiscsi declare 262144): fewer sends and wake-ups for the target", DefaultText: "1048576"},
 		&cli.IntFlag{Name: "queue-depth", Value: 128, Usage: "`N` commands in flight per session at most"},
-		&cli.StringFlag{Name: "instance", Usage: "serve, attach, mount and push log in with an ISID derived from initiator name, target, portal and LUN, so a restarted process ends its predecessor's session; a second process on the same LUN needs its own instance `NAME`", EnvVars: []string{"LUNBRIDGE_INSTANCE"}},
+		&cli.StringFlag{Name: "instance", Usage: "serve, attach, mount and push log in with an ISID derived from initiator name, target, portal and LUN, so a restarted process ends its predecessor's session; a second process on the same LUN needs its own instance `NAME`; also the name lunbridge status lists serve, attach and mount under", EnvVars: []string{"LUNBRIDGE_INSTANCE"}},
 		&cli.StringFlag{Name: "isid", Usage: "initiator session ID as 12 hex `DIGITS` (one session only), or random (never reinstates an earlier process's session)"},
 		&cli.IntFlag{Name: "connections", Value: 1, Usage: "open `N` TCP connections in each session (MC/S: MaxConnections, e.g. istgt allows 4)"},
 		&cli.DurationFlag{Name: "nop-interval", Value: 5 * time.Second, Usage: "ping an idle connection (NOP-Out) every `DURATION` (-1s: never)"},
