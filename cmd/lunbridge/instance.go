@@ -23,7 +23,8 @@ import (
 // directory of its own under the run directory:
 //
 //	RUNDIR/NAME/lock          flock'ed for the life of the process; its pid
-//	RUNDIR/NAME/control.sock  the control socket (control.go)
+//	RUNDIR/NAME/control.sock  the control socket (control.go), or a symbolic
+//	                          link to the one --control-socket names
 //	RUNDIR/NAME/nbd.sock      serve's NBD socket when --listen is not given
 //
 // RUNDIR is $LUNBRIDGE_RUN_DIR, else /run/lunbridge for root, else (a
@@ -151,9 +152,19 @@ func tryClaim(dir, name string) (*instanceClaim, bool, error) {
 	return &instanceClaim{name: name, dir: idir, lock: f}, false, nil
 }
 
+func (cl *instanceClaim) dirOrEmpty() string {
+	if cl == nil {
+		return ""
+	}
+	return cl.dir
+}
+
 // release frees the name: the lock file and (when empty) the directory go.
 func (cl *instanceClaim) release() {
 	cl.once.Do(func() {
+		if fi, err := os.Lstat(filepath.Join(cl.dir, instanceControlFile)); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			os.Remove(filepath.Join(cl.dir, instanceControlFile))
+		}
 		os.Remove(filepath.Join(cl.dir, instanceLockFile))
 		cl.lock.Close()
 		os.Remove(cl.dir) // fails while a preserved socket (systemd) is in it
@@ -276,6 +287,13 @@ func currentInstance(c *cli.Context) *controlTarget {
 	}
 	if path != "" && serveControl(c.Context, path, t) {
 		t.info.ControlSocket = path
+		if own := filepath.Join(cl.dirOrEmpty(), instanceControlFile); cl != nil && path != own {
+			// --control-socket elsewhere: a link in the instance
+			// directory lets lunbridge status find it.
+			if abs, err := filepath.Abs(path); err == nil {
+				os.Symlink(abs, own)
+			}
+		}
 	}
 	instState.t = t
 	return t

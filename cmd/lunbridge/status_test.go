@@ -349,4 +349,15 @@ func TestServeSecondDefaultSocket(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, base+"-2: serve, pid") || !strings.Contains(r.stdout, "nbd        nbd+unix:///?socket="+s2) {
 		t.Fatalf("status %s-2: exit %d\n%s%s", base, r.code, r.stdout, r.stderr)
 	}
+	// --control-socket elsewhere: still listed, by --instance name.
+	ctl := filepath.Join(dir, "ctl.sock")
+	startServe(t, env, "--instance", "explicit", "serve", "--persistent", "--read-only", "--control-socket", ctl, "file://"+img)
+	r = lbRun(t, 30*time.Second, env, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "\nexplicit ") || !strings.Contains(r.stdout, filepath.Join(run, "explicit", "nbd.sock")) {
+		t.Fatalf("status with an instance on --control-socket %s: exit %d\n%s%s", ctl, r.code, r.stdout, r.stderr)
+	}
+	r = lbRun(t, 30*time.Second, env, "status", "--json", "explicit")
+	if !strings.Contains(r.stdout, `"control_socket": "`+ctl+`"`) {
+		t.Fatalf("status --json explicit: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
