@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
+	"github.com/lunbridge/lunbridge/initiator"
 )
 
 // Status is a snapshot of a multipath Device, like `multipath -ll`.
@@ -48,12 +49,30 @@ type PathStatus struct {
 	UpSince     *time.Time `json:"up_since,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// Session is the path's iSCSI session (negotiated parameters,
+	// connections) while the path is connected.
+	Session *initiator.SessionInfo `json:"session,omitempty"`
 }
 
 // Status returns a JSON-able snapshot of the device and its paths.
 func (d *Device) Status() Status {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	st, sessions := d.statusLocked()
+	d.mu.Unlock()
+	// Session snapshots take the sessions' own locks: outside d.mu.
+	for i, s := range sessions {
+		if s != nil {
+			info := s.Info()
+			st.Paths[i].Session = &info
+		}
+	}
+	return st
+}
+
+// statusLocked builds Status without the sessions' details and returns the
+// connected paths' sessions (nil for the others), index for index.
+func (d *Device) statusLocked() (Status, []*initiator.Session) {
+	var sessions []*initiator.Session
 	st := Status{
 		Identity: d.ident, ReadOnly: d.readOnly, Policy: d.opts.Policy, Failback: d.opts.Failback,
 		NoPathTimeout: fmtTimeout(d.opts.NoPathTimeout), CheckInterval: d.opts.CheckInterval.String(),
@@ -66,7 +85,11 @@ func (d *Device) Status() Status {
 			State: d.stateLocked(p), InFlight: p.inflight.Load(), IOs: p.ios.Load(), Bytes: p.bytes.Load(),
 			Errors: p.errs.Load(), Failovers: p.failovers.Load(),
 		}
+		var sess *initiator.Session
 		if p.nx != nil {
+			if c, ok := p.nx.conn.(interface{ Session() *initiator.Session }); ok {
+				sess = c.Session()
+			}
 			ps.TSIH = p.tsih
 			t := p.upSince
 			ps.UpSince = &t
@@ -82,8 +105,9 @@ func (d *Device) Status() Status {
 			ps.LastErrorAt = &t
 		}
 		st.Paths = append(st.Paths, ps)
+		sessions = append(sessions, sess)
 	}
-	return st
+	return st, sessions
 }
 
 func fmtTimeout(t time.Duration) string {

@@ -35,6 +35,9 @@ If this process dies (kill -9, crash), the kernel keeps /dev/nbdN and queues
 its I/O for --dead-conn-timeout; run attach again with --reconnect to hand the
 same device fresh connections (netlink only).
 
+lunbridge status lists the running attach as nbdN (or its --instance name)
+and shows its sessions, paths and I/O: lunbridge status nbd0.
+
 The global --timeout is the iSCSI connect/login timeout; --io-timeout is the
 kernel's per-request timeout.
 
@@ -124,6 +127,7 @@ func attachAction(c *cli.Context) error {
 		dev.Close()
 		return err
 	}
+	currentInstance(c).setKernel(fmt.Sprintf("/dev/nbd%d", a.Index), srv)
 	fmt.Fprintf(c.App.Writer, "/dev/nbd%d\n", a.Index)
 	log.Info("attached")
 	notifyReady(log, fmt.Sprintf("serving %s as /dev/nbd%d", redactedURL(c.Args().First()), a.Index))

@@ -218,8 +218,8 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 			}
 			defer stop()
 			mem := blockdevtest.NewMem(1<<20, 512)
-			devFull = instrumentDevice(mem, "iscsi://127.0.0.1:3260/iqn.x:y/1")
-			devMin = instrumentDevice(minimalDev{mem}, "min")
+			devFull = instrumentDevice(mem, "iscsi://127.0.0.1:3260/iqn.x:y/1", nil)
+			devMin = instrumentDevice(minimalDev{mem}, "min", nil)
 			ctx := context.Background()
 			buf := make([]byte, 4096)
 			for i := 0; i < 5; i++ {
@@ -236,7 +236,7 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 			}
 			// A LUN-like device keeps the non-blocking path through the
 			// wrapper, and its I/O is counted too.
-			devAsync := instrumentDevice(lunLike{&blockdevtest.Async{Mem: mem}}, "async")
+			devAsync := instrumentDevice(lunLike{&blockdevtest.Async{Mem: mem}}, "async", nil)
 			a, ok := devAsync.(blockdev.AsyncIO)
 			if !ok {
 				return fmt.Errorf("instrumented async device lost AsyncIO (%T)", devAsync)
@@ -247,7 +247,7 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 				return err
 			}
 			// So does a mirror (Trim and WriteZeroes, no Extents).
-			devMirror := instrumentDevice(mirrorLike{blockdev.Device(mem), &blockdevtest.Async{Mem: mem}}, "mirror")
+			devMirror := instrumentDevice(mirrorLike{blockdev.Device(mem), &blockdevtest.Async{Mem: mem}}, "mirror", nil)
 			if _, ok := devMirror.(blockdev.AsyncIO); !ok {
 				return fmt.Errorf("instrumented mirror lost AsyncIO (%T)", devMirror)
 			}
@@ -306,7 +306,7 @@ func TestMetricsEndpointAndDecorator(t *testing.T) {
 	}
 	// Without --metrics-listen nothing is wrapped.
 	mem := blockdevtest.NewMem(1<<20, 512)
-	if instrumentDevice(mem, "x") != blockdev.Device(mem) {
+	if instrumentDevice(mem, "x", nil) != blockdev.Device(mem) {
 		t.Error("instrumentDevice wrapped a device with metrics off")
 	}
 }

@@ -11,11 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/multipath"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
+	"github.com/lunbridge/lunbridge/nbdbridge"
 )
 
 // The control socket of serve, attach and mount (--control-socket, read by
@@ -44,7 +46,9 @@ import (
 // level (multipath.Status, unchanged) when the command opened one LUN
 // through multipath, and/or "mirror": MIRROR when it opened a mirror.
 // MIRROR is mirror.Status whose legs also carry "paths": the leg's
-// multipath.Status when the leg is a multipath device.
+// multipath.Status when the leg is a multipath device. "instance" is the
+// instance's detail (instancestatus.go, `lunbridge status NAME --json`),
+// for every command, multipath or not.
 
 // controlRequestWait is how long the server waits for a request line
 // before answering with the status.
@@ -54,6 +58,9 @@ const controlRequestWait = 200 * time.Millisecond
 type controlStatus struct {
 	*multipath.Status
 	Mirror *mirrorView `json:"mirror,omitempty"`
+	// Instance is the whole picture (instancestatus.go), what `lunbridge
+	// status` shows; the fields above stay for older clients.
+	Instance *instanceDetail `json:"instance,omitempty"`
 }
 
 // mirrorView is a running mirror's status with its legs' paths.
@@ -64,7 +71,7 @@ type mirrorView struct {
 
 type mirrorLegView struct {
 	mirror.LegStatus
-	Paths *multipath.Status `json:"paths,omitempty"`
+	Paths *multipathView `json:"paths,omitempty"`
 }
 
 // controlReply answers a mirror command.
@@ -74,10 +81,22 @@ type controlReply struct {
 	Mirror *mirrorView `json:"mirror,omitempty"`
 }
 
-// controlTarget is what a running command publishes.
+// controlTarget is what a running command publishes: its instance
+// (instance.go) and, once it has opened it, the device.
 type controlTarget struct {
-	mp     *multipath.Device
-	mirror *mirror.Mirror
+	mp     *multipath.Device // guarded by mu once the socket runs
+	mirror *mirror.Mirror    // guarded by mu once the socket runs
+
+	mu     sync.Mutex
+	claim  *instanceClaim // nil when no name could be claimed
+	info   instanceSummary
+	dev    blockdev.Device // as opened, before instrumentation
+	io     *ioCounters
+	nbd    *nbdbridge.Server
+	nbdEP  *serveEndpoint
+	kernel string // attach: /dev/nbdN
+	mount  *mountView
+	ro     bool
 }
 
 func viewMirror(m *mirror.Mirror) *mirrorView {
@@ -85,22 +104,29 @@ func viewMirror(m *mirror.Mirror) *mirrorView {
 	for i, l := range v.Status.Legs {
 		v.Legs[i].LegStatus = l
 		if mp, ok := m.LegDevice(l.Name).(*multipath.Device); ok {
-			st := mp.Status()
-			v.Legs[i].Paths = &st
+			v.Legs[i].Paths = viewMultipath(mp.Status())
 		}
 	}
 	return v
 }
 
+func (t *controlTarget) devices() (*multipath.Device, *mirror.Mirror) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mp, t.mirror
+}
+
 func (t *controlTarget) status() controlStatus {
 	var s controlStatus
-	if t.mp != nil {
-		st := t.mp.Status()
+	mp, mr := t.devices()
+	if mp != nil {
+		st := mp.Status()
 		s.Status = &st
 	}
-	if t.mirror != nil {
-		s.Mirror = viewMirror(t.mirror)
+	if mr != nil {
+		s.Mirror = viewMirror(mr)
 	}
+	s.Instance = t.detail()
 	return s
 }
 
@@ -113,30 +139,31 @@ func (t *controlTarget) handle(ctx context.Context, req string) any {
 	if f[0] != "mirror" || len(f) < 3 || len(f) > 3 && f[1] != "replace" {
 		return controlReply{Error: fmt.Sprintf("unknown request %q: want status, mirror fail|remove|add|split|rejoin A|B, or mirror replace A|B URL [force]", req)}
 	}
-	if t.mirror == nil {
+	_, m := t.devices()
+	if m == nil {
 		return controlReply{Error: "this process runs no mirror"}
 	}
 	var err error
 	switch f[1] {
 	case "fail":
-		err = t.mirror.FailLeg(ctx, f[2])
+		err = m.FailLeg(ctx, f[2])
 	case "remove":
-		err = t.mirror.RemoveLeg(ctx, f[2])
+		err = m.RemoveLeg(ctx, f[2])
 	case "add":
-		err = t.mirror.AddLeg(ctx, f[2])
+		err = m.AddLeg(ctx, f[2])
 	case "split":
-		err = t.mirror.Split(ctx, f[2])
+		err = m.Split(ctx, f[2])
 	case "rejoin":
-		err = t.mirror.Rejoin(ctx, f[2])
+		err = m.Rejoin(ctx, f[2])
 	case "replace":
 		return t.replaceRequest(ctx, f[2:]) // mirrorreplace.go
 	default:
 		return controlReply{Error: fmt.Sprintf("unknown mirror command %q: want fail, remove, add, split, rejoin or replace", f[1])}
 	}
 	if err != nil {
-		return controlReply{Error: err.Error(), Mirror: viewMirror(t.mirror)}
+		return controlReply{Error: err.Error(), Mirror: viewMirror(m)}
 	}
-	return controlReply{OK: true, Mirror: viewMirror(t.mirror)}
+	return controlReply{OK: true, Mirror: viewMirror(m)}
 }
 
 // serveControlOn listens on path and answers requests about t until ctx

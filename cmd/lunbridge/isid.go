@@ -104,13 +104,12 @@ func isidLockDir() string {
 	if d := os.Getenv("LUNBRIDGE_ISID_LOCK_DIR"); d != "" { // tests
 		return d
 	}
-	if os.Geteuid() == 0 {
-		return "/run/lunbridge/isid"
+	if d := os.Getenv("LUNBRIDGE_RUN_DIR"); d != "" {
+		return filepath.Join(d, "isid")
 	}
-	if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
-		return filepath.Join(x, "lunbridge", "isid")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("lunbridge-%d", os.Getuid()), "isid")
+	// Not runDir: a unit's DynamicUser cannot write /run/lunbridge/isid;
+	// its locks stay in its own (private) temporary directory as before.
+	return filepath.Join(userRunDir(), "isid") // instance.go
 }
 
 // lockISID takes the host-wide lock on id for the life of the process. A

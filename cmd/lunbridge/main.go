@@ -76,6 +76,7 @@ Examples:
    lunbridge ls 127.0.0.1                         # ... and which LUNs, how big?
    lunbridge info iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1
    lunbridge pull iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 disk.img
+   lunbridge status                               # which serve/attach/mount run here?
    lunbridge completion bash > /etc/bash_completion.d/lunbridge
 
 Run lunbridge COMMAND --help for a command's usage, options and examples.`,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -171,18 +172,52 @@ func isLoopbackHost(host string) bool {
 }
 
 // instrumentDevice wraps dev with metrics under the label device (use the
-// redacted URL). It returns dev unchanged when metrics are off. When dev is
-// an iSCSI LUN its session's reconnects are exported too.
-func instrumentDevice(dev blockdev.Device, device string) blockdev.Device {
+// redacted URL) and, when ctr is not nil, counts its I/O in ctr (`lunbridge
+// status NAME`). It returns dev unchanged when metrics are off and ctr is
+// nil. When dev is an iSCSI LUN its session's reconnects are exported too.
+func instrumentDevice(dev blockdev.Device, device string, ctr *ioCounters) blockdev.Device {
 	m := currentMetrics()
-	if m == nil {
+	if m == nil && ctr == nil {
 		return dev
 	}
-	if l, ok := dev.(*initiator.LUN); ok {
-		m.watchSession(device, l.Session())
+	if m != nil {
+		if l, ok := dev.(*initiator.LUN); ok {
+			m.watchSession(device, l.Session())
+		}
+		m.sizeBytes.WithLabelValues(device).Set(float64(dev.Size()))
 	}
-	m.sizeBytes.WithLabelValues(device).Set(float64(dev.Size()))
-	return instrument(dev, m, device)
+	return instrument(dev, m, device, ctr)
+}
+
+// ioCounters count a device's operations for the status of the instance
+// (always on, unlike the metrics: a few atomic adds per I/O).
+type ioCounters struct {
+	reads, writes, readBytes, writeBytes atomic.Int64
+	flushes, trims, zeroes, errors       atomic.Int64
+}
+
+func (c *ioCounters) count(op string, n int64, err error) {
+	if err != nil {
+		c.errors.Add(1)
+	}
+	switch op {
+	case "read":
+		c.reads.Add(1)
+		if err == nil {
+			c.readBytes.Add(n)
+		}
+	case "write":
+		c.writes.Add(1)
+		if err == nil {
+			c.writeBytes.Add(n)
+		}
+	case "flush":
+		c.flushes.Add(1)
+	case "trim":
+		c.trims.Add(1)
+	case "write_zeroes":
+		c.zeroes.Add(1)
+	}
 }
 
 // watchSession exports a session's recovery counters under the label
@@ -369,11 +404,18 @@ func (c mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 // the ones the wrapped device has.
 type instrumented struct {
 	dev  blockdev.Device
-	m    *metricSet
+	m    *metricSet // nil: metrics off
 	name string
+	ctr  *ioCounters // nil: not counted
 }
 
 func (d *instrumented) observe(op string, n int64, start time.Time, err error) {
+	if d.ctr != nil {
+		d.ctr.count(op, n, err)
+	}
+	if d.m == nil {
+		return
+	}
 	d.m.commands.WithLabelValues(d.name, op).Inc()
 	d.m.latency.WithLabelValues(d.name, op).Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -384,12 +426,17 @@ func (d *instrumented) observe(op string, n int64, start time.Time, err error) {
 }
 
 func (d *instrumented) begin() time.Time {
+	if d.m == nil {
+		return time.Time{}
+	}
 	d.m.inflight.WithLabelValues(d.name).Inc()
 	return time.Now()
 }
 
 func (d *instrumented) end(op string, n int64, start time.Time, err error) {
-	d.m.inflight.WithLabelValues(d.name).Dec()
+	if d.m != nil {
+		d.m.inflight.WithLabelValues(d.name).Dec()
+	}
 	d.observe(op, n, start, err)
 }
 
@@ -467,8 +514,8 @@ func (d *instrumented) Unwrap() blockdev.Device { return d.dev }
 // implements: callers probe them with type assertions, and a wrapper that
 // claimed Trim for a device without it would turn "not supported" into
 // errors.
-func instrument(dev blockdev.Device, m *metricSet, name string) blockdev.Device {
-	w := &instrumented{dev: dev, m: m, name: name}
+func instrument(dev blockdev.Device, m *metricSet, name string, ctr *ioCounters) blockdev.Device {
+	w := &instrumented{dev: dev, m: m, name: name, ctr: ctr}
 	var mask int
 	if _, ok := dev.(blockdev.ReadOnlyer); ok {
 		mask |= 1

@@ -29,7 +29,7 @@ func init() {
 	register(catExpose, &cli.Command{
 		Name:      "mirror",
 		Usage:     "software RAID-1 across two LUNs: create, status, check, resync",
-		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--control-socket PATH] [LEG]\n   lunbridge mirror replace [--control-socket PATH] LEG URL",
+		UsageText: "lunbridge mirror create|status|check|resync [options] URL-A URL-B\n   lunbridge mirror status|fail|remove|add|split|rejoin [--name NAME | --control-socket PATH] [LEG]\n   lunbridge mirror replace [--name NAME | --control-socket PATH] LEG URL",
 		Description: `A mirror keeps two LUNs (legs A and B, usually on two independent targets)
 identical. Its metadata (superblock + write-intent bitmap) sits at the END of
 each leg, so either leg alone is a plain image of the disk. serve, attach,
@@ -91,26 +91,27 @@ Examples:
 			{
 				Name:      "status",
 				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
-				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]",
+				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--name NAME | --control-socket PATH]",
 				Description: `With URL-A and URL-B: reads both legs' metadata read-only, without
 assembling (like mdadm --examine/--detail), beside a running owner too:
 each leg's generation, in-sync view, dirty chunks and last update, the
 owner using the mirror, and what an assembly would do (clean, resync of a
 stale leg, split brain).
 
-Without URLs: asks the running serve, attach or mount on its control socket
-(--control-socket, default ` + defaultControlSocket + `) for its mirror's live status: each
-leg's state (in-sync, resyncing, failed, removed, split), the resync's mode
-and progress (incremental, full, crash, replace), automatic re-add
-attempts, and each multipath leg's paths.
+Without URLs: asks the running serve, attach or mount (the only instance
+running a mirror, or --name NAME, or --control-socket PATH) for its
+mirror's live status: each leg's state (in-sync, resyncing, failed,
+removed, split), the resync's mode and progress (incremental, full, crash,
+replace), automatic re-add attempts, and each multipath leg's paths.
 
 Examples:
    lunbridge mirror status
-   lunbridge mirror status --json --control-socket /run/lunbridge/db.sock
+   lunbridge mirror status --json --name db1
    lunbridge mirror status iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (the default without URLs)"),
+					instanceNameFlag(),
+					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (without URLs the default is that of --name, or of the only running mirror)"),
 				},
 				Action: mirrorStatus,
 			},
@@ -530,7 +531,7 @@ func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
 }
 
 func mirrorStatus(c *cli.Context) error {
-	if c.IsSet("control-socket") || c.NArg() == 0 {
+	if c.IsSet("control-socket") || c.IsSet("name") || c.NArg() == 0 {
 		return mirrorStatusLive(c) // mirrorctl.go
 	}
 	a, b, err := twoURLs(c)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,7 +15,45 @@ import (
 // attach or mount (protocol: control.go).
 
 func controlSocketFlag(usage string) cli.Flag {
-	return &cli.StringFlag{Name: "control-socket", Value: defaultControlSocket, Usage: usage, TakesFile: true}
+	return &cli.StringFlag{Name: "control-socket", Usage: usage, TakesFile: true}
+}
+
+// instanceNameFlag chooses the running instance (lunbridge status lists them).
+func instanceNameFlag() cli.Flag {
+	return &cli.StringFlag{Name: "name", Usage: "the running instance `NAME` (lunbridge status lists them; default: the only one running a mirror)"}
+}
+
+// mirrorSocket finds the control socket of the running mirror: the one
+// --control-socket names, the instance --name names, else the only
+// running instance with a mirror.
+func mirrorSocket(c *cli.Context) (string, error) {
+	if p := c.String("control-socket"); p != "" {
+		if c.String("name") != "" {
+			return "", usageErrorf("give --name or --control-socket, not both")
+		}
+		return p, nil
+	}
+	if n := c.String("name"); n != "" {
+		return instanceSocket(n) // status.go
+	}
+	var mirrors, others []string
+	for _, d := range listInstances() {
+		if d.Mirror != nil {
+			mirrors = append(mirrors, d.Name)
+		} else {
+			others = append(others, d.Name)
+		}
+	}
+	switch len(mirrors) {
+	case 1:
+		return filepath.Join(runDir(), mirrors[0], instanceControlFile), nil
+	case 0:
+		if len(others) == 0 {
+			return "", fmt.Errorf("no lunbridge serve, attach or mount is running (none found in %s)", runDir())
+		}
+		return "", fmt.Errorf("no running lunbridge runs a mirror (running: %s)", strings.Join(others, ", "))
+	}
+	return "", usageErrorf("%d running instances run a mirror: %s; choose one with --name NAME", len(mirrors), strings.Join(mirrors, ", "))
 }
 
 // mirrorManageCommand is `lunbridge mirror fail|remove|add LEG`.
@@ -22,10 +61,11 @@ func mirrorManageCommand(verb, usage string) *cli.Command {
 	return &cli.Command{
 		Name:      verb,
 		Usage:     usage,
-		UsageText: "lunbridge mirror " + verb + " [--control-socket PATH] [--json] A|B",
+		UsageText: "lunbridge mirror " + verb + " [--name NAME | --control-socket PATH] [--json] A|B",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the answer as JSON"},
-			controlSocketFlag("control socket `PATH` of the running serve/attach/mount"),
+			instanceNameFlag(),
+			controlSocketFlag("control socket `PATH` of the running serve/attach/mount (default: that of --name, see lunbridge status)"),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -35,13 +75,17 @@ func mirrorManageCommand(verb, usage string) *cli.Command {
 			if leg != "A" && leg != "B" {
 				return usageErrorf("mirror %s: leg %q: want A or B", verb, c.Args().First())
 			}
-			raw, err := controlRequest(c.String("control-socket"), "mirror "+verb+" "+leg, 2*time.Minute)
+			path, err := mirrorSocket(c)
+			if err != nil {
+				return err
+			}
+			raw, err := controlRequest(path, "mirror "+verb+" "+leg, 2*time.Minute)
 			if err != nil {
 				return err
 			}
 			var r controlReply
 			if err := json.Unmarshal(raw, &r); err != nil {
-				return fmt.Errorf("control socket %s: %w", c.String("control-socket"), err)
+				return fmt.Errorf("control socket %s: %w", path, err)
 			}
 			if c.Bool("json") {
 				if _, err := os.Stdout.Write(raw); err != nil {
@@ -63,9 +107,12 @@ func mirrorManageCommand(verb, usage string) *cli.Command {
 // mirrorStatusLive is `lunbridge mirror status` without URLs.
 func mirrorStatusLive(c *cli.Context) error {
 	if c.NArg() != 0 {
-		return usageErrorf("mirror status takes URL-A and URL-B, or --control-socket, not both")
+		return usageErrorf("mirror status takes URL-A and URL-B, or --name/--control-socket, not both")
 	}
-	path := c.String("control-socket")
+	path, err := mirrorSocket(c)
+	if err != nil {
+		return err
+	}
 	raw, err := readControl(path)
 	if err != nil {
 		return err
@@ -75,7 +122,7 @@ func mirrorStatusLive(c *cli.Context) error {
 		return fmt.Errorf("control socket %s: %w", path, err)
 	}
 	if st.Mirror == nil {
-		return fmt.Errorf("the lunbridge on %s runs no mirror", path)
+		return fmt.Errorf("the lunbridge on %s runs no mirror (lunbridge status lists the running instances)", path)
 	}
 	if c.Bool("json") {
 		return printJSON(os.Stdout, st.Mirror)

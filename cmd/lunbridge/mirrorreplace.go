@@ -44,10 +44,14 @@ func (t *controlTarget) replaceRequest(ctx context.Context, args []string) any {
 	if len(args) != 2 {
 		return controlReply{Error: "want mirror replace A|B URL [force]"}
 	}
-	if err := replaceMirrorLeg(ctx, t.mirror, args[0], args[1], force); err != nil {
-		return controlReply{Error: err.Error(), Mirror: viewMirror(t.mirror)}
+	_, m := t.devices()
+	if m == nil {
+		return controlReply{Error: "this process runs no mirror"}
 	}
-	return controlReply{OK: true, Mirror: viewMirror(t.mirror)}
+	if err := replaceMirrorLeg(ctx, m, args[0], args[1], force); err != nil {
+		return controlReply{Error: err.Error(), Mirror: viewMirror(m)}
+	}
+	return controlReply{OK: true, Mirror: viewMirror(m)}
 }
 
 // replaceMirrorLeg replaces leg (A or B) of the running mirror m by the LUN
@@ -88,7 +92,7 @@ func mirrorReplaceCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "replace",
 		Usage:     "replace a failed leg of the running mirror by another LUN (full resync from the other leg)",
-		UsageText: "lunbridge mirror replace [--force] [--wait] [--json] [--control-socket PATH] A|B URL",
+		UsageText: "lunbridge mirror replace [--force] [--wait] [--json] [--name NAME | --control-socket PATH] A|B URL",
 		Description: `Replaces a leg of the running serve/attach/mount's mirror by another LUN,
 like mdadm --manage --replace: the running process opens URL (with its own
 flags, CHAP secrets and config file), checks it, writes fresh mirror
@@ -116,7 +120,8 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "overwrite another mirror's metadata on the new LUN (refused when that mirror runs on this host)"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until the new leg is in sync, printing the progress"},
 			&cli.BoolFlag{Name: "json", Usage: "print the answer as JSON"},
-			controlSocketFlag("control socket `PATH` of the running serve/attach/mount"),
+			instanceNameFlag(),
+			controlSocketFlag("control socket `PATH` of the running serve/attach/mount (default: that of --name, see lunbridge status)"),
 		},
 		Action: mirrorReplace,
 	}
@@ -141,7 +146,10 @@ func mirrorReplace(c *cli.Context) error {
 	if c.Bool("force") {
 		req += " force"
 	}
-	path := c.String("control-socket")
+	path, err := mirrorSocket(c) // mirrorctl.go
+	if err != nil {
+		return err
+	}
 	raw, err := controlRequest(path, req, 2*time.Minute)
 	if err != nil {
 		return err

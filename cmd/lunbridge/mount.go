@@ -50,7 +50,8 @@ The command stays in the foreground and prints the file's path once mounted;
 ready (non-zero, with the reason, if it failed). SIGINT/SIGTERM or
 "lunbridge umount MOUNTPOINT" flush the LUN, unmount and close it. A stale
 mount left by a killed lunbridge ("Transport endpoint is not connected") is
-cleared at start. Root mounts directly; other users need fusermount3 (and
+cleared at start. lunbridge status lists the mount under the mount point's
+name (or its --instance name): lunbridge status lun. Root mounts directly; other users need fusermount3 (and
 user_allow_other in /etc/fuse.conf for --allow-other).
 
 Examples:
@@ -217,6 +218,7 @@ func mountServe(c *cli.Context, url, dir string, mode os.FileMode, gid *uint32, 
 	} else {
 		fmt.Fprintln(c.App.Writer, mp.File())
 	}
+	currentInstance(c).setMount(mp.Dir(), mp.File())
 	log.Info("mounted")
 	notifyReady(log, "serving "+mp.File())
 

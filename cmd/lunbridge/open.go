@@ -71,6 +71,10 @@ func longRunning(c *cli.Context) bool {
 // multipath device when there is more than one), optionally mirrored onto
 // --mirror URLs, instrumented for --metrics-listen.
 func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
+	var inst *controlTarget
+	if longRunning(c) {
+		inst = currentInstance(c) // instance.go: its name, control socket
+	}
 	url, err := applyDevice(c, url) // a [device "name"] of the config file
 	if err != nil {
 		return nil, err
@@ -87,6 +91,9 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	}
 	legA := append([]string{url}, c.StringSlice("path")...)
 	legB := c.StringSlice("mirror")
+	if inst != nil {
+		inst.setURLs(append(append([]string(nil), legA...), legB...))
+	}
 	var dev blockdev.Device
 	if len(legB) == 0 {
 		dev, err = openLeg(c, legA, readOnly)
@@ -116,16 +123,14 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	if err != nil {
 		return nil, err
 	}
-	if longRunning(c) {
-		switch d := dev.(type) {
-		case *multipath.Device:
-			serveControl(c.Context, c, &controlTarget{mp: d})
-		case *mirror.Mirror:
-			serveControl(c.Context, c, &controlTarget{mirror: d})
-			watchMirror(redactedURL(url), d)
-		}
+	if inst == nil {
+		return instrumentDevice(dev, redactedURL(url), nil), nil
 	}
-	return instrumentDevice(dev, redactedURL(url)), nil
+	if d, ok := dev.(*mirror.Mirror); ok {
+		watchMirror(redactedURL(url), d)
+	}
+	ctr := inst.setDevice(dev, readOnly)
+	return instrumentDevice(dev, redactedURL(url), ctr), nil
 }
 
 // openLeg opens one LUN through one URL, or through several as multipath.

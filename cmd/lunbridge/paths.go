@@ -14,10 +14,6 @@ import (
 	"github.com/lunbridge/lunbridge/multipath"
 )
 
-// defaultControlSocket is where serve/attach/mount publish multipath status
-// and where `lunbridge status` looks by default.
-const defaultControlSocket = "/run/lunbridge/control.sock"
-
 // multipathFlags are the flags of every command that accepts several URLs
 // for one LUN (serve, attach, mount, pull, push, bench).
 func multipathFlags() []cli.Flag {
@@ -26,7 +22,7 @@ func multipathFlags() []cli.Flag {
 		&cli.StringFlag{Name: "failback", Value: "immediate", Usage: "return to the preferred path: immediate, manual, followover or a number of seconds"},
 		&cli.StringFlag{Name: "no-path-timeout", Value: "30s", Usage: "queue I/O at most `DURATION` while no path is usable (0: fail at once; -1: forever)"},
 		&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, Usage: "test every path (TEST UNIT READY + NOP) each `DURATION`"},
-		&cli.StringFlag{Name: "control-socket", Value: defaultControlSocket, Usage: "serve multipath and mirror status (lunbridge status) and mirror commands (lunbridge mirror fail|remove|add) on this Unix socket `PATH` (empty: none)", TakesFile: true},
+		&cli.StringFlag{Name: "control-socket", Usage: "answer lunbridge status and lunbridge mirror fail|remove|add|split|rejoin on this Unix socket `PATH` (default: RUNDIR/NAME/control.sock, see lunbridge status; empty: none)", TakesFile: true},
 	}
 }
 
@@ -100,20 +96,16 @@ func openMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
 	return d, nil
 }
 
-// serveControl publishes t (status, mirror commands: control.go) on
-// --control-socket until ctx ends (a no-op when the flag is empty). Errors
+// serveControl publishes t (status, mirror commands: control.go) on the
+// Unix socket path until ctx ends, and reports whether it listens. Errors
 // are logged, not fatal.
-func serveControl(ctx context.Context, c *cli.Context, t *controlTarget) {
-	path := c.String("control-socket")
-	if path == "" {
-		return
-	}
+func serveControl(ctx context.Context, path string, t *controlTarget) bool {
 	// Listen before the command reports that it is up, so `lunbridge
 	// status` works as soon as it has.
 	ln, err := listenControl(path)
 	if err != nil {
 		logrus.WithError(err).Warnf("control socket %s", path)
-		return
+		return false
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -131,6 +123,7 @@ func serveControl(ctx context.Context, c *cli.Context, t *controlTarget) {
 		case <-time.After(2 * time.Second):
 		}
 	})
+	return true
 }
 
 var _ blockdev.Device = (*multipath.Device)(nil)

@@ -30,9 +30,11 @@ func init() {
 base:allocation) until SIGINT/SIGTERM; then answers the requests in flight,
 flushes the device and exits 0.
 
-Without --listen the socket is $XDG_RUNTIME_DIR/lunbridge/<name>.sock (or
-/run/lunbridge/<name>.sock). Once listening, the NBD URI is printed on stdout
-(--json: one JSON object) so scripts can read it. NBD has no authentication:
+Without --listen the socket is RUNDIR/NAME/nbd.sock, NAME being this
+instance's name (see lunbridge status: --instance, --export-name, or the
+target and LUN; a second serve of another LUN, or with another --instance,
+gets its own NAME-2 ... and socket). Once listening, the NBD URI is printed
+on stdout (--json: one JSON object) so scripts can read it. NBD has no authentication:
 prefer Unix sockets. The socket is made 0600 (the user's alone) and a
 directory serve creates for it 0700; every TCP listener, loopback included
 (any local user can connect), logs a warning.
@@ -57,7 +59,7 @@ Examples:
    lunbridge serve --listen tcp:127.0.0.1:10809 --export-name lun1 --persistent iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
    qemu-img convert -O qcow2 nbd://127.0.0.1:10809/lun1 backup.qcow2`,
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "unix:/path.sock or tcp:HOST:PORT (default: a Unix socket in $XDG_RUNTIME_DIR/lunbridge or /run/lunbridge)"},
+			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "unix:/path.sock or tcp:HOST:PORT (default: unix:RUNDIR/NAME/nbd.sock, RUNDIR being /run/lunbridge for root, see lunbridge status)"},
 			&cli.StringFlag{Name: "export-name", Aliases: []string{"x"}, Usage: "export name (clients may also ask for the default export \"\")"},
 			&cli.StringFlag{Name: "description", Usage: "export description shown by nbdinfo"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "refuse writes"},
@@ -103,6 +105,8 @@ func serveAction(c *cli.Context) error {
 	}
 	name := c.String("export-name")
 	log := logrus.WithFields(logrus.Fields{"cmd": "serve", "export": name})
+	// The instance name (and with it the default socket) first.
+	inst := currentInstance(c)
 	l, ep, cleanup, err := serveListener(c.String("listen"), name, log)
 	if err != nil {
 		return err
@@ -136,6 +140,7 @@ func serveAction(c *cli.Context) error {
 	}
 	srv := nbdbridge.NewServer(dev, opts)
 	watchNBD(opts.ExportName, srv)
+	inst.setNBD(ep, srv)
 	if pf := c.String("pid-file"); pf != "" {
 		if err := os.WriteFile(pf, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			l.Close()
@@ -150,6 +155,7 @@ func serveAction(c *cli.Context) error {
 	} else {
 		fmt.Fprintln(c.App.Writer, ep.URI)
 	}
+	log.Infof("instance %s: serving %s (lunbridge status %s)", inst.info.Name, ep.URI, inst.info.Name)
 	notifyReady(log, "serving "+ep.URI)
 	serveErr := srv.Serve(c.Context, l)
 	notifyStopping(log, "flushing and closing the device")
@@ -179,15 +185,7 @@ func serveListen(spec, name string, log *logrus.Entry) (net.Listener, *serveEndp
 	case spec == "" || strings.HasPrefix(spec, "unix:") || strings.HasPrefix(spec, "/"):
 		path := strings.TrimPrefix(spec, "unix:")
 		if path == "" {
-			dir := "/run/lunbridge"
-			if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
-				dir = filepath.Join(x, "lunbridge")
-			}
-			base := name
-			if base == "" {
-				base = "lunbridge"
-			}
-			path = filepath.Join(dir, strings.ReplaceAll(base, "/", "_")+".sock")
+			path = defaultNBDSocket(name) // instance.go
 		}
 		// Directories lunbridge creates are the user's alone (0700).
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

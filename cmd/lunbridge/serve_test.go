@@ -206,10 +206,11 @@ func nbdHold(t *testing.T, network, addr string) net.Conn {
 func TestServeCLIOneShotShared(t *testing.T) {
 	testenv.RequireTool(t, "nbdinfo")
 	img, _ := serveImage(t, 1<<20)
-	xdg := t.TempDir()
-	// Default socket path under $XDG_RUNTIME_DIR; one client at a time.
-	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + xdg}, "serve", "--read-only", "file://"+img)
-	sock := filepath.Join(xdg, "lunbridge", "lunbridge.sock")
+	run := t.TempDir()
+	// Default socket path: the instance's directory (named after the
+	// image) in the run directory; one client at a time.
+	p := startServe(t, []string{"LUNBRIDGE_RUN_DIR=" + run}, "serve", "--read-only", "file://"+img)
+	sock := filepath.Join(run, "disk", "nbd.sock")
 	if p.line != "nbd+unix:///?socket="+sock {
 		t.Fatalf("printed %q", p.line)
 	}

@@ -144,7 +144,7 @@ func TestServeUnitStartsAsShipped(t *testing.T) {
 	}
 	conf := filepath.Join(data, "lunbridge.conf")
 	os.WriteFile(conf, []byte("timeout = 10s\n"), 0o644)
-	runDir := filepath.Join(data, "run")
+	runDir := filepath.Join(data, "lunbridge") // stands for /run/lunbridge
 	inst := fmt.Sprintf("lbtest%d", os.Getpid())
 	if err := os.MkdirAll(filepath.Join(runDir, inst), 0o755); err != nil {
 		t.Fatal(err)
@@ -158,6 +158,7 @@ func TestServeUnitStartsAsShipped(t *testing.T) {
 		{"config", map[string]string{"LUNBRIDGE_URL": "file://" + img, "LUNBRIDGE_ARGS": "--read-only --export-name db1", "LUNBRIDGE_CONFIG": conf}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.env["RUNTIME_DIRECTORY"] = filepath.Join(runDir, inst) // as systemd sets it
 			cmd, nc, stderr := startUnit(t, string(unit), inst, tc.env, runDir)
 			msg := readNotifyOrExit(t, nc, cmd, stderr)
 			if !strings.HasPrefix(msg, "READY=1\nSTATUS=serving nbd+unix://") {
@@ -170,6 +171,12 @@ func TestServeUnitStartsAsShipped(t *testing.T) {
 			info := toolOut(t, "nbdinfo", uri)
 			if !strings.Contains(info, "export-size: 1048576") {
 				t.Fatalf("nbdinfo:\n%s", info)
+			}
+			// Its control socket is in its RuntimeDirectory, named after
+			// the unit's instance: root's lunbridge status lists it.
+			r := lbRun(t, 30*time.Second, []string{"LUNBRIDGE_RUN_DIR=" + runDir}, "status", "--json", inst)
+			if r.code != 0 || !strings.Contains(r.stdout, `"command": "serve"`) || !strings.Contains(r.stdout, filepath.Join(runDir, inst, "control.sock")) {
+				t.Fatalf("status of the unit's serve: exit %d\n%s%s\nserve: %s", r.code, r.stdout, r.stderr, stderr)
 			}
 			cmd.Process.Signal(syscall.SIGTERM)
 			if msg := readNotifyOrExit(t, nc, cmd, stderr); !strings.HasPrefix(msg, "STOPPING=1") {
