@@ -43,8 +43,8 @@ func TestPushCLIRoundTrip(t *testing.T) {
 	if !bytes.Equal(got[:len(want)], want) || !bytes.Equal(got[len(want):], junk[len(want):]) {
 		t.Fatal("pushed device differs")
 	}
-	if sum.SHA256 != hexsum(want) || sum.HolesBytes == 0 {
-		t.Fatalf("summary %+v", sum)
+	if sum.Blkhash != hexblk(want) || sum.ChecksumAlgo != "blkhash" || sum.HolesBytes == 0 { // the default checksum
+		t.Fatalf("summary %+v, want blkhash %s", sum, hexblk(want))
 	}
 
 	// push → pull round trip through stdin, at an offset.

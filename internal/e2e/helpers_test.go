@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -462,6 +463,36 @@ func compareFiles(a, b string) error {
 	return nil
 }
 
+// blkhashFile is the blkhash (sha256, 64 KiB blocks) of a file: the block
+// digests, then the length, under one SHA-256.
+func blkhashFile(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	o := sha256.New()
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := io.ReadFull(f, buf)
+		if k > 0 {
+			d := sha256.Sum256(buf[:k])
+			o.Write(d[:])
+			n += int64(k)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Write(binary.LittleEndian.AppendUint64(nil, uint64(n)))
+	return hex.EncodeToString(o.Sum(nil))
+}
+
 // sha256File is the hex SHA-256 of a file.
 func sha256File(t testing.TB, path string) string {
 	t.Helper()
@@ -506,6 +537,8 @@ type copySummary struct {
 	Seconds      float64 `json:"seconds"`
 	MBPerS       float64 `json:"mb_per_s"`
 	SHA256       string  `json:"sha256"`
+	Blkhash      string  `json:"blkhash"`
+	ChecksumAlgo string  `json:"checksum_algo"`
 	File         string  `json:"file"`
 	Device       string  `json:"device"`
 }

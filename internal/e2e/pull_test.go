@@ -29,7 +29,7 @@ func TestPullRandom(t *testing.T) {
 		dir := scratch(t)
 		out := filepath.Join(dir, "pull.img")
 
-		r := lbOK(t, 2*time.Minute, "pull", "--json", srv.URL(0, 0), out)
+		r := lbOK(t, 2*time.Minute, "pull", "--json", "--checksum", "sha256", srv.URL(0, 0), out)
 		var s copySummary
 		parseJSON(t, r.stdout, &s)
 		sameFiles(t, out, backing)
@@ -155,17 +155,27 @@ func TestPullSparseHuge(t *testing.T) {
 		checkRegions(t, out, 0)
 		t.Logf("FIGURES tgtd thin 3 TiB sparse pull (--checksum none): %v, read %d bytes, holes %d bytes, output allocates %d bytes",
 			r.dur.Round(time.Millisecond), s.BytesRead, s.HolesBytes, alloc)
-		// With the default checksum every byte of the image is hashed,
-		// holes included: measure it on 2 GiB of holes and extrapolate.
+		// With --checksum sha256 every byte of the image is hashed, holes
+		// included; the default blkhash adds a constant digest per 64 KiB
+		// hole block. Measure both on 2 GiB of holes and extrapolate.
 		part := filepath.Join(filepath.Dir(out), "part.img")
-		h := lbOK(t, 2*time.Minute, "pull", "--json", "--length", "2G", "--offset", "1G", srv.URL(0, 0), part)
+		h := lbOK(t, 2*time.Minute, "pull", "--json", "--checksum", "sha256", "--length", "2G", "--offset", "1G", srv.URL(0, 0), part)
 		var hs copySummary
 		parseJSON(t, h.stdout, &hs)
 		if hs.SHA256 != sha256File(t, part) || allocated(t, part) != 0 {
 			t.Errorf("2 GiB hole range: sha256 %s, allocated %d", hs.SHA256, allocated(t, part))
 		}
-		t.Logf("FIGURES tgtd thin, default --checksum sha256: 2 GiB of holes in %v; a full 3 TiB pull would need ≈ %v of hashing",
-			h.dur.Round(time.Millisecond), time.Duration(float64(h.dur)*float64(size)/float64(2*gib)).Round(time.Second))
+		os.Remove(part)
+		os.Remove(part + ".sha256")
+		b := lbOK(t, 2*time.Minute, "pull", "--json", "--length", "2G", "--offset", "1G", srv.URL(0, 0), part)
+		var bs copySummary
+		parseJSON(t, b.stdout, &bs)
+		if bs.Blkhash != blkhashFile(t, part) || bs.ChecksumAlgo != "blkhash" {
+			t.Errorf("2 GiB hole range: blkhash %q (%s), want %s", bs.Blkhash, bs.ChecksumAlgo, blkhashFile(t, part))
+		}
+		t.Logf("FIGURES tgtd thin, 2 GiB of holes: --checksum sha256 %v (a full 3 TiB pull would need ≈ %v of hashing), default blkhash %v (≈ %v)",
+			h.dur.Round(time.Millisecond), time.Duration(float64(h.dur)*float64(size)/float64(2*gib)).Round(time.Second),
+			b.dur.Round(time.Millisecond), time.Duration(float64(b.dur)*float64(size)/float64(2*gib)).Round(time.Second))
 	})
 	for _, kind := range kinds {
 		t.Run(kind+"-thick-ranges", func(t *testing.T) {
@@ -292,7 +302,9 @@ func TestPullKillResume(t *testing.T) {
 		if r := lb(t, time.Minute, "pull", srv.URL(0, 0), out); r.code == 0 {
 			t.Errorf("pull over a partial file without --resume/--force succeeded")
 		}
-		r := lbOK(t, 2*time.Minute, "pull", "--resume", "--json", srv.URL(0, 0), out)
+		// The killed pull hashed with the default blkhash; resuming with
+		// sha256 rehashes the part already on disk.
+		r := lbOK(t, 2*time.Minute, "pull", "--resume", "--json", "--checksum", "sha256", srv.URL(0, 0), out)
 		var s copySummary
 		parseJSON(t, r.stdout, &s)
 		sameFiles(t, out, backing)
