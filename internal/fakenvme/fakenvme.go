@@ -44,12 +44,12 @@ type Config struct {
 	// InlineData is the in-capsule data an I/O queue takes (IOCCSZ); 0:
 	// 4 KiB, negative: none (every write goes through R2T).
 	InlineData int
-	MaxR2T     int    // bytes asked per R2T (default 32 KiB)
-	C2HChunk   int    // bytes per C2HData (default 16 KiB)
-	MaxQueues  int    // I/O queues granted (default 4)
-	MDTS       uint8  // default 5 (128 KiB)
-	NoWriteZ   bool   // clear ONCS Write Zeroes and DSM
-	Success    bool   // end reads with C2HData SUCCESS instead of a CapsuleResp
+	MaxR2T     int   // bytes asked per R2T (default 32 KiB)
+	C2HChunk   int   // bytes per C2HData (default 16 KiB)
+	MaxQueues  int   // I/O queues granted (default 4)
+	MDTS       uint8 // default 5 (128 KiB)
+	NoWriteZ   bool  // clear ONCS Write Zeroes and DSM
+	Success    bool  // end reads with C2HData SUCCESS instead of a CapsuleResp
 	Discovery  []pdu.DiscoveryEntry
 }
 
@@ -68,21 +68,21 @@ const (
 
 // Controller is the fake.
 type Controller struct {
-	cfg  Config
-	ln   net.Listener
-	mu   sync.Mutex
-	ns   [][]byte
-	cc   uint32
+	cfg      Config
+	ln       net.Listener
+	mu       sync.Mutex
+	ns       [][]byte
+	cc       uint32
 	nextCntl uint16
-	conns map[net.Conn]bool
-	fault func(qid uint16, sqe pdu.SQE) Fault
-	wg    sync.WaitGroup
+	conns    map[net.Conn]bool
+	fault    func(qid uint16, sqe pdu.SQE) Fault
+	wg       sync.WaitGroup
 
 	// Stats.
 	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims atomic.Int64
-	HostNQN atomic.Value // string of the last Connect
-	HostID  atomic.Value // [16]byte
-	Digests atomic.Int32 // bit 0 header, bit 1 data, of the last connection
+	HostNQN                                                                      atomic.Value // string of the last Connect
+	HostID                                                                       atomic.Value // [16]byte
+	Digests                                                                      atomic.Int32 // bit 0 header, bit 1 data, of the last connection
 }
 
 // Listen starts a controller on 127.0.0.1:0.
@@ -659,4 +659,3 @@ func (s *session) finishWrite(sqe pdu.SQE, data []byte) {
 		s.respond(sqe.CID, 0, 0)
 	}
 }
-
