@@ -34,6 +34,7 @@ type Controller struct {
 	kaDone  chan struct{}
 	rr      atomic.Uint32
 	maxXfer int
+	gen     atomic.Uint64 // association number: +1 on every (re)connect
 }
 
 // Dial connects to the controller cfg names: admin queue, enable,
@@ -125,6 +126,7 @@ func (c *Controller) connect(ctx context.Context) error {
 		q.onFail = c.queueFailed
 	}
 	c.admin, c.io, c.broken = admin, ios, nil
+	c.gen.Add(1)
 	// A queue may have died before onFail was set.
 	for _, q := range append([]*queue{admin}, ios...) {
 		if err := q.failed(); err != nil {
@@ -340,11 +342,11 @@ func (c *Controller) teardown() {
 
 // queue returns a live I/O queue (the admin queue when admin), rebuilding
 // the association first when it is broken.
-func (c *Controller) queue(ctx context.Context, admin bool) (*queue, error) {
+func (c *Controller) queue(ctx context.Context, admin bool) (*queue, uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, blockdev.ErrClosed
+		return nil, 0, blockdev.ErrClosed
 	}
 	if c.broken == nil && c.admin != nil {
 		// queueFailed runs asynchronously: look at the queues themselves.
@@ -357,13 +359,13 @@ func (c *Controller) queue(ctx context.Context, admin bool) (*queue, error) {
 	}
 	if c.broken != nil || c.admin == nil {
 		if err := c.reconnect(ctx); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	if admin || len(c.io) == 0 {
-		return c.admin, nil
+		return c.admin, c.gen.Load(), nil
 	}
-	return c.io[int(c.rr.Add(1))%len(c.io)], nil
+	return c.io[int(c.rr.Add(1))%len(c.io)], c.gen.Load(), nil
 }
 
 // reconnect re-establishes the association; c.mu held.
@@ -410,11 +412,20 @@ func (c *Controller) Close() error {
 
 // exec runs one command on a live queue, re-establishing the association
 // and retrying while connections fail, up to ReconnectTimeout.
-func (c *Controller) exec(ctx context.Context, admin bool, op string, sqe pdu.SQE, out, in []byte) (pdu.CQE, error) {
+//
+// before, when set, runs ahead of every attempt with the association's
+// number (the namespace checks it is still the same medium).
+func (c *Controller) exec(ctx context.Context, admin bool, op string, sqe pdu.SQE, out, in []byte,
+	before func(context.Context, uint64) error) (pdu.CQE, error) {
 	var deadline time.Time
 	for attempt := 0; ; attempt++ {
-		q, err := c.queue(ctx, admin)
+		q, gen, err := c.queue(ctx, admin)
 		var cqe pdu.CQE
+		if err == nil && before != nil {
+			if err = before(ctx, gen); err != nil && !isConnErr(err) {
+				return cqe, err
+			}
+		}
 		if err == nil {
 			cqe, err = q.do(ctx, sqe, out, in)
 			if err == nil {
@@ -450,14 +461,14 @@ func (c *Controller) markBroken(q *queue, err error) {
 
 // Admin runs an admin command; in receives the controller's data.
 func (c *Controller) Admin(ctx context.Context, sqe pdu.SQE, out, in []byte) (pdu.CQE, error) {
-	return c.exec(ctx, true, fmt.Sprintf("admin opcode %#x", sqe.Opcode), sqe, out, in)
+	return c.exec(ctx, true, fmt.Sprintf("admin opcode %#x", sqe.Opcode), sqe, out, in, nil)
 }
 
 // IdentifyNamespace returns Identify Namespace data of nsid.
 func (c *Controller) IdentifyNamespace(ctx context.Context, nsid uint32) (pdu.Namespace, error) {
 	buf := make([]byte, pdu.IdentifyLen)
 	cqe, err := c.exec(ctx, true, "identify namespace", pdu.SQE{Opcode: pdu.AdminIdentify, NSID: nsid,
-		CDW: [6]uint32{pdu.CNSNamespace}}, nil, buf)
+		CDW: [6]uint32{pdu.CNSNamespace}}, nil, buf, nil)
 	if err != nil {
 		return pdu.Namespace{}, err
 	}
@@ -476,7 +487,7 @@ func (c *Controller) GetLogPage(ctx context.Context, lid uint8, off uint64, buf 
 	numd := uint32(len(buf)/4 - 1)
 	sqe := pdu.SQE{Opcode: pdu.AdminGetLogPage, CDW: [6]uint32{uint32(lid) | (numd&0xffff)<<16, numd >> 16,
 		uint32(off), uint32(off >> 32)}}
-	cqe, err := c.exec(ctx, true, "get log page", sqe, nil, buf)
+	cqe, err := c.exec(ctx, true, "get log page", sqe, nil, buf, nil)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,8 @@ type Namespace struct {
 	shift     uint
 	ownsCtrl  bool
 	closed    atomic.Bool
-	maxBlocks int64 // per Read/Write
+	maxBlocks int64         // per Read/Write
+	gen       atomic.Uint64 // the controller association last checked
 }
 
 var (
@@ -51,6 +52,7 @@ func OpenNamespace(ctx context.Context, c *Controller, nsid uint32) (*Namespace,
 		return nil, fmt.Errorf("nvmetcp: namespace %d: %d blocks is too large", nsid, id.NSZE)
 	}
 	n := &Namespace{c: c, nsid: nsid, id: id, bs: bs, size: int64(id.NSZE) * int64(bs)}
+	n.gen.Store(c.gen.Load())
 	for 1<<n.shift != bs {
 		n.shift++
 	}
@@ -102,7 +104,7 @@ func (n *Namespace) check(off, l int64) error {
 // io runs one I/O command and turns its status into a blockdev error.
 func (n *Namespace) io(ctx context.Context, op string, sqe pdu.SQE, out, in []byte) error {
 	sqe.NSID = n.nsid
-	cqe, err := n.c.exec(ctx, false, op, sqe, out, in)
+	cqe, err := n.c.exec(ctx, false, op, sqe, out, in, n.recheck)
 	if err != nil {
 		return err
 	}
@@ -251,6 +253,26 @@ func (n *Namespace) Close() error {
 	if n.ownsCtrl {
 		return n.c.Close()
 	}
+	return nil
+}
+
+// recheck identifies the namespace again after the controller
+// reconnected: a reconnect that reached another medium (size, NGUID,
+// EUI-64 or block size changed) fails every I/O instead of writing to it.
+func (n *Namespace) recheck(ctx context.Context, g uint64) error {
+	if n.gen.Load() == g {
+		return nil
+	}
+	id, err := n.c.IdentifyNamespace(ctx, n.nsid)
+	if err != nil {
+		return err
+	}
+	bs, err := id.BlockSize()
+	if err != nil || bs != n.bs || !n.sameNamespace(id) {
+		return fmt.Errorf("nvmetcp: namespace %d changed across a reconnect (%d blocks of %d bytes, NGUID %x): %w",
+			n.nsid, id.NSZE, bs, id.NGUID, blockdev.ErrUnavailable)
+	}
+	n.gen.Store(g)
 	return nil
 }
 

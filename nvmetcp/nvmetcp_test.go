@@ -350,3 +350,25 @@ func TestHostNQN(t *testing.T) {
 		t.Fatalf("%x", id)
 	}
 }
+
+// TestReconnectOtherMedium: when the reconnected controller shows another
+// namespace behind the NSID (another size), I/O fails with ErrUnavailable
+// instead of reading or writing it.
+func TestReconnectOtherMedium(t *testing.T) {
+	f := fake(t, fakenvme.Config{})
+	n := open(t, f, 1, Config{ReconnectTimeout: 5 * time.Second})
+	ctx := context.Background()
+	if err := n.ReadAt(ctx, make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.ReplaceNamespace(1, fakenvme.NSConfig{BlockSize: 512, Blocks: 4096})
+	f.DropConnections()
+	writes := f.Writes.Load()
+	err := n.WriteAt(ctx, make([]byte, 512), 0, false)
+	if !errors.Is(err, blockdev.ErrUnavailable) {
+		t.Fatalf("got %v", err)
+	}
+	if f.Writes.Load() != writes {
+		t.Fatal("a write reached the other medium")
+	}
+}

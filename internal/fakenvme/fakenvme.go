@@ -134,6 +134,15 @@ func (c *Controller) Data(nsid int, off, n int64) []byte {
 	return bytes.Clone(c.ns[nsid-1][off : off+n])
 }
 
+// ReplaceNamespace swaps namespace nsid for a new, zeroed one (another
+// medium behind the same NSID).
+func (c *Controller) ReplaceNamespace(nsid int, n NSConfig) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg.Namespaces[nsid-1] = n
+	c.ns[nsid-1] = make([]byte, int64(n.BlockSize)*n.Blocks)
+}
+
 // SetFault installs f, called for every command; nil clears it.
 func (c *Controller) SetFault(f func(qid uint16, sqe pdu.SQE) Fault) {
 	c.mu.Lock()
@@ -483,7 +492,9 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 				s.respond(sqe.CID, status(0x0b), 0)
 				return nil
 			}
+			c.mu.Lock()
 			cfg := c.cfg.Namespaces[i]
+			c.mu.Unlock()
 			ns := pdu.Namespace{NSZE: uint64(cfg.Blocks), NCAP: uint64(cfg.Blocks), NLBAF: 1, DLFEAT: 1,
 				Formats: []pdu.LBAFormat{{DataShift: 9}, {DataShift: 12}}}
 			if cfg.BlockSize == 4096 {
@@ -544,10 +555,12 @@ func (s *session) lba(sqe pdu.SQE) (store []byte, off, n int64, ok bool) {
 	if i < 0 || i >= len(s.c.ns) {
 		return nil, 0, 0, false
 	}
+	s.c.mu.Lock()
 	bs := int64(s.c.cfg.Namespaces[i].BlockSize)
+	store = s.c.ns[i]
+	s.c.mu.Unlock()
 	slba := int64(uint64(sqe.CDW[0]) | uint64(sqe.CDW[1])<<32)
 	nlb := int64(sqe.CDW[2]&0xffff) + 1
-	store = s.c.ns[i]
 	if slba < 0 || slba+nlb > int64(len(store))/bs {
 		return store, 0, 0, false
 	}
@@ -643,8 +656,10 @@ func (s *session) finishWrite(sqe pdu.SQE, data []byte) {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return
 		}
+		c.mu.Lock()
 		bs := int64(c.cfg.Namespaces[i].BlockSize)
 		store := c.ns[i]
+		c.mu.Unlock()
 		for _, r := range pdu.ParseDSMRanges(data)[:min(int(sqe.CDW[0]&0xff)+1, len(data)/16)] {
 			off, n := int64(r.SLBA)*bs, int64(r.NLB)*bs
 			if int64(r.SLBA) < 0 || off+n > int64(len(store)) {
