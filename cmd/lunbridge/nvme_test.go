@@ -69,6 +69,11 @@ func TestNVMeCLI(t *testing.T) {
 		entries[0].Subsystem != fakenvme.DefaultNQN || entries[0].Address != "127.0.0.1:4420" {
 		t.Fatalf("discover: %v %+v", err, entries)
 	}
+	r = lbRun(t, limitCLI, env, "bench", "--rw", "randwrite", "--yes", "--bs", "8k", "--qd", "8", "--time", "300ms", "--json", url)
+	r.mustOK(t, "bench randwrite")
+	if !strings.Contains(r.stdout, "iops") {
+		t.Fatalf("bench: %s", r.stdout)
+	}
 	// A wrong subsystem is a Connect refusal: exit code ExitLogin.
 	if r := lbRun(t, limitCLI, env, "info", "nvme+tcp://"+f.Addr()+"/nqn.2026-12.org.lunbridge:nope/1"); r.code != ExitLogin {
 		t.Fatalf("wrong NQN: exit %d, %s", r.code, r.stderr)
