@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -23,6 +24,7 @@ type Namespace struct {
 	closed    atomic.Bool
 	maxBlocks int64         // per Read/Write
 	gen       atomic.Uint64 // the controller association last checked
+	noWZ      atomic.Bool   // the controller refused Write Zeroes once
 }
 
 var (
@@ -219,16 +221,8 @@ func (n *Namespace) WriteZeroes(ctx context.Context, off, l int64, mayTrim bool)
 	if err := n.check(off, l); err != nil {
 		return err
 	}
-	if n.c.Info().ONCS&pdu.ONCSWriteZeroes == 0 {
-		z := make([]byte, min(l, int64(n.maxBlocks)*int64(n.bs)))
-		for l > 0 {
-			k := min(l, int64(len(z)))
-			if err := n.WriteAt(ctx, z[:k], off, false); err != nil {
-				return err
-			}
-			off, l = off+k, l-k
-		}
-		return nil
+	if n.c.Info().ONCS&pdu.ONCSWriteZeroes == 0 || n.noWZ.Load() {
+		return n.writeZeroBuffers(ctx, off, l)
 	}
 	lba, blocks := uint64(off>>n.shift), l>>n.shift
 	for blocks > 0 {
@@ -238,9 +232,30 @@ func (n *Namespace) WriteZeroes(ctx context.Context, off, l int64, mayTrim bool)
 			sqe.CDW[2] |= 1 << 25 // DEAC
 		}
 		if err := n.io(ctx, "write zeroes", sqe, nil, nil); err != nil {
+			// A controller may advertise Write Zeroes and still refuse it
+			// for one namespace (Linux nvmet on a file whose file system
+			// has no FALLOC_FL_ZERO_RANGE, such as tmpfs): write zeroes.
+			var se *StatusError
+			if errors.As(err, &se) && se.Status.SCT() == 0 && se.Status.SC() != 0x80 && se.Status.SC() != 0x81 {
+				n.noWZ.Store(true)
+				done := int64(lba)<<n.shift - off
+				return n.writeZeroBuffers(ctx, off+done, l-done)
+			}
 			return err
 		}
 		lba, blocks = lba+uint64(k), blocks-k
+	}
+	return nil
+}
+
+func (n *Namespace) writeZeroBuffers(ctx context.Context, off, l int64) error {
+	z := make([]byte, min(l, int64(n.maxBlocks)*int64(n.bs), 1<<20))
+	for l > 0 {
+		k := min(l, int64(len(z)))
+		if err := n.WriteAt(ctx, z[:k], off, false); err != nil {
+			return err
+		}
+		off, l = off+k, l-k
 	}
 	return nil
 }

@@ -372,3 +372,31 @@ func TestReconnectOtherMedium(t *testing.T) {
 		t.Fatal("a write reached the other medium")
 	}
 }
+
+// TestWriteZeroesRefused: a controller that advertises Write Zeroes but
+// refuses it (Linux nvmet on a tmpfs file) gets zero buffers written.
+func TestWriteZeroesRefused(t *testing.T) {
+	f := fake(t, fakenvme.Config{})
+	n := open(t, f, 2, Config{})
+	ctx := context.Background()
+	if err := n.WriteAt(ctx, bytes.Repeat([]byte{1}, 64<<10), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+		if sqe.Opcode == pdu.IOWriteZeroes {
+			return fakenvme.FaultRefuse
+		}
+		return fakenvme.FaultNone
+	})
+	for range 2 {
+		if err := n.WriteZeroes(ctx, 8192, 16384, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := f.Data(2, 0, 64<<10)
+	want := bytes.Repeat([]byte{1}, 64<<10)
+	clear(want[8192 : 8192+16384])
+	if !bytes.Equal(got, want) {
+		t.Fatal("range not zeroed")
+	}
+}

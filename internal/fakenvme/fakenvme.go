@@ -64,6 +64,7 @@ const (
 	FaultBadPDU          // send a PDU with a bad HLEN
 	FaultTermReq         // send a C2HTermReq and close
 	FaultClose           // close the connection
+	FaultRefuse          // answer Invalid Command Opcode
 )
 
 // Controller is the fake.
@@ -376,6 +377,9 @@ func (s *session) command(sqe pdu.SQE, data []byte) error {
 		case FaultClose:
 			s.conn.Close()
 			return errTerm
+		case FaultRefuse:
+			s.respond(sqe.CID, status(scInvalidOp), 0)
+			return nil
 		case FaultShortData:
 			if sqe.Opcode == pdu.IORead && s.qid > 0 {
 				n := int(sqe.SGL.Length) / 2
