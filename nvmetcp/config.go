@@ -192,11 +192,17 @@ var (
 
 // StatusError is a command that completed with a non-zero status.
 type StatusError struct {
-	Op     string
-	Status pdu.Status
+	Op      string
+	Status  pdu.Status
+	Fabrics bool // a Fabrics command: SCT 1 codes are Connect's
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("nvmetcp: %s: %v", e.Op, e.Status) }
+func (e *StatusError) Error() string {
+	if e.Fabrics {
+		return fmt.Sprintf("nvmetcp: %s: %s", e.Op, e.Status.FabricsString())
+	}
+	return fmt.Sprintf("nvmetcp: %s: %v", e.Op, e.Status)
+}
 
 // TermError is a C2HTermReq: the controller ended the connection.
 type TermError struct{ FES uint16 }

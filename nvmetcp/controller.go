@@ -196,7 +196,7 @@ func connectQueue(ctx context.Context, q *queue, cfg *Config, sqsize uint16, kat
 		return 0, fmt.Errorf("connect queue %d: %w", q.qid, err)
 	}
 	if st := cqe.StatusField(); !st.OK() {
-		return 0, &StatusError{Op: fmt.Sprintf("connect queue %d to %s as %s", q.qid, cfg.SubNQN, cfg.HostNQN), Status: st}
+		return 0, &StatusError{Op: fmt.Sprintf("connect queue %d to %s as %s", q.qid, cfg.SubNQN, cfg.HostNQN), Status: st, Fabrics: true}
 	}
 	if cqe.Result>>16&0xffff != 0 {
 		return 0, fmt.Errorf("nvmetcp: connect: controller requires authentication (AUTHREQ %#x), not supported", cqe.Result>>16&0xffff)
@@ -221,7 +221,7 @@ func adminResult(ctx context.Context, q *queue, op string, sqe pdu.SQE) (uint64,
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
 	if st := cqe.StatusField(); !st.OK() {
-		return 0, &StatusError{Op: op, Status: st}
+		return 0, &StatusError{Op: op, Status: st, Fabrics: sqe.Opcode == pdu.OpFabrics}
 	}
 	return cqe.Result, nil
 }

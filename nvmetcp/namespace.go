@@ -124,8 +124,10 @@ func statusErr(op string, st pdu.Status) error {
 	switch {
 	case st.SCT() == 0 && (st.SC() == 0x80 || st.SC() == 0x81):
 		s = blockdev.ErrOutOfRange
-	case st.SCT() == 0 && (st.SC() == 0x01 || st.SC() == 0x02):
+	case st.SCT() == 0 && (st.SC() == 0x01 || st.SC() == 0x02), st.SCT() == 1 && st.SC() == 0x83:
 		s = blockdev.ErrNotSupported
+	case st.SCT() == 1 && st.SC() == 0x82:
+		s = blockdev.ErrReadOnly
 	case st.SCT() == 2 && st.SC() == 0x86, st.SCT() == 2 && st.SC() == 0x82:
 		s = blockdev.ErrReadOnly
 	case st.SCT() == 2:
@@ -235,8 +237,8 @@ func (n *Namespace) WriteZeroes(ctx context.Context, off, l int64, mayTrim bool)
 			// A controller may advertise Write Zeroes and still refuse it
 			// for one namespace (Linux nvmet on a file whose file system
 			// has no FALLOC_FL_ZERO_RANGE, such as tmpfs): write zeroes.
-			var se *StatusError
-			if errors.As(err, &se) && se.Status.SCT() == 0 && se.Status.SC() != 0x80 && se.Status.SC() != 0x81 {
+			// Linux nvmet answers SCT 1 SC 0x83; others Invalid Opcode/Field.
+			if errors.Is(err, blockdev.ErrNotSupported) {
 				n.noWZ.Store(true)
 				done := int64(lba)<<n.shift - off
 				return n.writeZeroBuffers(ctx, off+done, l-done)

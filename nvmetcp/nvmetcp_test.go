@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -374,8 +375,15 @@ func TestReconnectOtherMedium(t *testing.T) {
 }
 
 // TestWriteZeroesRefused: a controller that advertises Write Zeroes but
-// refuses it (Linux nvmet on a tmpfs file) gets zero buffers written.
+// refuses it gets zero buffers written — with Invalid Command Opcode, and
+// with SCT 1 SC 0x83, what Linux nvmet (6.1, loop device on tmpfs) answers.
 func TestWriteZeroesRefused(t *testing.T) {
+	for _, fault := range []fakenvme.Fault{fakenvme.FaultRefuse, fakenvme.FaultRefuseLinux} {
+		testWriteZeroesRefused(t, fault)
+	}
+}
+
+func testWriteZeroesRefused(t *testing.T, fault fakenvme.Fault) {
 	f := fake(t, fakenvme.Config{})
 	n := open(t, f, 2, Config{})
 	ctx := context.Background()
@@ -384,7 +392,7 @@ func TestWriteZeroesRefused(t *testing.T) {
 	}
 	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
 		if sqe.Opcode == pdu.IOWriteZeroes {
-			return fakenvme.FaultRefuse
+			return fault
 		}
 		return fakenvme.FaultNone
 	})
@@ -398,5 +406,22 @@ func TestWriteZeroesRefused(t *testing.T) {
 	clear(want[8192 : 8192+16384])
 	if !bytes.Equal(got, want) {
 		t.Fatal("range not zeroed")
+	}
+}
+
+// TestTrimRefusedLinux: a deallocate refused with SCT 1 SC 0x83 is
+// ErrNotSupported, named as such (not as a Connect status).
+func TestTrimRefusedLinux(t *testing.T) {
+	f := fake(t, fakenvme.Config{})
+	n := open(t, f, 1, Config{})
+	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+		if sqe.Opcode == pdu.IODSM {
+			return fakenvme.FaultRefuseLinux
+		}
+		return fakenvme.FaultNone
+	})
+	err := n.Trim(context.Background(), 0, 4096)
+	if !errors.Is(err, blockdev.ErrNotSupported) || strings.Contains(err.Error(), "discovery") {
+		t.Fatalf("got %v", err)
 	}
 }

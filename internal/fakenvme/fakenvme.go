@@ -57,14 +57,15 @@ type Config struct {
 type Fault int
 
 const (
-	FaultNone      Fault = iota
-	FaultStall           // never answer
-	FaultWrongCID        // answer with an unused CID
-	FaultShortData       // reads: send half the data then a success response
-	FaultBadPDU          // send a PDU with a bad HLEN
-	FaultTermReq         // send a C2HTermReq and close
-	FaultClose           // close the connection
-	FaultRefuse          // answer Invalid Command Opcode
+	FaultNone        Fault = iota
+	FaultStall             // never answer
+	FaultWrongCID          // answer with an unused CID
+	FaultShortData         // reads: send half the data then a success response
+	FaultBadPDU            // send a PDU with a bad HLEN
+	FaultTermReq           // send a C2HTermReq and close
+	FaultClose             // close the connection
+	FaultRefuse            // answer Invalid Command Opcode
+	FaultRefuseLinux       // answer SCT 1 SC 0x83, as Linux nvmet for an unsupported Write Zeroes/DSM
 )
 
 // Controller is the fake.
@@ -379,6 +380,9 @@ func (s *session) command(sqe pdu.SQE, data []byte) error {
 			return errTerm
 		case FaultRefuse:
 			s.respond(sqe.CID, status(scInvalidOp), 0)
+			return nil
+		case FaultRefuseLinux:
+			s.respond(sqe.CID, pdu.MakeStatus(1, 0x83, true), 0)
 			return nil
 		case FaultShortData:
 			if sqe.Opcode == pdu.IORead && s.qid > 0 {

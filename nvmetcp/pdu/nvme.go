@@ -133,24 +133,47 @@ var fabricsNames = map[uint8]string{
 	0x91: "authentication required",
 }
 
+// String names s for an I/O or admin command. Command-specific codes
+// (SCT 1) of the NVM command set are named here; those of Fabrics
+// commands by FabricsString.
 func (s Status) String() string {
 	var name string
-	switch {
-	case s.SCT() == 0:
+	switch s.SCT() {
+	case 0:
 		name = genericNames[s.SC()]
-	case s.SCT() == 1 && s.SC() == 0x82:
-		name = "invalid fabrics/connect parameters"
-	case s.SCT() == 1:
-		name = fabricsNames[s.SC()]
-	case s.SCT() == 2:
+	case 1:
+		name = commandNames[s.SC()]
+	case 2:
 		name = map[uint8]string{0x80: "write fault", 0x81: "unrecovered read error", 0x86: "access denied"}[s.SC()]
-	case s.SCT() == 3:
+	case 3:
 		name = map[uint8]string{0x02: "ANA persistent loss", 0x03: "ANA inaccessible", 0x04: "ANA transition"}[s.SC()]
 	}
+	return statusText(name, s)
+}
+
+// FabricsString names s for a Fabrics command (Connect, Property Get/Set).
+func (s Status) FabricsString() string {
+	if s.SCT() == 1 {
+		return statusText(fabricsNames[s.SC()], s)
+	}
+	return s.String()
+}
+
+func statusText(name string, s Status) string {
 	if name == "" {
 		name = "status"
 	}
 	return fmt.Sprintf("%s (SCT %#x SC %#02x)", name, s.SCT(), s.SC())
+}
+
+// commandNames are command-specific status codes of I/O commands. 0x83
+// is "command size limit exceeded" in NVM Command Set 2.0, and what Linux
+// nvmet answers for a Write Zeroes or Dataset Management its backend cannot
+// do (its NVME_SC_ONCS_NOT_SUPPORTED, 0x183).
+var commandNames = map[uint8]string{
+	0x80: "conflicting attributes", 0x81: "invalid protection information",
+	0x82: "attempted write to read-only range",
+	0x83: "operation not supported by the namespace (or command size limit exceeded)",
 }
 
 // Admin command opcodes (NVMe Base 2.0, Figure 138).
