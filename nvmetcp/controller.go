@@ -167,6 +167,13 @@ func (c *Controller) connectIO(ctx context.Context, admin *queue) ([]*queue, err
 		q, err := dialQueue(ctx, cfg, uint16(i), depth)
 		if err == nil {
 			q.inline, q.icdoff = max(inline, 0), uint32(c.info.ICDOFF)*16
+			qid := uint16(i)
+			q.abort = func(ctx context.Context, cid uint16) {
+				_, err := adminResult(ctx, admin, "abort", pdu.SQE{Opcode: pdu.AdminAbort, CDW: [6]uint32{uint32(qid) | uint32(cid)<<16}})
+				if err != nil {
+					cfg.Logger.WithError(err).Debugf("nvmetcp: abort of CID %d on queue %d", cid, qid)
+				}
+			}
 			q.r.MaxData = c.maxXfer + 4096
 			_, err = connectQueue(ctx, q, cfg, uint16(depth-1), 0, c.cntlID)
 			if err != nil {

@@ -18,9 +18,11 @@
 // H2CData for R2Ts itself. Submitters write their capsule under the
 // queue's write mutex (q.wmu); the request table lock (q.mu) is never held
 // while taking another. Only the read loop completes a request, or its exit,
-// which fails every outstanding request with the connection's error; a
-// waiter that gives up (context, command timeout) closes the connection and
-// waits for the loop to exit, so a caller's buffer is never written after
-// the call returns. Controller.mu serialises reconnection; lock order
+// which fails every outstanding request with the connection's error. A
+// waiter that gives up (context, command timeout) sends an Abort on the
+// admin queue and waits a grace period (at most 5 s) for the command to
+// end; when it does not (Linux nvmet never aborts), the connection is
+// closed and the waiter waits for the loop to exit, so a caller's buffer
+// is never written after the call returns. Controller.mu serialises reconnection; lock order
 // Controller.mu, then q.wmu, then q.mu.
 package nvmetcp

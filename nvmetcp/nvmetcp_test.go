@@ -294,20 +294,66 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-// TestCancel: a cancelled context ends a stalled command promptly.
+// TestCancel: a cancelled context ends a stalled command promptly: an
+// Abort, and when the controller does not abort it (Linux nvmet never
+// does), the connection goes after the grace period.
 func TestCancel(t *testing.T) {
-	f := fake(t, fakenvme.Config{})
-	n := open(t, f, 1, Config{ReconnectTimeout: -1})
-	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
-		if qid > 0 {
-			return fakenvme.FaultStall
+	for _, abortable := range []bool{true, false} {
+		f := fake(t, fakenvme.Config{AbortStalled: abortable})
+		n := open(t, f, 1, Config{ReconnectTimeout: -1, CommandTimeout: 500 * time.Millisecond})
+		var once sync.Once
+		f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+			r := fakenvme.FaultNone
+			if qid > 0 {
+				once.Do(func() { r = fakenvme.FaultStall })
+			}
+			return r
+		})
+		connects := f.Connects.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		start := time.Now()
+		err := n.ReadAt(ctx, make([]byte, 512), 0)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
+			t.Fatalf("abortable %v: got %v after %v", abortable, err, time.Since(start))
 		}
-		return fakenvme.FaultNone
+		if f.Aborts.Load() != 1 {
+			t.Fatalf("abortable %v: %d aborts", abortable, f.Aborts.Load())
+		}
+		if err := n.ReadAt(context.Background(), make([]byte, 512), 0); err != nil {
+			t.Fatal(err)
+		}
+		// An aborted command leaves the association up; an unabortable
+		// one costs the connection.
+		if reconnected := f.Connects.Load() != connects; reconnected == abortable {
+			t.Fatalf("abortable %v: reconnected %v", abortable, reconnected)
+		}
+	}
+}
+
+// TestAbortOnTimeout: a command past CommandTimeout is aborted; the
+// caller gets ErrTimeout and the association stays up.
+func TestAbortOnTimeout(t *testing.T) {
+	f := fake(t, fakenvme.Config{AbortStalled: true})
+	n := open(t, f, 1, Config{ReconnectTimeout: -1, CommandTimeout: 300 * time.Millisecond})
+	var once sync.Once
+	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+		r := fakenvme.FaultNone
+		if qid > 0 && sqe.Opcode == pdu.IOWrite {
+			once.Do(func() { r = fakenvme.FaultStall })
+		}
+		return r
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if err := n.ReadAt(ctx, make([]byte, 512), 0); !errors.Is(err, context.DeadlineExceeded) {
+	connects := f.Connects.Load()
+	err := n.WriteAt(context.Background(), make([]byte, 512), 0, false)
+	if !errors.Is(err, ErrTimeout) || errors.Is(err, ErrConnection) {
 		t.Fatalf("got %v", err)
+	}
+	if err := n.WriteAt(context.Background(), make([]byte, 512), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if f.Connects.Load() != connects || f.Aborts.Load() != 1 {
+		t.Fatalf("connects %d -> %d, aborts %d", connects, f.Connects.Load(), f.Aborts.Load())
 	}
 }
 

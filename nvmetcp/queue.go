@@ -26,6 +26,10 @@ type queue struct {
 	timeout time.Duration
 	log     *logrus.Entry
 	onFail  func(*queue, error)
+	// abort sends an Abort for a CID of this queue on the admin queue
+	// (nil on the admin queue itself: there a stuck command ends the
+	// connection).
+	abort func(ctx context.Context, cid uint16)
 
 	slots chan uint16 // free CIDs
 
@@ -344,22 +348,50 @@ func (q *queue) do(ctx context.Context, sqe pdu.SQE, out, in []byte) (pdu.CQE, e
 	select {
 	case <-r.done:
 	case <-timer.C:
-		q.fail(fmt.Errorf("%w: %w: opcode %#x CID %d after %v", ErrConnection, ErrTimeout, sqe.Opcode, cid, q.timeout))
-		<-r.done
-	case <-ctx.Done():
-		// No Abort: the connection goes, so the buffer is ours again once
-		// the read loop has stopped.
-		q.fail(fmt.Errorf("%w: %v", ErrConnection, ctx.Err()))
-		<-r.done
-		if r.err != nil {
-			return pdu.CQE{}, ctx.Err()
+		cause := fmt.Errorf("%w: %w: opcode %#x CID %d after %v", ErrConnection, ErrTimeout, sqe.Opcode, cid, q.timeout)
+		if !q.giveUp(r, cid, cause) {
+			return pdu.CQE{}, r.err
 		}
+		q.slots <- cid
+		if r.cqe.StatusField().OK() {
+			return r.cqe, nil // it finished after all
+		}
+		return pdu.CQE{}, fmt.Errorf("%w: opcode %#x CID %d aborted after %v (%v)", ErrTimeout, sqe.Opcode, cid, q.timeout, r.cqe.StatusField())
+	case <-ctx.Done():
+		if q.giveUp(r, cid, fmt.Errorf("%w: %v", ErrConnection, ctx.Err())) {
+			q.slots <- cid
+		}
+		return pdu.CQE{}, ctx.Err()
 	}
 	if r.err != nil {
 		return pdu.CQE{}, r.err
 	}
 	q.slots <- cid
 	return r.cqe, nil
+}
+
+// giveUp ends a command the caller no longer waits for: an Abort on the
+// admin queue (NVMe Base 2.0, Section 5.1), and when the command has not
+// completed within a grace period after it, the connection goes. It
+// returns whether the command completed (its CID is free again); either
+// way the read loop no longer touches the caller's buffer.
+func (q *queue) giveUp(r *request, cid uint16, cause error) bool {
+	if q.abort != nil {
+		grace := min(q.timeout, 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		q.abort(ctx, cid)
+		cancel()
+		t := time.NewTimer(grace)
+		select {
+		case <-r.done:
+			t.Stop()
+			return r.err == nil
+		case <-t.C:
+		}
+	}
+	q.fail(cause)
+	<-r.done
+	return r.err == nil
 }
 
 func (q *queue) deadErr() error {

@@ -51,6 +51,10 @@ type Config struct {
 	NoWriteZ   bool  // clear ONCS Write Zeroes and DSM
 	Success    bool  // end reads with C2HData SUCCESS instead of a CapsuleResp
 	Discovery  []pdu.DiscoveryEntry
+	// AbortStalled: an Abort of a stalled command completes it with
+	// Command Abort Requested (else Abort answers "not aborted", as
+	// Linux nvmet does).
+	AbortStalled bool
 }
 
 // Fault is a misbehaviour for one command.
@@ -79,12 +83,14 @@ type Controller struct {
 	conns    map[net.Conn]bool
 	fault    func(qid uint16, sqe pdu.SQE) Fault
 	wg       sync.WaitGroup
+	// queues by controller ID and QID, for Abort
+	queues map[[2]uint16]*session
 
 	// Stats.
-	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims atomic.Int64
-	HostNQN                                                                      atomic.Value // string of the last Connect
-	HostID                                                                       atomic.Value // [16]byte
-	Digests                                                                      atomic.Int32 // bit 0 header, bit 1 data, of the last connection
+	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims, Aborts atomic.Int64
+	HostNQN                                                                              atomic.Value // string of the last Connect
+	HostID                                                                               atomic.Value // [16]byte
+	Digests                                                                              atomic.Int32 // bit 0 header, bit 1 data, of the last connection
 }
 
 // Listen starts a controller on 127.0.0.1:0.
@@ -114,7 +120,7 @@ func Listen(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, ln: ln, conns: map[net.Conn]bool{}, nextCntl: 1}
+	c := &Controller{cfg: cfg, ln: ln, conns: map[net.Conn]bool{}, nextCntl: 1, queues: map[[2]uint16]*session{}}
 	for _, n := range cfg.Namespaces {
 		c.ns = append(c.ns, make([]byte, int64(n.BlockSize)*n.Blocks))
 	}
@@ -199,17 +205,19 @@ func (c *Controller) accept() {
 }
 
 type session struct {
-	c      *Controller
-	conn   net.Conn
-	r      *pdu.Reader
-	opts   pdu.Options
-	qid    uint16
-	wmu    sync.Mutex
-	cond   *sync.Cond
-	out    [][]byte
-	closed bool
-	writes map[uint16]*pendingWrite
-	ttag   uint16
+	c       *Controller
+	conn    net.Conn
+	r       *pdu.Reader
+	opts    pdu.Options
+	qid     uint16
+	cntl    uint16
+	stalled map[uint16]bool // CIDs not answered (FaultStall), guarded by Controller.mu
+	wmu     sync.Mutex
+	cond    *sync.Cond
+	out     [][]byte
+	closed  bool
+	writes  map[uint16]*pendingWrite
+	ttag    uint16
 }
 
 type pendingWrite struct {
@@ -363,6 +371,12 @@ func (s *session) command(sqe pdu.SQE, data []byte) error {
 	if f != nil {
 		switch f(s.qid, sqe) {
 		case FaultStall:
+			c.mu.Lock()
+			if s.stalled == nil {
+				s.stalled = map[uint16]bool{}
+			}
+			s.stalled[sqe.CID] = true
+			c.mu.Unlock()
 			return nil
 		case FaultWrongCID:
 			s.respond(sqe.CID+1000, 0, 0)
@@ -435,6 +449,10 @@ func (s *session) fabrics(sqe pdu.SQE, data []byte) error {
 			c.nextCntl++
 			c.mu.Unlock()
 		}
+		s.cntl = cntl
+		c.mu.Lock()
+		c.queues[[2]uint16{cntl, s.qid}] = s
+		c.mu.Unlock()
 		s.respond(sqe.CID, 0, uint64(cntl))
 	case pdu.FabricsPropertyGet:
 		var v uint64
@@ -526,6 +544,25 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 	case pdu.AdminKeepAlive:
 		c.KeepAlives.Add(1)
 		s.respond(sqe.CID, 0, 0)
+	case pdu.AdminAbort:
+		// A stalled command is answered "Command Abort Requested"; any
+		// other is left to finish (result bit 0: not aborted).
+		c.Aborts.Add(1)
+		sqid, cid := uint16(sqe.CDW[0]), uint16(sqe.CDW[0]>>16)
+		c.mu.Lock()
+		q := c.queues[[2]uint16{s.cntl, sqid}]
+		hit := q != nil && q.stalled[cid]
+		if hit {
+			delete(q.stalled, cid)
+		}
+		abortOK := c.cfg.AbortStalled
+		c.mu.Unlock()
+		if hit && abortOK {
+			q.respond(cid, pdu.MakeStatus(0, 0x07, false), 0)
+			s.respond(sqe.CID, 0, 0)
+		} else {
+			s.respond(sqe.CID, 0, 1)
+		}
 	case pdu.AdminGetLogPage:
 		if sqe.CDW[0]&0xff != pdu.LogDiscovery {
 			s.respond(sqe.CID, status(scInvalidF), 0)
