@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -469,5 +470,46 @@ func TestTrimRefusedLinux(t *testing.T) {
 	err := n.Trim(context.Background(), 0, 4096)
 	if !errors.Is(err, blockdev.ErrNotSupported) || strings.Contains(err.Error(), "discovery") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestNoGoroutineLeak: after Close (also after a reconnect and an
+// abandoned command) no goroutine of the host is left.
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	f, err := fakenvme.Listen(fakenvme.Config{Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 64}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(context.Background(), Config{Addr: f.Addr(), SubNQN: f.NQN(), KeepAlive: 100 * time.Millisecond,
+		CommandTimeout: 300 * time.Millisecond, IOQueues: 3, ReconnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := OpenNamespace(context.Background(), c, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetOwnsController(true)
+	f.DropConnections()
+	if err := n.ReadAt(context.Background(), make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+		if qid > 0 {
+			return fakenvme.FaultStall
+		}
+		return fakenvme.FaultNone
+	})
+	n.ReadAt(context.Background(), make([]byte, 512), 0)
+	n.Close()
+	f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
