@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -30,7 +31,7 @@ func init() {
 	register(catFind, &cli.Command{
 		Name:      "discover",
 		Usage:     "list the targets a portal offers and their portals (SendTargets), like iscsiadm -m discovery -t st",
-		UsageText: "lunbridge discover [--json] [--discovery-chap-user NAME] host[:port] | iscsi://host[:port]",
+		UsageText: "lunbridge discover [--json] [--discovery-chap-user NAME] host[:port] | iscsi://host[:port]\n   lunbridge discover --nvme [--json] host[:8009]",
 		Description: `Opens a discovery session on the portal, asks SendTargets=All, prints every
 target with its portals (address and portal group tag) and logs out.
 Link-local and unspecified portal addresses are skipped with a warning.
@@ -39,8 +40,9 @@ Discovery CHAP is configured apart from the targets' CHAP (--discovery-*).
 Examples:
    lunbridge discover 127.0.0.1:3260
    lunbridge discover --json '[::1]:3260' | jq -r '.[].name'
-   LUNBRIDGE_DISCOVERY_CHAP_SECRET=... lunbridge discover --discovery-chap-user disc san1.example.com`,
-		Flags:  discoveryFlags(),
+   LUNBRIDGE_DISCOVERY_CHAP_SECRET=... lunbridge discover --discovery-chap-user disc san1.example.com
+   lunbridge discover --nvme 10.0.0.5:8009     # NVMe/TCP: the discovery log page`,
+		Flags:  append(discoveryFlags(), &cli.BoolFlag{Name: "nvme", Usage: "ask an NVMe/TCP discovery controller (port 8009 by default) for its discovery log page instead of an iSCSI portal"}),
 		Action: discoverAction,
 	})
 }
@@ -101,6 +103,9 @@ func discoverTargets(c *cli.Context, arg string) (*discovery.URL, []discovery.Ta
 func discoverAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageErrorf("discover takes one portal (see lunbridge discover --help)")
+	}
+	if c.Bool("nvme") || strings.HasPrefix(c.Args().First(), nvmeScheme) {
+		return nvmeDiscoverAction(c, c.Args().First())
 	}
 	_, targets, err := discoverTargets(c, c.Args().First())
 	if err != nil {

@@ -15,14 +15,15 @@ func init() {
 	register(catFind, &cli.Command{
 		Name:      "info",
 		Usage:     "show one LUN in detail: identity, size, block size, provisioning, limits",
-		UsageText: "lunbridge info [--json] iscsi://[user@]host[:port]/target-iqn/lun",
+		UsageText: "lunbridge info [--json] iscsi://[user@]host[:port]/target-iqn/lun | nvme+tcp://host[:port]/subsystem-nqn/nsid",
 		Description: `Logs in, identifies the LUN (INQUIRY, VPD pages, READ CAPACITY, MODE SENSE)
 and logs out. Nothing is written.
 
 Examples:
    lunbridge info iscsi://127.0.0.1:3260/iqn.2026-11.org.lunbridge:demo/1
    lunbridge info --json iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo/1 | jq .size_bytes
-   LUNBRIDGE_CHAP_SECRET=... lunbridge info iscsi://user@san1/iqn.2001-04.com.example:disk/0`,
+   LUNBRIDGE_CHAP_SECRET=... lunbridge info iscsi://user@san1/iqn.2001-04.com.example:disk/0
+   lunbridge info nvme+tcp://10.0.0.5/nqn.2026-12.com.example:pool1/1`,
 		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON (schema in README, \"info\")"}},
 		Action: infoAction,
 	})
@@ -101,6 +102,9 @@ func describeLUN(url string, l *initiator.LUN) lunInfo {
 func infoAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageErrorf("info takes one URL (see lunbridge info --help)")
+	}
+	if raw := expandDevice(c.Args().First()); strings.HasPrefix(raw, nvmeScheme) {
+		return nvmeInfoAction(c, raw)
 	}
 	l, err := openLUNHandle(c, c.Args().First())
 	if err != nil {

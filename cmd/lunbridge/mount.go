@@ -163,10 +163,10 @@ func mountMode(c *cli.Context) (os.FileMode, *uint32, error) {
 
 // blockdevURL checks the URL's scheme before anything slow happens.
 func blockdevURL(url string) (string, error) {
-	if strings.HasPrefix(url, "iscsi://") || strings.HasPrefix(url, "file://") {
+	if strings.HasPrefix(url, "iscsi://") || strings.HasPrefix(url, "file://") || strings.HasPrefix(url, nvmeScheme) {
 		return url, nil
 	}
-	return "", usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun or file:///path", url)
+	return "", usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun, nvme+tcp://host[:port]/subsystem-nqn/nsid or file:///path", url)
 }
 
 // daemonChild returns the readiness pipe when this process is the

@@ -13,21 +13,23 @@ import (
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 
-// openDevice opens one device URL: an iscsi:// URL (a LUN on a target) or a
-// file:// URL (a local image, useful for tests and restores).
+// openDevice opens one device URL: an iscsi:// URL (a LUN on a target), an
+// nvme+tcp:// URL (a namespace of an NVMe/TCP subsystem) or a file:// URL (a local image, useful for tests and restores).
 func openDevice(c *cli.Context, url string, readOnly bool) (blockdev.Device, error) {
 	switch {
 	case strings.HasPrefix(url, "file://"):
 		return filedev.Open(strings.TrimPrefix(url, "file://"), 512, readOnly)
 	case strings.HasPrefix(url, "iscsi://"):
 		return openISCSI(c, url, readOnly)
+	case strings.HasPrefix(url, "nvme+tcp://"):
+		return openNVMe(c, url, readOnly)
 	default:
-		return nil, usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun, file:///path, or the name of a [device] in the config file", url)
+		return nil, usageErrorf("%q is not a device URL: want iscsi://[user[%%secret]@]host[:port]/target-iqn/lun, nvme+tcp://host[:port]/subsystem-nqn/nsid, file:///path, or the name of a [device] in the config file", url)
 	}
 }
 
-// openISCSI is set by iscsi.go.
-var openISCSI func(c *cli.Context, url string, readOnly bool) (blockdev.Device, error)
+// openISCSI is set by iscsi.go, openNVMe by nvme.go.
+var openISCSI, openNVMe func(c *cli.Context, url string, readOnly bool) (blockdev.Device, error)
 
 // deviceFlags are the flags of every command that opens "the" device
 // (serve, attach, mount, pull, push, verify, bench): more paths to the same

@@ -18,6 +18,8 @@ var allowed = map[string][]string{
 	"initiator/pdu":  {},
 	"initiator/scsi": {},
 	"blockdev":       {"golang.org/x/sys"},
+	"nvmetcp/pdu":    {},
+	"nvmetcp":        {"nvmetcp/pdu", "blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"initiator":      {"initiator/pdu", "initiator/scsi", "blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"discovery":      {"initiator", "blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"blockcopy":      {"blockdev", "golang.org/x/sys"},

@@ -19,7 +19,7 @@ set -euo pipefail
 # Bump when the contents of the base change (forces a rebuild of cached bases).
 BASE_FORMAT=4
 MODULES="virtio_pci virtio_net nbd configfs target_core_mod iscsi_target_mod target_core_file
-target_core_iblock target_core_pscsi crc32c_generic crct10dif_generic ext4 loop"
+target_core_iblock target_core_pscsi crc32c_generic crct10dif_generic ext4 loop nvmet nvmet_tcp"
 
 # put SRC DST: copy SRC (dereferenced) to DST, replacing DST itself if it is a symlink
 put() { rm -f "$2"; cp -L "$1" "$2"; }

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lunbridge/lunbridge/internal/fakenvme"
+	"github.com/lunbridge/lunbridge/nvmetcp/pdu"
+)
+
+// limitCLI bounds one lunbridge run against the fake controller.
+const limitCLI = 60 * time.Second
+
+// TestNVMeCLI runs the lunbridge binary against the in-process fake
+// NVMe/TCP controller (listening on 127.0.0.1 in this test process): push an
+// image onto a 4096-byte-block namespace, pull it back, verify it, info
+// (text and JSON) and discover --nvme.
+func TestNVMeCLI(t *testing.T) {
+	f, err := fakenvme.Listen(fakenvme.Config{
+		Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 2048}, {BlockSize: 4096, Blocks: 1024}},
+		Discovery: []pdu.DiscoveryEntry{{TrType: 3, AdrFam: 1, SubType: 2, PortID: 1, CntlID: 0xffff,
+			TrSvcID: "4420", TrAddr: "0.0.0.0", SubNQN: fakenvme.DefaultNQN}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	url := "nvme+tcp://" + f.Addr() + "/" + f.NQN() + "/2"
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	want := writeImage(t, img, 4<<20, 7)
+	env := []string{"LUNBRIDGE_HOST_NQN=nqn.2026-12.org.lunbridge:clitest"}
+	lbRun(t, limitCLI, env, "push", "--yes", img, url).mustOK(t, "push")
+	if !bytes.Equal(f.Data(2, 0, 4<<20), want) {
+		t.Fatal("push: namespace content differs from the image")
+	}
+	out := filepath.Join(dir, "out")
+	lbRun(t, limitCLI, env, "pull", "--checksum", "none", url, out).mustOK(t, "pull")
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("pull: image differs (%v)", err)
+	}
+	r := lbRun(t, limitCLI, env, "verify", url, out)
+	if r.code != 0 || !strings.Contains(r.stdout, "identical") {
+		t.Fatalf("verify: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = lbRun(t, limitCLI, env, "info", "--json", url)
+	r.mustOK(t, "info --json")
+	var info nvmeInfo
+	decodeStrict(t, r.stdout, &info)
+	if info.BlockSize != 4096 || info.SizeBytes != 4<<20 || info.Model != "lunbridge fakenvme" || info.Serial != "fake0001" ||
+		info.NSID != 2 || info.NGUID == "" || info.HostNQN != "nqn.2026-12.org.lunbridge:clitest" || !info.Deallocate {
+		t.Fatalf("info: %+v", info)
+	}
+	r = lbRun(t, limitCLI, env, "info", url)
+	r.mustOK(t, "info")
+	if !strings.Contains(r.stdout, "4096-byte blocks") || !strings.Contains(r.stdout, "lunbridge fakenvme") {
+		t.Fatalf("info text:\n%s", r.stdout)
+	}
+	r = lbRun(t, limitCLI, env, "discover", "--nvme", "--json", f.Addr())
+	r.mustOK(t, "discover --nvme")
+	var entries []nvmeDiscoverEntry
+	if err := json.Unmarshal([]byte(r.stdout), &entries); err != nil || len(entries) != 1 ||
+		entries[0].Subsystem != fakenvme.DefaultNQN || entries[0].Address != "127.0.0.1:4420" {
+		t.Fatalf("discover: %v %+v", err, entries)
+	}
+	r = lbRun(t, limitCLI, env, "bench", "--rw", "randwrite", "--yes", "--bs", "8k", "--qd", "8", "--time", "300ms", "--json", url)
+	r.mustOK(t, "bench randwrite")
+	if !strings.Contains(r.stdout, "iops") {
+		t.Fatalf("bench: %s", r.stdout)
+	}
+	// A wrong subsystem is a Connect refusal: exit code ExitLogin.
+	if r := lbRun(t, limitCLI, env, "info", "nvme+tcp://"+f.Addr()+"/nqn.2026-12.org.lunbridge:nope/1"); r.code != ExitLogin {
+		t.Fatalf("wrong NQN: exit %d, %s", r.code, r.stderr)
+	}
+}
+
+// TestParseNVMeURL covers the URL forms.
+func TestParseNVMeURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"nvme+tcp://10.0.0.5/nqn.2026-12.com.example:pool/1":         "nvme+tcp://10.0.0.5:4420/nqn.2026-12.com.example:pool/1",
+		"nvme+tcp://[::1]:4421/nqn.2026-12.com.example:pool/7/":      "nvme+tcp://[::1]:4421/nqn.2026-12.com.example:pool/7",
+		"nvme+tcp://h/nqn.2014-08.org.nvmexpress:uuid:1234?queues=4": "nvme+tcp://h:4420/nqn.2014-08.org.nvmexpress:uuid:1234",
+	} {
+		u, err := parseNVMeURL(raw)
+		if err != nil || u.String() != want {
+			t.Errorf("%s: %v %v", raw, u, err)
+		}
+	}
+	for _, bad := range []string{"nvme+tcp:///nqn.x/1", "nvme+tcp://h/nqn.x/0", "nvme+tcp://h/iqn.x/1", "nvme+tcp://h/nqn.x/abc"} {
+		if _, err := parseNVMeURL(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

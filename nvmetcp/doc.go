@@ -1,0 +1,28 @@
+// Package nvmetcp is lunbridge's NVMe over TCP host (NVMe/TCP transport
+// 1.0, NVMe over Fabrics 1.1): it connects an admin queue and several I/O
+// queues (one TCP connection each) to one controller of an NVM subsystem,
+// enables the controller through Fabrics Property Get/Set, identifies it
+// and its namespaces, keeps the association alive (Keep Alive) and runs
+// Read, Write (in-capsule or through R2T/H2CData), Flush, Write Zeroes and
+// Dataset Management on a namespace. A Namespace implements
+// blockdev.Device, so every bridge (NBD, FUSE, copy, multipath, mirror)
+// works on it as on an iSCSI LUN.
+//
+// It owns Controller, Namespace, the per-connection queue and its read
+// loop, and discovery (the discovery log page). It imports the pure codec
+// nvmetcp/pdu, blockdev and logrus; it must not import initiator or
+// anything above it (multipath, the bridges, cmd).
+//
+// Concurrency: one read loop per queue dispatches C2HData, R2T and
+// CapsuleResp by command identifier (CID) to the waiting request and sends
+// H2CData for R2Ts itself. Submitters write their capsule under the
+// queue's write mutex (q.wmu); the request table lock (q.mu) is never held
+// while taking another. Only the read loop completes a request, or its exit,
+// which fails every outstanding request with the connection's error. A
+// waiter that gives up (context, command timeout) sends an Abort on the
+// admin queue and waits a grace period (at most 5 s) for the command to
+// end; when it does not (Linux nvmet never aborts), the connection is
+// closed and the waiter waits for the loop to exit, so a caller's buffer
+// is never written after the call returns. Controller.mu serialises reconnection; lock order
+// Controller.mu, then q.wmu, then q.mu.
+package nvmetcp
