@@ -40,7 +40,9 @@ import (
 //
 // The status document is an object: a multipath device's status at the top
 // level (multipath.Status, unchanged) when the command opened one LUN
-// through multipath, and/or "mirror": MIRROR when it opened a mirror.
+// through multipath, and/or "mirror": MIRROR when it opened a mirror,
+// and/or "async": mirror.AsyncStatus with --mirror-async (mode, lag in
+// seconds and bytes, journal entries, consistent).
 // MIRROR is mirror.Status whose legs also carry "paths": the leg's
 // multipath.Status when the leg is a multipath device.
 
@@ -51,13 +53,15 @@ const controlRequestWait = 200 * time.Millisecond
 // controlStatus is the status document.
 type controlStatus struct {
 	*multipath.Status
-	Mirror *mirrorView `json:"mirror,omitempty"`
+	Mirror *mirrorView         `json:"mirror,omitempty"`
+	Async  *mirror.AsyncStatus `json:"async,omitempty"` // --mirror-async
 }
 
 // mirrorView is a running mirror's status with its legs' paths.
 type mirrorView struct {
 	mirror.Status
-	Legs [2]mirrorLegView `json:"legs"`
+	Legs  [2]mirrorLegView    `json:"legs"`
+	Async *mirror.AsyncStatus `json:"async,omitempty"` // mirror status: the --mirror-async leg
 }
 
 type mirrorLegView struct {
@@ -76,6 +80,7 @@ type controlReply struct {
 type controlTarget struct {
 	mp     *multipath.Device
 	mirror *mirror.Mirror
+	async  *mirror.Async
 }
 
 func viewMirror(m *mirror.Mirror) *mirrorView {
@@ -98,6 +103,10 @@ func (t *controlTarget) status() controlStatus {
 	}
 	if t.mirror != nil {
 		s.Mirror = viewMirror(t.mirror)
+	}
+	if t.async != nil {
+		st := t.async.Status()
+		s.Async = &st
 	}
 	return s
 }

@@ -42,7 +42,7 @@ func deviceFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "readd-max-interval", Value: mirror.DefaultProbeMaxInterval, Usage: "with --mirror: longest wait between two attempts to reopen a failed leg"},
 		ownerForceFlag(),
 		reserveFlag(),
-	}, multipathFlags()...)
+	}, append(asyncFlags(), multipathFlags()...)...)
 }
 
 // withoutFlag drops the flag called name (a command that gives it another
@@ -77,6 +77,9 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	}
 	if err := checkDeviceFlags(c); err != nil {
 		return nil, err
+	}
+	if c.String("mirror-async") != "" && (readOnly || !longRunning(c)) {
+		return nil, usageErrorf("--mirror-async is for serve, attach and mount (writing through the primary); read the async leg's LUN directly instead")
 	}
 	if longRunning(c) && currentMetrics() == nil {
 		stop, err := startMetrics(c)
@@ -116,14 +119,29 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	if err != nil {
 		return nil, err
 	}
+	var async *mirror.Async
+	if u := c.String("mirror-async"); u != "" {
+		if async, err = openAsyncLeg(c, dev, u); err != nil {
+			dev.Close()
+			return nil, err
+		}
+		watchAsync(redactedURL(url), async)
+	}
 	if longRunning(c) {
 		switch d := dev.(type) {
 		case *multipath.Device:
-			serveControl(c.Context, c, &controlTarget{mp: d})
+			serveControl(c.Context, c, &controlTarget{mp: d, async: async})
 		case *mirror.Mirror:
-			serveControl(c.Context, c, &controlTarget{mirror: d})
+			serveControl(c.Context, c, &controlTarget{mirror: d, async: async})
 			watchMirror(redactedURL(url), d)
+		default:
+			if async != nil {
+				serveControl(c.Context, c, &controlTarget{async: async})
+			}
 		}
+	}
+	if async != nil {
+		dev = async
 	}
 	return instrumentDevice(dev, redactedURL(url)), nil
 }
@@ -211,5 +229,5 @@ func checkDeviceFlags(c *cli.Context) error {
 			return usageErrorf("--resync-rate: %v", err)
 		}
 	}
-	return nil
+	return checkAsyncFlags(c)
 }

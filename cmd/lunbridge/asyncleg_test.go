@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lunbridge/lunbridge/blockdev/filedev"
+	"github.com/lunbridge/lunbridge/multipath/mirror"
+)
+
+// TestMirrorAsyncCLIUsage: bad --mirror-async values are usage errors
+// (exit 2) before anything is opened.
+func TestMirrorAsyncCLIUsage(t *testing.T) {
+	exe, _ := os.Executable()
+	sock := "unix:" + filepath.Join(t.TempDir(), "s.sock")
+	for _, args := range [][]string{
+		{"serve", "--listen", sock, "--mirror-async", "file:///nonexistent-b", "--max-lag", "soon", "file:///nonexistent-a"},
+		{"serve", "--listen", sock, "--mirror-async", "file:///nonexistent-b", "--max-lag", "5s,12parsecs", "file:///nonexistent-a"},
+		{"serve", "--listen", sock, "--mirror-async", "file:///nonexistent-b", "--max-lag", "-1s", "file:///nonexistent-a"},
+		{"serve", "--listen", sock, "--mirror-async", "file:///nonexistent-b", "--max-lag", "5s,4k", "file:///nonexistent-a"},
+		{"serve", "--listen", sock, "--mirror-async", "file:///nonexistent-b", "--on-lag", "panic", "file:///nonexistent-a"},
+		{"serve", "--listen", sock, "--max-lag", "5s,64MiB", "file:///nonexistent-a"},
+		{"pull", "--mirror-async", "file:///nonexistent-b", "file:///nonexistent-a", filepath.Join(t.TempDir(), "out")},
+	} {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), "LUNBRIDGE_SERVETEST_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage {
+			t.Errorf("%v: %v, want exit %d\n%s", args, err, ExitUsage, out)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		d    time.Duration
+		size int64
+	}{{"5s,64MiB", 5 * time.Second, 64 << 20}, {"250ms", 250 * time.Millisecond, 0}, {",1G", 0, 1 << 30}} {
+		d, n, err := parseMaxLag(tc.in)
+		if err != nil || d != tc.d || n != tc.size {
+			t.Errorf("parseMaxLag(%q) = %v, %d, %v", tc.in, d, n, err)
+		}
+	}
+}
+
+// TestServeMirrorAsyncFiles: serve --mirror-async with file legs: the
+// control socket shows the async leg (mode, lag, consistent), writes
+// reach the remote, and after SIGTERM the remote equals the main image
+// and its metadata says clean and consistent.
+func TestServeMirrorAsyncFiles(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	main, remote := filepath.Join(dir, "main.img"), filepath.Join(dir, "remote.img")
+	for _, f := range []string{main, remote} {
+		if err := os.WriteFile(f, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sock, ctl := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "control.sock")
+	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + dir}, "serve", "--listen", "unix:"+sock, "--control-socket", ctl,
+		"--mirror-async", "file://"+remote, "--mirror-async-init", "--max-lag", "2s,8MiB", "file://"+main)
+	nc := nbdHold(t, "unix", sock)
+	w := &nbdWriter{c: nc}
+	rng := rand.New(rand.NewSource(1))
+	buf := make([]byte, 4096)
+	for i := 0; i < 500; i++ {
+		rng.Read(buf)
+		if err := w.write(buf, rng.Int63n(size/2/4096)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st controlStatus
+	for end := time.Now().Add(20 * time.Second); ; {
+		raw, err := readControl(ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &st); err != nil || st.Async == nil {
+			t.Fatalf("status %s: %v", raw, err)
+		}
+		if st.Async.Mode == mirror.AsyncJournal && st.Async.JournalEntries == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("async leg not caught up: %+v", st.Async)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !st.Async.Consistent || st.Async.LagBytes != 0 || st.Async.Sequence == 0 {
+		t.Fatalf("async leg after the writes: %+v", st.Async)
+	}
+	r := lbRun(t, 20*time.Second, nil, "mirror", "status", "--control-socket", ctl)
+	if r.code != 0 || !strings.Contains(r.stdout, "async leg") || !strings.Contains(r.stdout, "mode=journal consistent") {
+		t.Fatalf("mirror status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	nc.Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("serve exit %d: %s", code, p.stderr)
+	}
+	a, _ := os.ReadFile(main)
+	b, _ := os.ReadFile(remote)
+	d, err := filedev.Open(remote, 512, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	info, err := mirror.InspectAsync(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Consistent || !info.Clean || info.Dirty != 0 {
+		t.Fatalf("remote metadata after SIGTERM: %+v", info)
+	}
+	if !bytes.Equal(a[:info.Exported], b[:info.Exported]) {
+		t.Fatal("remote image differs from the main image after a clean stop")
+	}
+}
