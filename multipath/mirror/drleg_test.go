@@ -312,9 +312,16 @@ func TestAsyncPullAhead(t *testing.T) {
 	if !bytes.Equal(readAll(t, primary, asyncTestSize/2), readAll(t, remote, asyncTestSize/2)) {
 		t.Fatal("remote differs from the primary after catching up")
 	}
-	info, _ := InspectAsync(context.Background(), remote)
-	if !info.Consistent {
-		t.Fatalf("caught up but the metadata says inconsistent: %+v", info)
+	// The metadata records it just after the switch.
+	for end := time.Now().Add(5 * time.Second); ; {
+		info, err := InspectAsync(context.Background(), remote)
+		if err == nil && info.Consistent && info.Epoch == s.Epoch {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("caught up but the metadata says inconsistent: %+v %v", info, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
