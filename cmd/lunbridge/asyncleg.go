@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -189,4 +190,40 @@ func printAsync(w io.Writer, s *mirror.AsyncStatus) error {
 		s.MaxLag, formatBytes(s.MaxBytes), s.OnLag, s.RateBytes/1e6, asOf, s.Epoch, s.Sequence, s.ReAdds,
 		map[bool]string{true: " last error: " + s.Error}[s.Error != ""])
 	return err
+}
+
+// asyncStatusOffline is `lunbridge mirror status --async URL`: what the
+// async leg's own metadata says, read without writing.
+func asyncStatusOffline(c *cli.Context, url string) error {
+	if c.NArg() != 0 {
+		return usageErrorf("mirror status --async URL takes no other URL")
+	}
+	d, err := openDevice(c, url, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	info, err := mirror.InspectAsync(c.Context, d)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(os.Stdout, info)
+	}
+	state := "CONSISTENT: a crash-consistent image of the primary"
+	if !info.Consistent {
+		state = "INCONSISTENT: a resync was copying chunks to it; not usable as a disaster-recovery image"
+	}
+	fmt.Printf("    Async leg : %s\n", info.Leg)
+	fmt.Printf("        State : %s\n", state)
+	if info.Consistent && info.AsOf > 0 {
+		fmt.Printf("        As of : %s (write %d of epoch %d; later writes may be on it too)\n", time.Unix(0, info.AsOf).UTC().Format(time.RFC3339Nano), info.Sequence, info.Epoch)
+	}
+	fmt.Printf("         Size : %s (%d bytes of data from offset 0)\n", formatBytes(info.Exported), info.Exported)
+	fmt.Printf(" Last updated : %s\n", time.Unix(0, info.Updated).UTC().Format(time.RFC3339))
+	fmt.Printf("Closed clean  : %v (%d chunks to copy at the next start)\n", info.Clean, info.Dirty)
+	if info.Primary != "" {
+		fmt.Printf("      Primary : %s\n", info.Primary)
+	}
+	return nil
 }

@@ -68,6 +68,7 @@ func TestServeMirrorAsyncFiles(t *testing.T) {
 	sock, ctl := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "control.sock")
 	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + dir}, "serve", "--listen", "unix:"+sock, "--control-socket", ctl,
 		"--mirror-async", "file://"+remote, "--mirror-async-init", "--max-lag", "2s,8MiB", "file://"+main)
+	waitAsyncMode(t, ctl, mirror.AsyncJournal) // the first full copy
 	nc := nbdHold(t, "unix", sock)
 	w := &nbdWriter{c: nc}
 	rng := rand.New(rand.NewSource(1))
@@ -123,5 +124,99 @@ func TestServeMirrorAsyncFiles(t *testing.T) {
 	}
 	if !bytes.Equal(a[:info.Exported], b[:info.Exported]) {
 		t.Fatal("remote image differs from the main image after a clean stop")
+	}
+	r = lbRun(t, 20*time.Second, nil, "mirror", "status", "--async", "file://"+remote)
+	if r.code != 0 || !strings.Contains(r.stdout, "CONSISTENT: a crash-consistent image") {
+		t.Fatalf("mirror status --async: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestServeMirrorAsyncThreeLegs: main + --mirror (synchronous) +
+// --mirror-async: the status document shows both, mirror status prints
+// the async leg under the mirror, and after SIGTERM the three images hold
+// the same data.
+func TestServeMirrorAsyncThreeLegs(t *testing.T) {
+	const size = 8 << 20
+	dir := t.TempDir()
+	imgs := []string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img"), filepath.Join(dir, "c.img")}
+	for _, f := range imgs {
+		if err := os.WriteFile(f, make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := lbRun(t, 30*time.Second, nil, "mirror", "create", "--yes", "file://"+imgs[0], "file://"+imgs[1]); r.code != 0 {
+		t.Fatalf("mirror create: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	sock, ctl := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "control.sock")
+	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + dir}, "serve", "--listen", "unix:"+sock, "--control-socket", ctl,
+		"--mirror", "file://"+imgs[1], "--mirror-async", "file://"+imgs[2], "--mirror-async-init", "file://"+imgs[0])
+	nc := nbdHold(t, "unix", sock)
+	w := &nbdWriter{c: nc}
+	rng := rand.New(rand.NewSource(2))
+	buf := make([]byte, 4096)
+	for i := 0; i < 300; i++ {
+		rng.Read(buf)
+		if err := w.write(buf, rng.Int63n(size/2/4096)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st controlStatus
+	for end := time.Now().Add(20 * time.Second); ; {
+		raw, err := readControl(ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &st); err != nil || st.Async == nil || st.Mirror == nil {
+			t.Fatalf("status %s: %v", raw, err)
+		}
+		if st.Async.Mode == mirror.AsyncJournal && st.Async.JournalEntries == 0 && st.Mirror.State != "resyncing" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("not settled: async %+v mirror %s", st.Async, st.Mirror.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := lbRun(t, 20*time.Second, nil, "mirror", "status", "--json", "--control-socket", ctl)
+	var v mirrorView
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || v.Async == nil || v.Legs[1].State != "in-sync" {
+		t.Fatalf("mirror status --json: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	nc.Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("serve exit %d: %s", code, p.stderr)
+	}
+	d, err := filedev.Open(imgs[2], 512, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mirror.InspectAsync(context.Background(), d)
+	d.Close()
+	if err != nil || !info.Consistent || !info.Clean {
+		t.Fatalf("async leg after SIGTERM: %+v %v", info, err)
+	}
+	var data [3][]byte
+	for i, f := range imgs {
+		data[i], _ = os.ReadFile(f)
+		data[i] = data[i][:info.Exported]
+	}
+	if !bytes.Equal(data[0], data[1]) || !bytes.Equal(data[0], data[2]) {
+		t.Fatal("the three images differ after a clean stop")
+	}
+}
+
+func waitAsyncMode(t *testing.T, ctl, mode string) *mirror.AsyncStatus {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); ; {
+		var st controlStatus
+		raw, err := readControl(ctl)
+		if err == nil && json.Unmarshal(raw, &st) == nil && st.Async != nil && st.Async.Mode == mode {
+			return st.Async
+		}
+		if time.Now().After(end) {
+			t.Fatalf("async leg not in mode %s: %s %v", mode, raw, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -90,9 +90,10 @@ Examples:
 			{
 				Name:      "status",
 				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
-				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]",
+				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--control-socket PATH]\n   lunbridge mirror status [--json] --async URL",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					&cli.StringFlag{Name: "async", Usage: "read the metadata of the asynchronous (--mirror-async) leg at `URL` without writing: is it a consistent image, and of when (at a disaster-recovery site, before using it). Example: lunbridge mirror status --async iscsi://dr-site/iqn.b/0"},
 					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (the default without URLs)"),
 				},
 				Action: mirrorStatus,
@@ -480,6 +481,9 @@ func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
 }
 
 func mirrorStatus(c *cli.Context) error {
+	if u := c.String("async"); u != "" {
+		return asyncStatusOffline(c, u) // asyncleg.go
+	}
 	if c.IsSet("control-socket") || c.NArg() == 0 {
 		return mirrorStatusLive(c) // mirrorctl.go
 	}
