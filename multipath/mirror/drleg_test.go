@@ -26,6 +26,7 @@ type slowDev struct {
 	onDone  func(p []byte, off int64)
 	dead    atomic.Bool
 	writes  atomic.Int64
+	hang    atomic.Pointer[chan struct{}] // writes wait for it to close
 }
 
 func newSlow(size int64, latency time.Duration, rate int64) *slowDev {
@@ -38,6 +39,9 @@ func (s *slowDev) WriteAt(ctx context.Context, p []byte, off int64, fua bool) er
 	}
 	if s.onStart != nil {
 		s.onStart(p, off)
+	}
+	if h := s.hang.Load(); h != nil {
+		<-*h
 	}
 	time.Sleep(s.latency)
 	if err := s.link.wait(ctx, int64(len(p))); err != nil {
@@ -402,4 +406,44 @@ func TestAsyncOpenIdentity(t *testing.T) {
 func (a *Async) halt() {
 	a.cancel()
 	a.wg.Wait()
+}
+
+// TestAsyncStalledRemote: a remote that stops answering (writes hang) does
+// not hold the application past the throttle: once nothing progressed for
+// MaxLag the leg is failed, writes go on at once, and when the remote
+// answers again it is resynced and consistent.
+func TestAsyncStalledRemote(t *testing.T) {
+	primary := openMem{blockdevtest.NewMem(asyncTestSize, 512)}
+	remote := newSlow(asyncTestSize, 0, 0)
+	const maxLag = 300 * time.Millisecond
+	a := openTestAsync(t, primary, remote, AsyncOptions{MaxLag: maxLag, MaxLagBytes: 1 << 20, ProbeInterval: 50 * time.Millisecond})
+	defer a.Close()
+	hang := make(chan struct{})
+	remote.hang.Store(&hang)
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	var slowest time.Duration
+	for i := 0; i < 64; i++ { // 4 MiB: four times the journal budget
+		t0 := time.Now()
+		if err := a.WriteAt(context.Background(), buf, int64(i)*int64(len(buf)), false); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(t0))
+	}
+	if el := time.Since(start); el > 3*maxLag || slowest > 2*maxLag {
+		t.Fatalf("writes took %v (slowest %v) with a hung remote, bound %v", el, slowest, maxLag)
+	}
+	s := a.Status()
+	if s.Mode != AsyncFailed || s.DirtyChunks == 0 {
+		t.Fatalf("hung remote: %+v, want failed with dirty chunks", s)
+	}
+	remote.hang.Store(nil)
+	close(hang)
+	s = waitMode(t, a, AsyncJournal, 10*time.Second)
+	if !s.Consistent {
+		t.Fatalf("after the stall: %+v", s)
+	}
+	if !bytes.Equal(readAll(t, primary, 4<<20), readAll(t, remote, 4<<20)) {
+		t.Fatal("remote differs from the primary after the stall")
+	}
 }
