@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,8 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
+	"github.com/lunbridge/lunbridge/internal/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 
@@ -219,4 +224,98 @@ func waitAsyncMode(t *testing.T, ctl, mode string) *mirror.AsyncStatus {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestServeMirrorAsyncReaddRealTargets (issue 20 item 6): serve with the
+// main LUN on tgtd and --mirror-async on istgt behind a fault proxy, under
+// NBD writes. The async leg's link is cut for 4 s (connections reset, new
+// ones refused): no write fails, the leg shows failed with dirty chunks;
+// after the heal it is reopened, resynced from the bitmap and back in
+// journal mode, consistent; the Prometheus gauges show the lag; after
+// SIGTERM the remote's backing file equals the main one.
+func TestServeMirrorAsyncReaddRealTargets(t *testing.T) {
+	const lunSize = 64 << 20
+	srvA := targets.StartTgtd(t, targets.Target{LUNs: []targets.LUN{{Size: lunSize}}})
+	srvB := targets.StartIstgt(t, targets.Target{LUNs: []targets.LUN{{Size: lunSize}}})
+	px, err := faultproxy.New(srvB.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	urlB := fmt.Sprintf("iscsi://%s/%s/%d", px.Addr(), srvB.Targets[0].Name, srvB.LUNNumber(0))
+	dir := t.TempDir()
+	sock, ctl := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "control.sock")
+	metricsAddr := freeLoopbackAddr(t)
+	p := startServe(t, []string{"XDG_RUNTIME_DIR=" + dir, "LUNBRIDGE_ISID_LOCK_DIR=" + filepath.Join(dir, "isid")},
+		"--metrics-listen", metricsAddr, "serve", "--listen", "unix:"+sock, "--persistent", "--control-socket", ctl,
+		"--readd-interval", "500ms", "--readd-max-interval", "1s",
+		"--mirror-async", urlB, "--mirror-async-init", "--max-lag", "2s,16MiB", srvA.URL(0, 0))
+	waitAsyncMode(t, ctl, mirror.AsyncJournal)
+	nc := nbdHold(t, "unix", sock)
+	defer nc.Close()
+	w := &nbdWriter{c: nc}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewSource(3))
+		buf := make([]byte, 4096)
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			rng.Read(buf)
+			if err := w.write(buf, rng.Int63n(32<<20/4096)*4096); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	px.RefuseNew(true)
+	px.ResetAll()
+	time.Sleep(4 * time.Second)
+	var st controlStatus
+	raw, _ := readControl(ctl)
+	if err := json.Unmarshal(raw, &st); err != nil || st.Async == nil || st.Async.Mode != mirror.AsyncFailed || st.Async.DirtyChunks == 0 {
+		t.Fatalf("after 4 s without the async leg's link: %s %v", raw, err)
+	}
+	px.RefuseNew(false)
+	healed := time.Now()
+	for {
+		raw, _ = readControl(ctl)
+		st = controlStatus{} // absent fields (omitempty) must not keep old values
+		if json.Unmarshal(raw, &st) == nil && st.Async != nil && st.Async.Mode == mirror.AsyncJournal && st.Async.ReAdds == 1 {
+			break
+		}
+		if time.Since(healed) > 40*time.Second {
+			t.Fatalf("async leg not back 40 s after the heal: %s\n%s", raw, p.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("async leg back in journal mode %v after the heal: %+v", time.Since(healed).Round(time.Millisecond), st.Async)
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"lunbridge_mirror_async_lag_seconds{", "lunbridge_mirror_async_lag_bytes{", `lunbridge_mirror_async_mode{device=`, "lunbridge_mirror_async_consistent{"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("a write failed while the async leg was away: %v", err)
+	}
+	nc.Close()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 60*time.Second); code != 0 {
+		t.Fatalf("serve exit %d; stderr: %s", code, p.stderr)
+	}
+	sameBacking(t, srvA.BackingFile(0, 0), srvB.BackingFile(0, 0), 32<<20)
 }

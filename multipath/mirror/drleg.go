@@ -69,6 +69,7 @@ const (
 	asyncWindowBytes     = 16 << 20 // journal bytes in flight on the remote
 	asyncResyncParallel  = 4        // chunks copied at once by a resync
 	asyncMinBudget       = 1 << 20  // journal bytes before the link rate is known, and at least
+	asyncMinEntries      = 64       // journal entries likewise
 	asyncMetaInterval    = time.Second
 	asyncCloseDrainLimit = 30 * time.Second
 )
@@ -161,20 +162,28 @@ type Async struct {
 
 	// The journal: positions [base, next) in q, [base, done) complete
 	// (popped as soon as they are), issue the next to start.
-	q         []*jentry
-	base      uint64
-	next      uint64
-	issue     uint64
-	jbytes    int64
-	inflight  int   // replays started and not ended (any epoch)
-	infBytes  int64 // their bytes
-	gen       uint64
-	asOf      int64 // ack time of the newest entry of the complete prefix
-	lastDone  time.Time
-	replayed  int64 // bytes completed on the remote (rate estimate)
-	rate      float64
-	rateAt    time.Time
-	rateBytes int64
+	q        []*jentry
+	base     uint64
+	next     uint64
+	issue    uint64
+	jbytes   int64
+	inflight int // replays started and not ended (any epoch)
+	stale    int // of them, replays of a dropped journal
+	// After a copy caught up the leg is in journal mode but consistent
+	// only once the entries before consistentAt are on the remote.
+	consistentAt uint64
+	metaDue      bool
+	infBytes     int64 // their bytes
+	gen          uint64
+	asOf         int64 // ack time of the newest entry of the complete prefix
+	lastDone     time.Time
+	replayed     int64   // journal bytes completed on the remote (rate estimate)
+	replayedN    int64   // journal entries completed on the remote
+	rate         float64 // measured bytes/s and entries/s of the replay
+	rateN        float64
+	rateAt       time.Time
+	rateBytes    int64
+	rateEntries  int64
 
 	bitmap   bitset
 	copying  int // chunks being copied by the resync
@@ -510,9 +519,19 @@ func (a *Async) write(ctx context.Context, kind uint8, off, n int64, fua bool, p
 
 // appendLocked journals e (journal mode) or marks its chunks. a.mu held.
 func (a *Async) appendLocked(e *jentry) {
-	if a.mode != AsyncJournal {
+	switch a.mode {
+	case AsyncJournal:
+	case AsyncFailed:
 		a.markLocked(a.bitmap, e)
 		return
+	default:
+		// A copy is running: writes to chunks already copied are
+		// replicated as they come, as long as the journal has room, so
+		// the copy converges under writes; the rest is marked.
+		if e.kind != jFlush && (a.dirtyLocked(e) || a.jbytes+e.n > a.budgetLocked() || len(a.q) >= a.opts.MaxEntries) {
+			a.markLocked(a.bitmap, e)
+			return
+		}
 	}
 	e.pos = a.next
 	a.next++
@@ -521,6 +540,31 @@ func (a *Async) appendLocked(e *jentry) {
 	a.jbytes += e.bytes
 	a.q = append(a.q, e)
 	a.notifyLocked()
+	a.startReplaysLocked(a.bgCtx)
+}
+
+// dirtyLocked reports whether a chunk of e is marked. a.mu held.
+func (a *Async) dirtyLocked(e *jentry) bool {
+	if e.n == 0 {
+		return false
+	}
+	for c := e.off / a.chunk; c <= (e.off+e.n-1)/a.chunk; c++ {
+		if a.bitmap.get(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// pendingLocked reports whether a journal entry not yet on the remote
+// overlaps [off, off+n). a.mu held.
+func (a *Async) pendingLocked(off, n int64) bool {
+	for _, e := range a.q {
+		if !e.done && e.kind != jFlush && e.off < off+n && off < e.off+e.n {
+			return true
+		}
+	}
+	return false
 }
 
 // budgetLocked is the journal's byte budget: MaxLagBytes, and what the
@@ -534,13 +578,31 @@ func (a *Async) budgetLocked() int64 {
 	return max(b, min(a.opts.MaxLagBytes, asyncMinBudget))
 }
 
+// entryBudgetLocked bounds the journal's entries likewise: what the
+// replay completes in a quarter of MaxLag at its measured entry rate
+// (small writes are bound by the round trip, not by the bandwidth).
+// a.mu held.
+func (a *Async) entryBudgetLocked() int {
+	n := asyncMinEntries
+	if a.rateN > 0 {
+		n = max(n, int(a.rateN*a.opts.MaxLag.Seconds()/4))
+	}
+	return min(n, a.opts.MaxEntries)
+}
+
 // overLocked reports whether journaling n more bytes would pass the lag
-// bound. a.mu held.
+// bound. With throttle it applies during a copy too: the writes to
+// chunks already copied are replicated through the journal, and the copy
+// converges only if they do not outrun the link. a.mu held.
 func (a *Async) overLocked(n int64) bool {
-	if a.mode != AsyncJournal || len(a.q) == 0 {
+	switch {
+	case len(a.q) == 0, a.mode == AsyncFailed:
+		return false
+	case a.mode != AsyncJournal && a.opts.OnLag != OnLagThrottle:
+		// A copy with pull-ahead: what does not fit is marked.
 		return false
 	}
-	if len(a.q) >= a.opts.MaxEntries || a.jbytes+n > a.budgetLocked() {
+	if len(a.q) >= a.entryBudgetLocked() || a.jbytes+n > a.budgetLocked() {
 		return true
 	}
 	return time.Since(time.Unix(0, a.q[0].acked)) > a.opts.MaxLag/2
@@ -582,15 +644,8 @@ func (a *Async) throttleWait(ctx context.Context, n int64) error {
 // every entry the remote does not have yet are marked, the journal
 // discarded. a.mu held.
 func (a *Async) dropJournalLocked(mode, why string) {
+	a.discardJournalLocked()
 	if a.mode == AsyncJournal {
-		for _, e := range a.q {
-			if !e.done {
-				a.markLocked(a.bitmap, e)
-			}
-		}
-		a.q = nil
-		a.jbytes = 0
-		a.base, a.issue = a.next, a.next
 		a.lostAt = time.Now()
 	}
 	if mode != AsyncFailed {
@@ -604,6 +659,20 @@ func (a *Async) dropJournalLocked(mode, why string) {
 	a.reason = why
 	a.gen++
 	a.notifyLocked()
+}
+
+// discardJournalLocked marks the chunks of every entry not on the remote
+// and empties the journal; replays still running become stale. a.mu held.
+func (a *Async) discardJournalLocked() {
+	for _, e := range a.q {
+		if !e.done {
+			a.markLocked(a.bitmap, e)
+		}
+	}
+	a.q = nil
+	a.jbytes = 0
+	a.base, a.issue = a.next, a.next
+	a.stale = a.inflight
 }
 
 // failLocked takes the remote out of service; it is probed again later.
@@ -638,8 +707,8 @@ func (a *Async) run() {
 		switch a.mode {
 		case AsyncJournal:
 			started := a.startReplaysLocked(ctx)
-			if time.Since(tick) > asyncMetaInterval && a.base != metaBase {
-				tick, metaBase = time.Now(), a.base
+			if a.metaDue || time.Since(tick) > asyncMetaInterval && a.base != metaBase {
+				tick, metaBase, a.metaDue = time.Now(), a.base, false
 				a.mu.Unlock()
 				if err := a.writeMeta(ctx, false); err != nil {
 					a.mu.Lock()
@@ -661,8 +730,8 @@ func (a *Async) run() {
 			a.mu.Unlock()
 			a.probe(ctx)
 		default: // pull-ahead, resync
-			if a.inflight > 0 {
-				// Replays of the dropped journal end first: none may
+			if a.stale > 0 {
+				// Replays of a dropped journal end first: none may
 				// land after a chunk copy.
 				a.waitChange(ctx, 100*time.Millisecond)
 				a.mu.Unlock()
@@ -674,36 +743,39 @@ func (a *Async) run() {
 	}
 }
 
-// sampleRateLocked updates the measured replay rate (bytes/s while the
-// journal was not empty). a.mu held.
+// sampleRateLocked updates the measured replay rates (bytes/s and
+// entries/s while the journal was not empty). a.mu held.
 func (a *Async) sampleRateLocked() {
 	now := time.Now()
 	if a.rateAt.IsZero() {
-		a.rateAt, a.rateBytes = now, a.replayed
+		a.rateAt, a.rateBytes, a.rateEntries = now, a.replayed, a.replayedN
 		return
 	}
 	dt := now.Sub(a.rateAt)
 	if dt < 200*time.Millisecond {
 		return
 	}
-	d := a.replayed - a.rateBytes
-	a.rateAt, a.rateBytes = now, a.replayed
-	if d <= 0 || (len(a.q) == 0 && a.copying == 0) {
+	d, dn := a.replayed-a.rateBytes, a.replayedN-a.rateEntries
+	a.rateAt, a.rateBytes, a.rateEntries = now, a.replayed, a.replayedN
+	if dn <= 0 || len(a.q) == 0 {
 		return // idle or stalled: no sample
 	}
-	s := float64(d) / dt.Seconds()
-	if a.rate == 0 {
-		a.rate = s
-	} else {
-		a.rate = 0.7*a.rate + 0.3*s
+	ewma := func(old *float64, v float64) {
+		if *old == 0 {
+			*old = v
+		} else {
+			*old = 0.7**old + 0.3*v
+		}
 	}
+	ewma(&a.rate, float64(d)/dt.Seconds())
+	ewma(&a.rateN, float64(dn)/dt.Seconds())
 }
 
 // startReplaysLocked starts every journal entry that may start now (its
 // dependencies complete, the window not full); false when none. a.mu held.
 func (a *Async) startReplaysLocked(ctx context.Context) bool {
 	started := false
-	for a.issue < a.next && a.inflight < asyncWindowEntries && a.infBytes < asyncWindowBytes {
+	for a.mode != AsyncFailed && a.issue < a.next && a.inflight < asyncWindowEntries && a.infBytes < asyncWindowBytes {
 		e := a.q[a.issue-a.base]
 		if e.dep > a.base {
 			break
@@ -738,7 +810,8 @@ func (a *Async) replay(ctx context.Context, e *jentry, gen uint64, dev blockdev.
 	a.infBytes -= e.n
 	a.notifyLocked()
 	if a.gen != gen {
-		return // the journal was dropped meanwhile
+		a.stale-- // the journal was dropped meanwhile
+		return
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -750,6 +823,7 @@ func (a *Async) replay(ctx context.Context, e *jentry, gen uint64, dev blockdev.
 	}
 	e.done = true
 	a.replayed += e.n
+	a.replayedN++
 	a.lastDone = time.Now()
 	for len(a.q) > 0 && a.q[0].done {
 		h := a.q[0]
@@ -762,6 +836,24 @@ func (a *Async) replay(ctx context.Context, e *jentry, gen uint64, dev blockdev.
 	if len(a.q) == 0 {
 		a.q = nil // let the backing array go
 	}
+	a.checkConsistentLocked()
+	a.startReplaysLocked(ctx)
+}
+
+// checkConsistentLocked ends the catch-up of a copy: once every entry
+// journaled before the copy ended is on the remote, the remote is the
+// primary's content after a prefix of its writes again. a.mu held.
+func (a *Async) checkConsistentLocked() {
+	if a.mode != AsyncJournal || a.consistent || a.base < a.consistentAt {
+		return
+	}
+	a.consistent = true
+	a.epoch++
+	a.epochBase = a.consistentAt
+	a.asOf = time.Now().UnixNano()
+	a.metaDue = true
+	a.log.Info("mirror: asynchronous leg caught up: consistent, journal mode")
+	a.notifyLocked()
 }
 
 // resyncPass copies the marked chunks to the remote, the remote marked
@@ -839,7 +931,15 @@ func (a *Async) copyChunk(ctx context.Context, c int64) error {
 	}
 	defer a.rl.unlock(r)
 	a.mu.Lock()
-	if !a.bitmap.get(c) {
+	// Journal entries on the chunk reach the remote first: none may land
+	// after the copy (the range lock keeps new ones out meanwhile).
+	for a.pendingLocked(off, n) && a.mode != AsyncFailed {
+		if err := a.waitChange(ctx, 100*time.Millisecond); err != nil {
+			a.mu.Unlock()
+			return err
+		}
+	}
+	if !a.bitmap.get(c) || a.mode == AsyncFailed {
 		a.mu.Unlock()
 		return nil
 	}
@@ -862,7 +962,6 @@ func (a *Async) copyChunk(ctx context.Context, c int64) error {
 		a.bitmap.set(c)
 	} else {
 		a.copied += n
-		a.replayed += n
 		a.lastDone = time.Now()
 	}
 	a.notifyLocked()
@@ -889,25 +988,16 @@ func (a *Async) catchUp(ctx context.Context) {
 		a.mu.Unlock()
 		return
 	}
-	// Every acknowledged write is on the remote (a write still running
-	// holds its range and appends to the journal when it ends).
+	// Every acknowledged write is on the remote or in the journal (a
+	// write still running holds its range and journals when it ends):
+	// consistent once the entries journaled so far are replayed.
 	a.mode = AsyncJournal
 	a.reason = "caught up"
-	a.consistent = true
-	a.epoch++
-	a.epochBase = a.next
-	a.base, a.issue = a.next, a.next
-	a.asOf = time.Now().UnixNano()
+	a.consistentAt = a.next
 	a.lastDone = time.Now()
-	a.gen++
+	a.checkConsistentLocked()
 	a.notifyLocked()
 	a.mu.Unlock()
-	a.log.Info("mirror: asynchronous leg caught up: consistent, journal mode")
-	if err := a.writeMeta(ctx, false); err != nil && ctx.Err() == nil {
-		a.mu.Lock()
-		a.failLocked(fmt.Errorf("metadata write: %w", err))
-		a.mu.Unlock()
-	}
 }
 
 // probe makes one attempt to bring a failed remote back.
@@ -964,6 +1054,7 @@ func (a *Async) probe(ctx context.Context) {
 	}
 	a.remote = dev
 	a.readds++
+	a.lastErr = nil
 	a.probeDelay = 0
 	a.mode = AsyncResync
 	a.consistent = false
@@ -994,8 +1085,12 @@ func (a *Async) Close() error {
 	for a.inflight > 0 {
 		a.waitChange(context.Background(), 100*time.Millisecond)
 	}
-	if a.mode == AsyncJournal && len(a.q) > 0 {
-		a.dropJournalLocked(AsyncResync, "closed before the journal drained")
+	if len(a.q) > 0 {
+		// Closed before the journal drained: the remote is still the
+		// prefix it was (consistent stays as it is); the chunks it lacks
+		// are recorded for the next start.
+		a.log.Warnf("mirror: asynchronous leg: closed with %d journal entries not replayed; their chunks are copied at the next start", len(a.q))
+		a.discardJournalLocked()
 	}
 	live := a.mode != AsyncFailed
 	remote := a.remote
@@ -1068,7 +1163,7 @@ func (a *Async) Status() AsyncStatus {
 		s.LagBytes = a.jbytes
 	} else {
 		s.LagSeconds = time.Since(a.lostAt).Seconds()
-		s.LagBytes = s.DirtyChunks * a.chunk
+		s.LagBytes = s.DirtyChunks*a.chunk + a.jbytes
 	}
 	return s
 }

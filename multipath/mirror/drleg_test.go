@@ -102,12 +102,13 @@ func openTestAsync(t *testing.T, primary blockdev.Device, remote blockdev.Device
 	return a
 }
 
+// waitMode waits for mode (journal: and consistent, the catch-up over).
 func waitMode(t *testing.T, a *Async, mode string, d time.Duration) AsyncStatus {
 	t.Helper()
 	end := time.Now().Add(d)
 	for {
 		s := a.Status()
-		if s.Mode == mode {
+		if s.Mode == mode && (mode != AsyncJournal || s.Consistent) {
 			return s
 		}
 		if time.Now().After(end) {
@@ -445,5 +446,57 @@ func TestAsyncStalledRemote(t *testing.T) {
 	}
 	if !bytes.Equal(readAll(t, primary, 4<<20), readAll(t, remote, 4<<20)) {
 		t.Fatal("remote differs from the primary after the stall")
+	}
+}
+
+// TestAsyncResyncConvergesUnderWrites: the copy after a re-add ends while
+// writes keep hitting the chunks being copied (writes to chunks already
+// copied are replicated through the journal, not marked again), and the
+// leg becomes consistent and equal to the primary.
+func TestAsyncResyncConvergesUnderWrites(t *testing.T) {
+	primary := openMem{blockdevtest.NewMem(asyncTestSize, 512)}
+	remote := newSlow(asyncTestSize, 200*time.Microsecond, 0)
+	a := openTestAsync(t, primary, remote, AsyncOptions{MaxLag: time.Second, ProbeInterval: 50 * time.Millisecond, ProbeMaxInterval: 100 * time.Millisecond})
+	defer a.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			buf := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				buf[0] = byte(rng.Intn(256))
+				if err := a.WriteAt(context.Background(), buf, int64(rng.Intn(512))*4096, false); err != nil { // 2 MiB: 32 chunks
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	remote.dead.Store(true)
+	waitMode(t, a, AsyncFailed, 5*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	remote.dead.Store(false)
+	s := waitMode(t, a, AsyncJournal, 10*time.Second) // writes still running
+	close(stop)
+	wg.Wait()
+	t.Logf("caught up under writes: %+v", s)
+	waitMode(t, a, AsyncJournal, 5*time.Second)
+	for end := time.Now().Add(5 * time.Second); a.Status().JournalEntries > 0; {
+		if time.Now().After(end) {
+			t.Fatal("journal never drained")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !bytes.Equal(readAll(t, primary, 2<<20), readAll(t, remote, 2<<20)) {
+		t.Fatal("remote differs from the primary after the re-add under writes")
 	}
 }
