@@ -45,6 +45,14 @@ import (
 // journal mode, consistent again, when the copy has caught up — DRBD's
 // congestion policy.
 //
+// While a copy runs (pull-ahead, re-add, first copy), writes to chunks
+// already copied are still replicated through the journal (with throttle
+// they wait for room in it, so the copy converges under any load the link
+// can carry; with pull-ahead what does not fit is marked), and a chunk is
+// copied only once no journal entry on it is outstanding. When no chunk
+// is left the leg is in journal mode again, and consistent once every
+// entry journaled before that point is on the remote.
+//
 // A remote that fails (or stalls: no progress for MaxLag while writes
 // wait) never fails the application: the leg drops to bitmap mode and is
 // reopened in the background like a synchronous leg (Reopen, with
