@@ -44,7 +44,9 @@ import (
 //
 // The status document is an object: a multipath device's status at the top
 // level (multipath.Status, unchanged) when the command opened one LUN
-// through multipath, and/or "mirror": MIRROR when it opened a mirror.
+// through multipath, and/or "mirror": MIRROR when it opened a mirror,
+// and/or "async": mirror.AsyncStatus with --mirror-async (mode, lag in
+// seconds and bytes, journal entries, consistent).
 // MIRROR is mirror.Status whose legs also carry "paths": the leg's
 // multipath.Status when the leg is a multipath device. "instance" is the
 // instance's detail (instancestatus.go, `lunbridge status NAME --json`),
@@ -57,7 +59,8 @@ const controlRequestWait = 200 * time.Millisecond
 // controlStatus is the status document.
 type controlStatus struct {
 	*multipath.Status
-	Mirror *mirrorView `json:"mirror,omitempty"`
+	Mirror *mirrorView         `json:"mirror,omitempty"`
+	Async  *mirror.AsyncStatus `json:"async,omitempty"` // --mirror-async
 	// Instance is the whole picture (instancestatus.go), what `lunbridge
 	// status` shows; the fields above stay for older clients.
 	Instance *instanceDetail `json:"instance,omitempty"`
@@ -66,7 +69,8 @@ type controlStatus struct {
 // mirrorView is a running mirror's status with its legs' paths.
 type mirrorView struct {
 	mirror.Status
-	Legs [2]mirrorLegView `json:"legs"`
+	Legs  [2]mirrorLegView    `json:"legs"`
+	Async *mirror.AsyncStatus `json:"async,omitempty"` // mirror status: the --mirror-async leg
 }
 
 type mirrorLegView struct {
@@ -86,6 +90,7 @@ type controlReply struct {
 type controlTarget struct {
 	mp     *multipath.Device // guarded by mu once the socket runs
 	mirror *mirror.Mirror    // guarded by mu once the socket runs
+	async  *mirror.Async     // --mirror-async; guarded by mu once the socket runs
 
 	mu     sync.Mutex
 	claim  *instanceClaim // nil when no name could be claimed
@@ -125,6 +130,10 @@ func (t *controlTarget) status() controlStatus {
 	}
 	if mr != nil {
 		s.Mirror = viewMirror(mr)
+	}
+	if as := t.asyncLeg(); as != nil {
+		st := as.Status()
+		s.Async = &st
 	}
 	s.Instance = t.detail()
 	return s

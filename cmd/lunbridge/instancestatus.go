@@ -145,6 +145,18 @@ func (t *controlTarget) setDevice(dev blockdev.Device, readOnly bool) *ioCounter
 	return t.io
 }
 
+func (t *controlTarget) setAsync(a *mirror.Async) {
+	t.mu.Lock()
+	t.async = a
+	t.mu.Unlock()
+}
+
+func (t *controlTarget) asyncLeg() *mirror.Async {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.async
+}
+
 func (t *controlTarget) setNBD(ep *serveEndpoint, srv *nbdbridge.Server) {
 	t.mu.Lock()
 	t.nbdEP, t.nbd = ep, srv

@@ -42,6 +42,7 @@ type metricSet struct {
 	sessions map[string]*initiator.Session // device label → session (reconnects, recovering)
 	nbd      map[string]*nbdbridge.Server  // export label → NBD server
 	mirrors  map[string]*mirror.Mirror     // device label → mirror
+	asyncs   map[string]*mirror.Async      // device label → async leg
 }
 
 func newMetricSet() *metricSet {
@@ -75,10 +76,11 @@ func newMetricSet() *metricSet {
 		sessions: map[string]*initiator.Session{},
 		nbd:      map[string]*nbdbridge.Server{},
 		mirrors:  map[string]*mirror.Mirror{},
+		asyncs:   map[string]*mirror.Async{},
 	}
 	m.reg.MustRegister(m.commands, m.errors, m.bytes, m.latency, m.inflight, m.sizeBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		sessionCollector{m}, nbdCollector{m}, mirrorCollector{m})
+		sessionCollector{m}, nbdCollector{m}, mirrorCollector{m}, asyncCollector{m})
 	return m
 }
 

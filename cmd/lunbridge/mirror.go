@@ -91,7 +91,7 @@ Examples:
 			{
 				Name:      "status",
 				Usage:     "show both legs' metadata (like mdadm --detail) without assembling, or a running mirror's status",
-				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--name NAME | --control-socket PATH]",
+				UsageText: "lunbridge mirror status [--json] URL-A URL-B\n   lunbridge mirror status [--json] [--name NAME | --control-socket PATH]\n   lunbridge mirror status [--json] --async URL",
 				Description: `With URL-A and URL-B: reads both legs' metadata read-only, without
 assembling (like mdadm --examine/--detail), beside a running owner too:
 each leg's generation, in-sync view, dirty chunks and last update, the
@@ -102,14 +102,21 @@ Without URLs: asks the running serve, attach or mount (the only instance
 running a mirror, or --name NAME, or --control-socket PATH) for its
 mirror's live status: each leg's state (in-sync, resyncing, failed,
 removed, split), the resync's mode and progress (incremental, full, crash,
-replace), automatic re-add attempts, and each multipath leg's paths.
+replace), automatic re-add attempts, each multipath leg's paths, and an
+asynchronous (--mirror-async) leg's mode, lag and consistency.
+
+With --async URL: reads the asynchronous leg's metadata without writing
+(at a disaster-recovery site, before using it): is it a consistent image,
+and of when.
 
 Examples:
    lunbridge mirror status
    lunbridge mirror status --json --name db1
+   lunbridge mirror status --async iscsi://dr-site/iqn.2001-04.com.example:dr/0
    lunbridge mirror status iscsi://san1/iqn.2001-04.com.example:a/1 iscsi://san2/iqn.2001-04.com.example:b/0`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+					&cli.StringFlag{Name: "async", Usage: "read the metadata of the asynchronous (--mirror-async) leg at `URL` without writing: is it a consistent image, and of when"},
 					instanceNameFlag(),
 					controlSocketFlag("ask the running serve/attach/mount on this control socket `PATH` (without URLs the default is that of --name, or of the only running mirror)"),
 				},
@@ -531,6 +538,9 @@ func waitWithProgress(c *cli.Context, m *mirror.Mirror) error {
 }
 
 func mirrorStatus(c *cli.Context) error {
+	if u := c.String("async"); u != "" {
+		return asyncStatusOffline(c, u) // asyncleg.go
+	}
 	if c.IsSet("control-socket") || c.IsSet("name") || c.NArg() == 0 {
 		return mirrorStatusLive(c) // mirrorctl.go
 	}

@@ -121,11 +121,25 @@ func mirrorStatusLive(c *cli.Context) error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if st.Mirror == nil {
+	if st.Mirror == nil && st.Async == nil {
 		return fmt.Errorf("the lunbridge on %s runs no mirror (lunbridge status lists the running instances)", path)
 	}
+	if st.Mirror == nil {
+		if c.Bool("json") {
+			return printJSON(os.Stdout, map[string]any{"async": st.Async})
+		}
+		return printAsync(os.Stdout, st.Async)
+	}
+	st.Mirror.Async = st.Async
 	if c.Bool("json") {
 		return printJSON(os.Stdout, st.Mirror)
 	}
-	return printLiveMirror(os.Stdout, st.Mirror)
+	if err := printLiveMirror(os.Stdout, st.Mirror); err != nil {
+		return err
+	}
+	if st.Async != nil {
+		fmt.Fprintln(os.Stdout)
+		return printAsync(os.Stdout, st.Async)
+	}
+	return nil
 }

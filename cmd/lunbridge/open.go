@@ -44,7 +44,7 @@ func deviceFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "readd-max-interval", Value: mirror.DefaultProbeMaxInterval, Usage: "with --mirror: longest wait between two attempts to reopen a failed leg"},
 		ownerForceFlag(),
 		reserveFlag(),
-	}, multipathFlags()...)
+	}, append(asyncFlags(), multipathFlags()...)...)
 }
 
 // withoutFlag drops the flag called name (a command that gives it another
@@ -83,6 +83,9 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	}
 	if err := checkDeviceFlags(c); err != nil {
 		return nil, err
+	}
+	if c.String("mirror-async") != "" && (readOnly || !longRunning(c)) {
+		return nil, usageErrorf("--mirror-async is for serve, attach and mount (writing through the primary); read the async leg's LUN directly instead")
 	}
 	if longRunning(c) && currentMetrics() == nil {
 		stop, err := startMetrics(c)
@@ -125,13 +128,25 @@ func openMain(c *cli.Context, url string, readOnly bool) (blockdev.Device, error
 	if err != nil {
 		return nil, err
 	}
-	if inst == nil {
-		return instrumentDevice(dev, redactedURL(url), nil), nil
+	var async *mirror.Async
+	if u := c.String("mirror-async"); u != "" {
+		if async, err = openAsyncLeg(c, dev, u); err != nil {
+			dev.Close()
+			return nil, err
+		}
+		watchAsync(redactedURL(url), async)
 	}
-	if d, ok := dev.(*mirror.Mirror); ok {
+	if d, ok := dev.(*mirror.Mirror); ok && inst != nil {
 		watchMirror(redactedURL(url), d)
 	}
-	ctr := inst.setDevice(dev, readOnly)
+	var ctr *ioCounters
+	if inst != nil {
+		ctr = inst.setDevice(dev, readOnly) // the primary: sessions, paths, legs
+		inst.setAsync(async)
+	}
+	if async != nil {
+		dev = async
+	}
 	return instrumentDevice(dev, redactedURL(url), ctr), nil
 }
 
@@ -218,5 +233,5 @@ func checkDeviceFlags(c *cli.Context) error {
 			return usageErrorf("--resync-rate: %v", err)
 		}
 	}
-	return nil
+	return checkAsyncFlags(c)
 }

@@ -2,7 +2,10 @@
 // 127.0.0.1, forwards every accepted connection to a target address, and on
 // command resets connections, stops forwarding (stall or black hole), delays
 // each chunk, cuts a connection after a number of bytes, or refuses new
-// connections the way a dead portal does.
+// connections the way a dead portal does. SetLink emulates a WAN link (no
+// netem needed): a one-way latency per direction, pipelined like a real
+// link's, and a bandwidth per direction shared by every connection (a
+// token bucket).
 //
 // It imports only the standard library.
 package faultproxy
@@ -51,6 +54,8 @@ type Proxy struct {
 	stallT    *time.Timer
 	armNext   [2]int64 // CutAfter budget for the next connection, -1 none
 	flipArm   flipArm  // FlipDataIn (flip.go)
+	link      Link
+	buckets   [2]*bucket // per direction, shared by the connections
 	wg        sync.WaitGroup
 }
 
@@ -122,8 +127,14 @@ func (p *Proxy) accept() {
 		c.budget, p.armNext = p.armNext, [2]int64{-1, -1}
 		c.live = 2
 		p.conns[c] = struct{}{}
+		shaped := p.link.shaped()
 		p.wg.Add(2)
 		p.mu.Unlock()
+		if shaped {
+			go p.linkPump(c, Upstream, client, server)
+			go p.linkPump(c, Downstream, server, client)
+			continue
+		}
 		go p.pump(c, Upstream, client, server)
 		go p.pump(c, Downstream, server, client)
 	}

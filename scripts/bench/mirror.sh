@@ -11,6 +11,14 @@
 #     falling back to
 #     `lunbridge serve --mirror URL-B URL-A` + fio; when neither takes a
 #     mirror the single-leg figures are recorded and the row says "blocked".
+#   - issue 20: the asynchronous leg behind an emulated WAN link (20 ms RTT,
+#     20 MB/s by internal/faultproxy; BENCH_ASYNC_RTT_MS, BENCH_ASYNC_MBPS):
+#     RPO lag p50/p99/max under a write load above the link's rate with
+#     --max-lag 2s,64MiB throttle, and the write rate the throttle allowed;
+#     re-add after a 10 s outage of leg B under 4 KiB random writes: time
+#     from the heal to in-sync, bytes copied vs bytes written meanwhile.
+#     Both run as opt-in Go tests (internal/blockcheck, bench_mirror_test.go)
+#     against tgtd + istgt; BENCH_MIRROR_ASYNC=0 skips them.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Two targets stand for two SANs. On a 2-core host they cannot each have a
@@ -120,5 +128,21 @@ c_sw() { both write 1M 8; }
 CEIL="reported, no bar: the host's ceiling for the mirrored/single ratio above (legs A and B driven at once, per-leg mean)"
 bench_pair "ceiling: 4k randwrite QD32, both legs loaded vs one" IOPS 1 - "single leg (lunbridge)" c_rw s_rw "$CEIL"
 bench_pair "ceiling: 1M seq write QD8, both legs loaded vs one" MB/s 2 - "single leg (lunbridge)" c_sw s_sw "$CEIL"
+
+# Issue 20: asynchronous leg over a shaped link, and re-add after an outage.
+if [ "${BENCH_MIRROR_ASYNC:-1}" != 0 ]; then
+	lb_log " - async leg RPO and re-add (go test -run TestBenchMirror ./internal/blockcheck/)"
+	ROWS="$BENCH_TMP/async-rows.tsv"
+	: >"$ROWS"
+	if (cd "$LB_ROOT" && LUNBRIDGE_BENCH_OUT="$ROWS" BLOCKCHECK_LUNBRIDGE="$LB" CGO_ENABLED=0 \
+		lb_go test -count=1 -timeout 10m -run 'TestBenchMirror' ./internal/blockcheck/) >"$BENCH_TMP/async.log" 2>&1; then
+		while IFS=$'\t' read -r name unit v peer pv note; do
+			bench_record "$name" "$unit" "$v" "$pv" "$peer" - "reported, no bar; $note"
+		done <"$ROWS"
+	else
+		lb_log "   failed: $(tail -n 5 "$BENCH_TMP/async.log")"
+		bench_record "async leg RPO / re-add" - n/a n/a - - "blocked: go test failed (see $BENCH_TMP/async.log)"
+	fi
+fi
 
 bench_done
