@@ -236,10 +236,13 @@ func CompareLegs(ctx context.Context, a, b blockdev.Device, n int64, o CompareOp
 						}
 					}
 				}
-				d := done.Add(m)
+				done.Add(m)
 				if o.Progress != nil {
+					// Read under the lock: a caller whose Add came
+					// first may get here last, and must not report
+					// less than the one before it did.
 					progMu.Lock()
-					o.Progress(d, n)
+					o.Progress(done.Load(), n)
 					progMu.Unlock()
 				}
 			}
