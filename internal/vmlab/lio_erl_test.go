@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -189,4 +190,142 @@ func lioWarnings(log string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestLIOMCSSessionRecovery: LIO with a given default_erl (lunbridge.lio.erl) and
+// MaxConnections=4; one connection of the session is reset by the proxy under a write-verify
+// workload (8 workers, each writing and verifying 64 KiB blocks of its own region in order).
+// Every command must complete, the session must be reinstated exactly once (connection recovery,
+// ERL 2, is not implemented: every loss is repaired by session reinstatement, also at negotiated
+// ERL 2), and the LUN must hold what the model says (no write lost, none applied out of order).
+//
+// What LIO (Debian 6.1.0-57, 6.1.192) does: with a four-connection session (MC/S), our
+// reinstatement login after one connection's reset often oopses the guest kernel: general
+// protection fault at the non-canonical address 0xdeacfffffffffffc (a poisoned list pointer) in
+// iscsit_inc_conn_usage_count <- iscsit_stop_session <- iscsi_check_for_session_reinstatement
+// <- iscsi_target_do_login, then "Kernel panic - not syncing". 9 of 13 runs crashed: default_erl
+// 0 (2 of 4), 1 (2 of 3), 2 (5 of 6, negotiated 0, 1 or 2); waiting DefaultTime2Wait (2 s)
+// before the reinstatement did not avoid it (3 of 4 crashed). With one connection it recovers
+// cleanly (ERL 2 negotiated). So the four-connection cases run only with
+// LUNBRIDGE_VMLAB_LIO_OOPS=1, to reproduce the crash; by default the test runs the
+// one-connection case.
+func TestLIOMCSSessionRecovery(t *testing.T) {
+	type tc struct{ target, ours, conns int }
+	cases := []tc{{2, 2, 1}}
+	if os.Getenv("LUNBRIDGE_VMLAB_LIO_OOPS") == "1" {
+		cases = append(cases, tc{0, 0, 4}, tc{1, 1, 4}, tc{2, 2, 4}, tc{2, 0, 4})
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("target%d-ours%d-conns%d", c.target, c.ours, c.conns), func(t *testing.T) {
+			lioMCSRecovery(t, c.target, c.ours, c.conns)
+		})
+	}
+}
+
+func lioMCSRecovery(t *testing.T, target, erl, conns int) {
+	Require(t)
+	start := time.Now()
+	want := min(target, erl)
+	lt := BootLIO(t, LIOOptions{ERL: &target, MaxConnections: 4, SizeMB: 32, Timeout: 4 * time.Minute})
+	px, err := faultproxy.New(lt.Portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var logs lockedBuffer
+	lg := logrus.New()
+	lg.SetOutput(&logs)
+	lg.SetLevel(logrus.InfoLevel)
+	s, err := initiator.Dial(ctx, initiator.Config{InitiatorName: lioInitiatorName, TargetName: lt.IQN,
+		Portal: px.Addr(), Logger: logrus.NewEntry(lg), ErrorRecoveryLevel: erl, MaxConnections: conns,
+		ReplacementTimeout: 30 * time.Second, LoginTimeout: 30 * time.Second, CommandTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer s.Close()
+	if p := s.Params(); p.ErrorRecoveryLvl != want || p.MaxConnections != conns || s.Connections() != conns {
+		t.Fatalf("negotiated ERL %d MaxConnections %d, %d connections; want %d, %d, %[5]d", p.ErrorRecoveryLvl, p.MaxConnections, s.Connections(), want, conns)
+	}
+	tsih := s.TSIH()
+	l, err := initiator.OpenLUN(ctx, s, uint64(lt.DiskLUN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 workers, each writing and verifying 64 KiB blocks in its own 512 KiB region, in order.
+	const workers, region, blk = 8, 512 << 10, 64 << 10
+	model := make([]byte, workers*region)
+	var wg sync.WaitGroup
+	var ios sync.WaitGroup
+	errs := make(chan error, workers)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ios.Add(workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			got := make([]byte, blk)
+			for gen, started := 0, false; wctx.Err() == nil; gen++ {
+				off := w*region + (gen%(region/blk))*blk
+				b := model[off : off+blk]
+				for i := range b {
+					b[i] = byte(gen*31 + w*7 + i>>9)
+				}
+				if err := l.WriteAt(ctx, b, int64(off), false); err != nil {
+					errs <- fmt.Errorf("worker %d write %d: %w", w, gen, err)
+					return
+				}
+				if err := l.ReadAt(ctx, got, int64(off)); err != nil || !bytes.Equal(got, b) {
+					errs <- fmt.Errorf("worker %d verify %d: %v (equal %v)", w, gen, err, bytes.Equal(got, b))
+					return
+				}
+				if !started && gen == 4 {
+					started = true
+					ios.Done()
+				}
+			}
+		}(w)
+	}
+	ios.Wait()
+	if !px.ResetOne() {
+		t.Fatal("no connection to reset")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Recovery().Reconnects == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.Recovery().Reconnects == 0 {
+		stop()
+		cancel()
+		wg.Wait()
+		t.Fatalf("no session recovery within 20 s; initiator:\n%s", lioWarnings(logs.String()))
+	}
+	time.Sleep(2 * time.Second) // I/O goes on after the recovery
+	stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := make([]byte, len(model))
+	if err := l.ReadAt(ctx, got, 0); err != nil {
+		t.Fatalf("final read: %v", err)
+	}
+	if !bytes.Equal(got, model) {
+		t.Errorf("LUN differs from the model at byte %d", lioFirstDiff(got, model))
+	}
+	rs := s.Recovery()
+	t.Logf("ERL %d, %d connections after recovery; session recoveries %d in %v; TSIH %#x -> %#x; %v in all\n%s",
+		s.Params().ErrorRecoveryLvl, s.Connections(), rs.Reconnects, rs.LastDuration, tsih, s.TSIH(), time.Since(start).Round(time.Second), lioWarnings(logs.String()))
+	if rs.Reconnects != 1 {
+		t.Errorf("%d session recoveries, want 1", rs.Reconnects)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("logout: %v", err)
+	}
+	if r := lt.Stop(); !r.Pass {
+		t.Errorf("scenario result: %v", r)
+	}
 }
