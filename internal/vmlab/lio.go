@@ -31,6 +31,11 @@ type LIOOptions struct {
 	// e.g. "CRC32C", "None,CRC32C"). Empty keeps LIO's default "CRC32C,None" (LIO still
 	// picks None when the initiator offers None first).
 	Digest, HeaderDigest, DataDigest string
+	// ERL sets the ErrorRecoveryLevel LIO offers (tpgt_1/attrib/default_erl, which a node
+	// ACL copies when created, and param/ErrorRecoveryLevel); nil keeps LIO's 0.
+	ERL *int
+	// MaxConnections sets tpgt_1/param/MaxConnections (0 keeps LIO's 1).
+	MaxConnections int
 	// TPGParams are written to tpgt_1/param/KEY (iSCSI keys, e.g. MaxRecvDataSegmentLength).
 	TPGParams map[string]string
 	// TPGAttribs are written to tpgt_1/attrib/KEY (e.g. default_cmdsn_depth, login_timeout).
@@ -85,6 +90,12 @@ func BootLIO(t testing.TB, o LIOOptions) *LIOTarget {
 	}
 	if o.DataDigest != "" {
 		p["lio.datadigest"] = o.DataDigest
+	}
+	if o.ERL != nil {
+		p["lio.erl"] = strconv.Itoa(*o.ERL)
+	}
+	if o.MaxConnections > 0 {
+		p["lio.maxconnections"] = strconv.Itoa(o.MaxConnections)
 	}
 	for k, v := range o.TPGParams {
 		p["lio.param."+k] = v

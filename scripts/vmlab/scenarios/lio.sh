@@ -14,6 +14,10 @@
 #   lunbridge.lio.headerdigest=V / lunbridge.lio.datadigest=V   each one separately (raw LIO values)
 #   lunbridge.lio.param.KEY=VALUE            any tpgt_1/param/KEY (e.g. MaxRecvDataSegmentLength)
 #   lunbridge.lio.attrib.KEY=VALUE           any tpgt_1/attrib/KEY (e.g. default_cmdsn_depth)
+#   lunbridge.lio.erl=0|1|2                  ErrorRecoveryLevel: tpgt_1/attrib/default_erl (LIO
+#                                            offers the node ACL's default_erl at login, copied from
+#                                            the TPG's when the ACL is created) and param/ErrorRecoveryLevel
+#   lunbridge.lio.maxconnections=N           tpgt_1/param/MaxConnections (MC/S)
 . /scenarios/lib.sh
 
 IQN=$(param lio.iqn iqn.2003-01.org.linux-iscsi.vmlab:t0)
@@ -23,6 +27,8 @@ INI=$(param lio.initiator "")
 DIGEST=$(param lio.digest "")
 HD=$(param lio.headerdigest "")
 DD=$(param lio.datadigest "")
+ERL=$(param lio.erl "")
+MAXC=$(param lio.maxconnections "")
 
 run_to 30 modprobe -a configfs target_core_mod iscsi_target_mod target_core_file target_core_iblock crc32c_generic crct10dif_generic
 grep -q configfs /proc/mounts || run_to 10 mount -t configfs none /sys/kernel/config
@@ -60,6 +66,11 @@ case $DIGEST in
 esac
 [ -n "$HD" ] && w "$HD" $TPG/param/HeaderDigest
 [ -n "$DD" ] && w "$DD" $TPG/param/DataDigest
+if [ -n "$ERL" ]; then # before the ACL is made: a node ACL copies default_erl when created
+  w "$ERL" $TPG/attrib/default_erl
+  w "$ERL" $TPG/param/ErrorRecoveryLevel
+fi
+[ -n "$MAXC" ] && w "$MAXC" $TPG/param/MaxConnections
 # generic param/attrib overrides: take the original spelling from /proc/cmdline (keys are case-sensitive)
 for word in $(cat /proc/cmdline); do
   case $word in
@@ -104,7 +115,7 @@ else
 fi
 w 1 $TPG/enable
 
-log "target $IQN: hd=$(cat $TPG/param/HeaderDigest) dd=$(cat $TPG/param/DataDigest) auth=$(cat $TPG/attrib/authentication) acls=$(cat $TPG/attrib/generate_node_acls) initiator=${INI:-any} chap=${CU:-none}${TU:+ mutual=$TU}"
+log "target $IQN: hd=$(cat $TPG/param/HeaderDigest) dd=$(cat $TPG/param/DataDigest) erl=$(cat $TPG/attrib/default_erl) maxconn=$(cat $TPG/param/MaxConnections) auth=$(cat $TPG/attrib/authentication) acls=$(cat $TPG/attrib/generate_node_acls) initiator=${INI:-any} chap=${CU:-none}${TU:+ mutual=$TU}"
 echo "=== VMLAB LIO iqn=$IQN luns=0,1 lun_size=$((SIZE_MB * 1048576)) ==="
 echo "=== VMLAB READY ==="
 serve_commands
