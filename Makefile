@@ -32,7 +32,7 @@ UNITS       := lunbridge-serve@.service lunbridge-serve@.socket lunbridge-attach
 all: build
 
 build: build-lunbridge
-	$(GO) build -o bin/lbtarget ./internal/targets/cmd/lbtarget
+	$(GO) build -o bin/lbtarget ./internal/testrig/targets/cmd/lbtarget
 
 build-lunbridge:
 	$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN) ./cmd/lunbridge
@@ -91,7 +91,7 @@ test-go:
 test-fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
 
-# make soak: every block-history scenario of internal/blockcheck for
+# make soak: every block-history scenario of internal/testrig/blockcheck for
 # SOAK_TIME each (default 10m), against the built bin/lunbridge; the table
 # of figures goes to docs/reliability.md. SOAK_SEED replays a seed.
 SOAK_TIME ?= 10m
@@ -100,10 +100,10 @@ soak: deps build
 	BLOCKCHECK_SOAK_TIME=$(SOAK_TIME) BLOCKCHECK_SEED=$(SOAK_SEED) \
 	  BLOCKCHECK_LUNBRIDGE=$(CURDIR)/$(BIN) BLOCKCHECK_REPORT=$(CURDIR)/docs/reliability.md \
 	  BLOCKCHECK_COMMAND="make soak SOAK_TIME=$(SOAK_TIME)" \
-	  $(GO) test -count=1 -timeout 0 -v -run TestHistory ./internal/blockcheck/
+	  $(GO) test -count=1 -timeout 0 -v -run TestHistory ./internal/testrig/blockcheck/
 
 test-vm: build
-	LUNBRIDGE_VMLAB=1 $(GO) test -count=1 -timeout 30m -v ./internal/vmlab/...
+	LUNBRIDGE_VMLAB=1 $(GO) test -count=1 -timeout 30m -v ./internal/testrig/vmlab/...
 
 lint: lint-quick
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)

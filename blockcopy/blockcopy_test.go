@@ -16,7 +16,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 const testSize = 48 << 20

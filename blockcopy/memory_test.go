@@ -14,7 +14,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // patternDev is a read-only device of any size whose content is computed

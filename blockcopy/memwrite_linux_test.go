@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // tmpfsDir mounts a tmpfs of size bytes on a fresh directory (root only).

@@ -8,7 +8,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // UNH-IOL FFP 18.4: a SendTargets response that carries an operational

@@ -13,7 +13,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 	"github.com/lunbridge/lunbridge/fusefs"
 	"github.com/lunbridge/lunbridge/fusefs/fusefstest"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // TestBenchFio measures fio through the FUSE file over a Mem device, and

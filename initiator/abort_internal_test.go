@@ -13,7 +13,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // sockopts reads SO_LINGER and TCP_USER_TIMEOUT (ms) of nc's socket.

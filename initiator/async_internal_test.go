@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/initiator/scsi"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // On an idle session the fast path takes the command (a test of the

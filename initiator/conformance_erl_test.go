@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // UNH-IOL FFP 10.2, 13.1 and 13.2 at ErrorRecoveryLevel 1 (erlEnv:

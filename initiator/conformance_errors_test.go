@@ -6,7 +6,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // faultCase scripts a connection-fatal answer to the first READ while a

@@ -14,7 +14,7 @@ import (
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 const confIQN = "iqn.2026-11.org.lunbridge:conformance"

@@ -10,7 +10,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // loginOnly logs in to a target built from tcfg through dial (tg.Dial when

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // UNH-IOL 3.1: with a zero window the initiator sends no command, does not

@@ -11,10 +11,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // A byte flipped in a Data-In payload by the fault proxy (TCP, the digests

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // ErrorRecoveryLevel negotiation (issue 22 item 1): the configured level is

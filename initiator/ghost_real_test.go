@@ -23,10 +23,10 @@ import (
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // A backing file whose writes can be held up one at a time, served over

@@ -8,7 +8,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // Review #12: Data-In must arrive contiguous (DataPDUInOrder=Yes). Two

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // Session.Info reports what the login negotiated, the session's identity

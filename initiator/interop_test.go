@@ -20,8 +20,8 @@ import (
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/scsi"
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // The interop matrix: every variant runs against REAL tgtd and istgt
@@ -71,7 +71,7 @@ func variants(kind string) []variant {
 		{name: "block4096", block: 4096, qemu: true},
 	}
 	if kind == targets.KindTgtd {
-		// istgt refuses InitialR2T=No (see internal/targets).
+		// istgt refuses InitialR2T=No (see internal/testrig/targets).
 		vs = append(vs,
 			variant{name: "r2tNo-immYes", params: map[string]string{"InitialR2T": "No", "ImmediateData": "Yes"}, qemu: true},
 			variant{name: "r2tNo-immNo", params: map[string]string{"InitialR2T": "No", "ImmediateData": "No", "FirstBurstLength": "65536"}, qemu: true},

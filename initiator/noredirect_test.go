@@ -9,7 +9,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // TestNoRedirect: with Config.NoRedirect a login redirect is returned as

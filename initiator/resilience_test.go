@@ -17,9 +17,9 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // stamper is a continuous write-then-verify workload. Each writer owns a

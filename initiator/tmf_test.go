@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // Review #3: a task-set TMF covers only the tasks received before it (lower

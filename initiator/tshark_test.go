@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/targets"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // An independent judge: Wireshark's iSCSI dissector reads a capture of an

@@ -18,8 +18,8 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 const realLUNSize = 32 << 20

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // TestNbdfuseExt4: nbdfuse exposes the export as a file; a loop device over

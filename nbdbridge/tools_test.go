@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 
 	"github.com/lunbridge/lunbridge/blockdev/blockdevtest"
 )

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/lunbridge/lunbridge/internal/fakenvme"
+	"github.com/lunbridge/lunbridge/internal/testrig/fakenvme"
 	"github.com/lunbridge/lunbridge/nvmetcp"
 )
 

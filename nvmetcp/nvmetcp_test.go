@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev"
-	"github.com/lunbridge/lunbridge/internal/fakenvme"
+	"github.com/lunbridge/lunbridge/internal/testrig/fakenvme"
 	"github.com/lunbridge/lunbridge/nvmetcp/pdu"
 )
 

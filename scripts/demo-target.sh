@@ -8,7 +8,7 @@
 # status: print the URL when running (exit 0), exit 3 when not.
 #
 # STATE_DIR defaults to $LUNBRIDGE_DEMO_DIR or /tmp/lunbridge-demo-target.
-# Uses bin/lbtarget when built, else `go run ./internal/targets/cmd/lbtarget`.
+# Uses bin/lbtarget when built, else `go run ./internal/testrig/targets/cmd/lbtarget`.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

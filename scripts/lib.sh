@@ -23,7 +23,7 @@ lb_go() {
 }
 
 # lb_lbtarget ARGS...: run bin/lbtarget when built, else build it from
-# ./internal/targets/cmd/lbtarget into a temporary file (like `go run`, but
+# ./internal/testrig/targets/cmd/lbtarget into a temporary file (like `go run`, but
 # the exit status is passed through) and run that.
 lb_lbtarget() {
 	if [ -x "$LB_ROOT/bin/lbtarget" ]; then
@@ -32,7 +32,7 @@ lb_lbtarget() {
 	fi
 	local d rc=0
 	d="$(mktemp -d "${TMPDIR:-/tmp}/lbtarget.XXXXXX")"
-	(cd "$LB_ROOT" && lb_go build -o "$d/lbtarget" ./internal/targets/cmd/lbtarget) || {
+	(cd "$LB_ROOT" && lb_go build -o "$d/lbtarget" ./internal/testrig/targets/cmd/lbtarget) || {
 		rm -rf "$d"
 		lb_die "building lbtarget failed"
 	}

@@ -8,7 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 W=$(mktemp -d /tmp/lunbridge-mcs.XXXXXX)
-go build -o "$W/lunbridge" ./cmd/lunbridge && go build -o "$W/lbtarget" ./internal/targets/cmd/lbtarget || exit 1
+go build -o "$W/lunbridge" ./cmd/lunbridge && go build -o "$W/lbtarget" ./internal/testrig/targets/cmd/lbtarget || exit 1
 URL=$("$W/lbtarget" start --state-dir "$W/state" --kind istgt --size 256M) || exit 1
 PORT=$(echo "$URL" | sed -E 's#iscsi://[^:]+:([0-9]+)/.*#\1#')
 SOCK=$W/s.sock

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/discovery"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 // A subprocess started by lbCmd runs main() instead of the tests.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 // A config error names the file, the line and the key.

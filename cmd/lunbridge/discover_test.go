@@ -12,8 +12,8 @@ import (
 
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
-	"github.com/lunbridge/lunbridge/internal/faketarget"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 // fakePortal starts a fake target on 127.0.0.1 and returns its address.

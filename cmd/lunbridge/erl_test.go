@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/faketarget"
+	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
 
 // TestCLIErrorRecoveryLevel: --erl is offered at login and the negotiated

@@ -20,8 +20,8 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/faultproxy"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/faultproxy"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 var installedUnits = []string{"lunbridge-serve@.service", "lunbridge-serve@.socket", "lunbridge-attach@.service", "lunbridge-mount@.service"}

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lunbridge/lunbridge/discovery"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 func TestParseISID(t *testing.T) {

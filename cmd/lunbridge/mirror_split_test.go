@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/fakenvme"
+	"github.com/lunbridge/lunbridge/internal/testrig/fakenvme"
 	"github.com/lunbridge/lunbridge/nvmetcp/pdu"
 )
 

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/lunbridge/lunbridge/blockcopy"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // The test binary doubles as the lunbridge binary: a subprocess started by

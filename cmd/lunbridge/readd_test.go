@@ -21,7 +21,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 	"github.com/lunbridge/lunbridge/nbdbridge"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 // TestSizeFlagsAcceptSuffixes: serve --max-request and

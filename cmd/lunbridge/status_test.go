@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 // The JSON of `lunbridge status` as a script sees it (decoded strictly:

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // unitService is the [Service] part of a unit file that starting its

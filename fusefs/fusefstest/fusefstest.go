@@ -24,7 +24,7 @@ import (
 
 	"github.com/lunbridge/lunbridge/blockdev"
 	"github.com/lunbridge/lunbridge/fusefs"
-	"github.com/lunbridge/lunbridge/internal/testenv"
+	"github.com/lunbridge/lunbridge/internal/testrig/testenv"
 )
 
 // RequireFUSE fails (CI) or skips the test when FUSE mounts cannot work.

@@ -17,7 +17,7 @@ import (
 	"github.com/lunbridge/lunbridge/blockdev/filedev"
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
-	"github.com/lunbridge/lunbridge/internal/targets"
+	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 )
 
 func openLUN(t *testing.T, srv *targets.Server) *initiator.LUN {

@@ -186,7 +186,7 @@ bench_build() {
 	[ -x "$BENCH_LB" ] || lb_die "no lunbridge binary at $BENCH_LB"
 	if [ ! -x "$LBT" ]; then
 		lb_log "building bin/lbtarget"
-		(cd "$LB_ROOT" && lb_go build -o bin/lbtarget ./internal/targets/cmd/lbtarget) || lb_die "build failed"
+		(cd "$LB_ROOT" && lb_go build -o bin/lbtarget ./internal/testrig/targets/cmd/lbtarget) || lb_die "build failed"
 	fi
 }
 

@@ -12,12 +12,12 @@
 #     `lunbridge serve --mirror URL-B URL-A` + fio; when neither takes a
 #     mirror the single-leg figures are recorded and the row says "blocked".
 #   - issue 20: the asynchronous leg behind an emulated WAN link (20 ms RTT,
-#     20 MB/s by internal/faultproxy; BENCH_ASYNC_RTT_MS, BENCH_ASYNC_MBPS):
+#     20 MB/s by internal/testrig/faultproxy; BENCH_ASYNC_RTT_MS, BENCH_ASYNC_MBPS):
 #     RPO lag p50/p99/max under a write load above the link's rate with
 #     --max-lag 2s,64MiB throttle, and the write rate the throttle allowed;
 #     re-add after a 10 s outage of leg B under 4 KiB random writes: time
 #     from the heal to in-sync, bytes copied vs bytes written meanwhile.
-#     Both run as opt-in Go tests (internal/blockcheck, bench_mirror_test.go)
+#     Both run as opt-in Go tests (internal/testrig/blockcheck, bench_mirror_test.go)
 #     against tgtd + istgt; BENCH_MIRROR_ASYNC=0 skips them.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -131,11 +131,11 @@ bench_pair "ceiling: 1M seq write QD8, both legs loaded vs one" MB/s 2 - "single
 
 # Issue 20: asynchronous leg over a shaped link, and re-add after an outage.
 if [ "${BENCH_MIRROR_ASYNC:-1}" != 0 ]; then
-	lb_log " - async leg RPO and re-add (go test -run TestBenchMirror ./internal/blockcheck/)"
+	lb_log " - async leg RPO and re-add (go test -run TestBenchMirror ./internal/testrig/blockcheck/)"
 	ROWS="$BENCH_TMP/async-rows.tsv"
 	: >"$ROWS"
 	if (cd "$LB_ROOT" && LUNBRIDGE_BENCH_OUT="$ROWS" BLOCKCHECK_LUNBRIDGE="$LB" CGO_ENABLED=0 \
-		lb_go test -count=1 -timeout 10m -run 'TestBenchMirror' ./internal/blockcheck/) >"$BENCH_TMP/async.log" 2>&1; then
+		lb_go test -count=1 -timeout 10m -run 'TestBenchMirror' ./internal/testrig/blockcheck/) >"$BENCH_TMP/async.log" 2>&1; then
 		while IFS=$'\t' read -r name unit v peer pv note; do
 			bench_record "$name" "$unit" "$v" "$pv" "$peer" - "reported, no bar; $note"
 		done <"$ROWS"

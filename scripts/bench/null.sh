@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # null (issue 24): the initiators' own cost, against a target that costs
-# almost nothing per command. `lbtarget null` (internal/nulltarget) serves a
+# almost nothing per command. `lbtarget null` (internal/testrig/nulltarget) serves a
 # null disk (reads return zeroes, writes are dropped) from one goroutine per
 # connection with batched socket I/O, on one P, pinned to the target CPU like
 # tgtd in the other parts. On tgtd every initiator ends at tgtd's single
