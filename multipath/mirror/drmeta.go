@@ -139,56 +139,13 @@ func decodeAsyncHeader(b []byte) (*asyncHeader, error) {
 
 // readAsyncHeader reads the newest valid metadata slot of an async leg.
 func readAsyncHeader(ctx context.Context, d blockdev.Device) (*asyncHeader, error) {
-	size := d.Size()
-	unit := max(asyncDefaultUnit, int64(d.BlockSize()))
-	if size < 2*unit+minLegBytes/2 {
-		return nil, ErrAsyncNoMetadata
-	}
-	l := layout{unit: unit, legSize: size}
-	var cands []*asyncHeader
-	var firstErr error
-	for slot := 0; slot < 2; slot++ {
-		b := make([]byte, unit)
-		if err := d.ReadAt(ctx, b, l.headerOff(slot)); err != nil {
-			return nil, fmt.Errorf("mirror: read asynchronous-leg metadata: %w", err)
-		}
-		h, err := decodeAsyncHeader(b)
-		if err != nil {
-			if firstErr == nil || errors.Is(firstErr, ErrAsyncNoMetadata) {
-				firstErr = err
-			}
-			continue
-		}
-		if h.LegSize != size || h.Unit != unit {
-			firstErr = fmt.Errorf("mirror: asynchronous-leg metadata describes a %d-byte LUN, the device has %d bytes", h.LegSize, size)
-			continue
-		}
-		h.slot = slot
-		cands = append(cands, h)
-	}
-	if len(cands) == 2 && cands[1].Events > cands[0].Events {
-		cands[0], cands[1] = cands[1], cands[0]
-	}
-	for _, h := range cands {
-		bm := make([]byte, h.BitmapBytes)
-		if err := d.ReadAt(ctx, bm, h.layout().bitmapOff(h.slot)); err != nil {
-			return nil, fmt.Errorf("mirror: read asynchronous-leg bitmap: %w", err)
-		}
-		if crc32.Checksum(bm, castagnoli) != h.BitmapCRC {
-			firstErr = fmt.Errorf("mirror: asynchronous-leg bitmap of slot %d: %w", h.slot, errMetaChecksum)
-			continue
-		}
-		h.bitmap = decodeBitmap(bm, h.nchunks())
-		return h, nil
-	}
-	if firstErr == nil {
-		firstErr = ErrAsyncNoMetadata
-	}
-	if !errors.Is(firstErr, ErrAsyncNoMetadata) {
-		firstErr = fmt.Errorf("%w: %v", ErrAsyncNoMetadata, firstErr)
-	}
-	return nil, firstErr
+	return readNewestSlot(ctx, d, asyncDefaultUnit, decodeAsyncHeader, ErrAsyncNoMetadata, "asynchronous-leg metadata", "LUN")
 }
+
+func (h *asyncHeader) geometry() (int64, int64, int64, uint32, uint64) {
+	return h.LegSize, h.Unit, h.BitmapBytes, h.BitmapCRC, h.Events
+}
+func (h *asyncHeader) place(slot int, bitmap []uint64) { h.slot, h.bitmap = slot, bitmap }
 
 // writeAsyncSlot writes h and bits into slot of d with FUA (bitmap, then
 // header: a torn pair fails the header's bitmap CRC).

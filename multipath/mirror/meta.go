@@ -267,55 +267,89 @@ func decodeBitmap(b []byte, nchunks int64) []uint64 {
 
 // readHeader reads the newest valid metadata slot of a leg.
 func readHeader(ctx context.Context, d blockdev.Device) (*header, error) {
+	return readNewestSlot(ctx, d, 4096, decodeHeader, ErrNoMetadata, "metadata", "leg")
+}
+
+// slotted is what readNewestSlot needs of a decoded metadata header (the
+// mirror's header, an async leg's asyncHeader): both keep two slots, each
+// a header and a bitmap, at the end of the LUN.
+type slotted interface {
+	// geometry returns the header's LUN size, metadata unit, bitmap
+	// length and CRC, and event counter.
+	geometry() (legSize, unit, bitmapBytes int64, bitmapCRC uint32, events uint64)
+	layout() layout
+	nchunks() int64
+	// place records where the header was read and its decoded bitmap.
+	place(slot int, bitmap []uint64)
+}
+
+func (h *header) geometry() (int64, int64, int64, uint32, uint64) {
+	return h.LegSize, h.Unit, h.BitmapBytes, h.BitmapCRC, h.Events
+}
+func (h *header) place(slot int, bitmap []uint64) { h.slot, h.bitmap = slot, bitmap }
+
+// readNewestSlot reads both slots of d and returns the newest one whose
+// header decodes, describes this LUN, and whose bitmap matches its CRC.
+// minUnit is the smallest metadata unit; noMeta the error when there is
+// none; what and lun name the metadata and the device in errors.
+func readNewestSlot[H slotted](ctx context.Context, d blockdev.Device, minUnit int64,
+	decode func([]byte) (H, error), noMeta error, what, lun string) (H, error) {
+	var zero H
 	size := d.Size()
-	unit := max(4096, int64(d.BlockSize()))
+	unit := max(minUnit, int64(d.BlockSize()))
 	if size < 2*unit+minLegBytes/2 {
-		return nil, ErrNoMetadata
+		return zero, noMeta
 	}
 	l := layout{unit: unit, legSize: size}
-	var cands []*header
+	var cands []H
+	var slots []int
 	var firstErr error
 	for slot := 0; slot < 2; slot++ {
 		b := make([]byte, unit)
 		if err := d.ReadAt(ctx, b, l.headerOff(slot)); err != nil {
-			return nil, fmt.Errorf("mirror: read metadata header: %w", err)
+			return zero, fmt.Errorf("mirror: read %s header: %w", what, err)
 		}
-		h, err := decodeHeader(b)
+		h, err := decode(b)
 		if err != nil {
-			if firstErr == nil || errors.Is(firstErr, ErrNoMetadata) {
+			if firstErr == nil || errors.Is(firstErr, noMeta) {
 				firstErr = err
 			}
 			continue
 		}
-		if h.LegSize != size || h.Unit != unit {
-			firstErr = fmt.Errorf("mirror: metadata describes a %d-byte leg, the device has %d bytes", h.LegSize, size)
+		if hs, hu, _, _, _ := h.geometry(); hs != size || hu != unit {
+			firstErr = fmt.Errorf("mirror: %s describes a %d-byte %s, the device has %d bytes", what, hs, lun, size)
 			continue
 		}
-		h.slot = slot
-		cands = append(cands, h)
+		cands, slots = append(cands, h), append(slots, slot)
 	}
-	if len(cands) == 2 && cands[1].Events > cands[0].Events {
-		cands[0], cands[1] = cands[1], cands[0]
-	}
-	for _, h := range cands {
-		bm := make([]byte, h.BitmapBytes)
-		if err := d.ReadAt(ctx, bm, h.layout().bitmapOff(h.slot)); err != nil {
-			return nil, fmt.Errorf("mirror: read bitmap: %w", err)
+	if len(cands) == 2 {
+		_, _, _, _, e0 := cands[0].geometry()
+		_, _, _, _, e1 := cands[1].geometry()
+		if e1 > e0 {
+			cands[0], cands[1] = cands[1], cands[0]
+			slots[0], slots[1] = slots[1], slots[0]
 		}
-		if crc32.Checksum(bm, castagnoli) != h.BitmapCRC {
-			firstErr = fmt.Errorf("mirror: bitmap of slot %d: %w", h.slot, errMetaChecksum)
+	}
+	for i, h := range cands {
+		_, _, bmBytes, crc, _ := h.geometry()
+		bm := make([]byte, bmBytes)
+		if err := d.ReadAt(ctx, bm, h.layout().bitmapOff(slots[i])); err != nil {
+			return zero, fmt.Errorf("mirror: read %s bitmap: %w", what, err)
+		}
+		if crc32.Checksum(bm, castagnoli) != crc {
+			firstErr = fmt.Errorf("mirror: %s bitmap of slot %d: %w", what, slots[i], errMetaChecksum)
 			continue
 		}
-		h.bitmap = decodeBitmap(bm, h.nchunks())
+		h.place(slots[i], decodeBitmap(bm, h.nchunks()))
 		return h, nil
 	}
 	if firstErr == nil {
-		firstErr = ErrNoMetadata
+		firstErr = noMeta
 	}
-	if !errors.Is(firstErr, ErrNoMetadata) {
-		firstErr = fmt.Errorf("%w: %v", ErrNoMetadata, firstErr)
+	if !errors.Is(firstErr, noMeta) {
+		firstErr = fmt.Errorf("%w: %v", noMeta, firstErr)
 	}
-	return nil, firstErr
+	return zero, firstErr
 }
 
 // writeSlot writes h with bitmap bits into the given slot of d, with FUA.
