@@ -274,13 +274,17 @@ func TestReconnect(t *testing.T) {
 	n := open(t, f, 1, Config{ReconnectTimeout: 10 * time.Second, CommandTimeout: 2 * time.Second})
 	hostID := f.HostID.Load()
 	connects := f.Connects.Load()
+	// Dropped while idle: the next command reconnects. Then dropped
+	// while I/O runs (how often depends on how long rwVerify takes).
+	f.DropConnections()
+	rwVerify(t, f, n)
 	stop := make(chan struct{})
 	go func() {
 		for i := 0; i < 3; i++ {
 			select {
 			case <-stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(20 * time.Millisecond):
 				f.DropConnections()
 			}
 		}
