@@ -30,6 +30,10 @@ bench_init mirror
 
 bench_target legA "$BENCH_SIZE"
 bench_target legB "$BENCH_SIZE"
+# Two tgtd instances give their first LUN the same serial and NAA, and
+# mirror create refuses the same LUN twice: give leg B its own identity.
+bench_tgtadm legB --mode logicalunit --op update --tid 1 --lun 1 --params scsi_sn=LBBENCHB,scsi_id=lunbridge-bench-b ||
+	lb_die "tgtadm: setting leg B's serial failed"
 A="${T_URL[legA]}"
 B="${T_URL[legB]}"
 dd if=/dev/urandom of="${T_FILE[legA]}" bs=1M count=$((BENCH_SIZE_BYTES >> 20)) conv=notrunc status=none
