@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash/crc32"
 
 	"github.com/lunbridge/lunbridge/blockdev"
@@ -46,6 +45,10 @@ const (
 	asyncDefaultUnit = 4096
 )
 
+// asyncMeta is the framing of an async leg's header.
+var asyncMeta = metaFormat{magic: asyncMagic, version: asyncVersion, minUnit: asyncDefaultUnit,
+	noMeta: ErrAsyncNoMetadata, what: "asynchronous-leg metadata", lun: "LUN"}
+
 // Errors of the asynchronous leg.
 var (
 	ErrAsyncNoMetadata = errors.New("mirror: no asynchronous-leg metadata on the remote LUN")
@@ -80,10 +83,8 @@ func (h *asyncHeader) layout() layout {
 func (h *asyncHeader) nchunks() int64 { return (h.Exported + h.Chunk - 1) / h.Chunk }
 
 func (h *asyncHeader) encode() []byte {
-	b := make([]byte, h.Unit)
+	b := asyncMeta.newBlock(h.Unit)
 	le := binary.LittleEndian
-	copy(b[0:8], asyncMagic)
-	le.PutUint32(b[8:], asyncVersion)
 	copy(b[16:32], h.Leg[:])
 	le.PutUint32(b[32:], h.Flags)
 	le.PutUint32(b[36:], h.BitmapCRC)
@@ -101,24 +102,14 @@ func (h *asyncHeader) encode() []byte {
 	le.PutUint64(b[120:], uint64(h.Created))
 	putStr(b[128:128+wwidLen], h.PrimaryWWID)
 	putStr(b[192:192+wwidLen], h.WWID)
-	le.PutUint32(b[12:], crc32.Checksum(b[:hdrCRCLen], castagnoli))
-	return b
+	return sealBlock(b)
 }
 
 func decodeAsyncHeader(b []byte) (*asyncHeader, error) {
-	if len(b) < hdrCRCLen || string(b[0:8]) != asyncMagic {
-		return nil, ErrAsyncNoMetadata
+	if err := asyncMeta.open(b); err != nil {
+		return nil, err
 	}
 	le := binary.LittleEndian
-	want := le.Uint32(b[12:])
-	c := append([]byte(nil), b[:hdrCRCLen]...)
-	le.PutUint32(c[12:], 0)
-	if crc32.Checksum(c, castagnoli) != want {
-		return nil, errMetaChecksum
-	}
-	if v := le.Uint32(b[8:]); v != asyncVersion {
-		return nil, fmt.Errorf("mirror: asynchronous-leg metadata version %d not supported", v)
-	}
 	h := &asyncHeader{
 		Flags: le.Uint32(b[32:]), BitmapCRC: le.Uint32(b[36:]),
 		LegSize: int64(le.Uint64(b[40:])), Exported: int64(le.Uint64(b[48:])),
@@ -130,16 +121,15 @@ func decodeAsyncHeader(b []byte) (*asyncHeader, error) {
 		PrimaryWWID: getStr(b[128 : 128+wwidLen]), WWID: getStr(b[192 : 192+wwidLen]),
 	}
 	copy(h.Leg[:], b[16:32])
-	if h.Chunk <= 0 || h.Unit < asyncDefaultUnit || h.BitmapBytes <= 0 || h.BitmapBytes%h.Unit != 0 ||
-		h.Exported <= 0 || h.BlockSize <= 0 || h.Chunk%int64(h.BlockSize) != 0 {
-		return nil, fmt.Errorf("mirror: asynchronous-leg metadata fields out of range")
+	if !asyncMeta.geometryOK(h.Chunk, h.Unit, h.BitmapBytes, h.Exported, h.BlockSize) {
+		return nil, asyncMeta.errFields()
 	}
 	return h, nil
 }
 
 // readAsyncHeader reads the newest valid metadata slot of an async leg.
 func readAsyncHeader(ctx context.Context, d blockdev.Device) (*asyncHeader, error) {
-	return readNewestSlot(ctx, d, asyncDefaultUnit, decodeAsyncHeader, ErrAsyncNoMetadata, "asynchronous-leg metadata", "LUN")
+	return readNewestSlot(ctx, d, asyncMeta, decodeAsyncHeader)
 }
 
 func (h *asyncHeader) geometry() (int64, int64, int64, uint32, uint64) {

@@ -27,6 +27,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// mirrorMeta is the framing of a mirror leg's header (doc.go).
+var mirrorMeta = metaFormat{magic: magic, version: version, minUnit: 4096, noMeta: ErrNoMetadata, what: "metadata", lun: "leg"}
+
 // Errors returned by Create, Assemble and Reattach.
 var (
 	ErrNoMetadata   = errors.New("mirror: no valid mirror metadata on the leg")
@@ -61,22 +64,6 @@ func (u UUID) String() string {
 
 // MarshalText makes a UUID print as a string in JSON.
 func (u UUID) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
-
-// layout is where the metadata sits on one leg.
-type layout struct {
-	unit        int64
-	bitmapBytes int64
-	legSize     int64
-}
-
-func (l layout) headerOff(slot int) int64 {
-	end := l.legSize / l.unit * l.unit
-	return end - int64(2-slot)*l.unit
-}
-func (l layout) bitmapOff(slot int) int64 {
-	return l.headerOff(0) - int64(2-slot)*l.bitmapBytes
-}
-func (l layout) metaStart() int64 { return l.bitmapOff(0) }
 
 func alignUp(v, a int64) int64   { return (v + a - 1) / a * a }
 func alignDown(v, a int64) int64 { return v / a * a }
@@ -135,10 +122,8 @@ func getStr(b []byte) string {
 }
 
 func (h *header) encode(unit int64) []byte {
-	b := make([]byte, unit)
+	b := mirrorMeta.newBlock(unit)
 	le := binary.LittleEndian
-	copy(b[0:8], magic)
-	le.PutUint32(b[8:], version)
 	copy(b[16:32], h.Mirror[:])
 	copy(b[32:48], h.Leg[:])
 	copy(b[48:64], h.Peer[:])
@@ -174,25 +159,14 @@ func (h *header) encode(unit int64) []byte {
 		putStr(b[400:448], o.HostID)
 		putStr(b[448:504], o.Host)
 	}
-	le.PutUint32(b[12:], crc32.Checksum(b[:hdrCRCLen], castagnoli))
-	return b
+	return sealBlock(b)
 }
 
 func decodeHeader(b []byte) (*header, error) {
-	if len(b) < hdrCRCLen || string(b[0:8]) != magic {
-		return nil, ErrNoMetadata
+	if err := mirrorMeta.open(b); err != nil {
+		return nil, err
 	}
 	le := binary.LittleEndian
-	want := le.Uint32(b[12:])
-	c := make([]byte, hdrCRCLen)
-	copy(c, b[:hdrCRCLen])
-	le.PutUint32(c[12:], 0)
-	if crc32.Checksum(c, castagnoli) != want {
-		return nil, errMetaChecksum
-	}
-	if v := le.Uint32(b[8:]); v != version {
-		return nil, fmt.Errorf("mirror: metadata version %d not supported", v)
-	}
 	h := &header{
 		Index:        int(le.Uint32(b[64:])),
 		Flags:        le.Uint32(b[68:]),
@@ -227,9 +201,8 @@ func decodeHeader(b []byte) (*header, error) {
 	copy(h.Mirror[:], b[16:32])
 	copy(h.Leg[:], b[32:48])
 	copy(h.Peer[:], b[48:64])
-	if h.Index < 0 || h.Index >= maxLegs || h.Chunk <= 0 || h.Unit < 4096 || h.BitmapBytes <= 0 ||
-		h.BitmapBytes%h.Unit != 0 || h.Exported <= 0 || h.BlockSize <= 0 || h.Chunk%int64(h.BlockSize) != 0 {
-		return nil, fmt.Errorf("mirror: metadata fields out of range")
+	if h.Index < 0 || h.Index >= maxLegs || !mirrorMeta.geometryOK(h.Chunk, h.Unit, h.BitmapBytes, h.Exported, h.BlockSize) {
+		return nil, mirrorMeta.errFields()
 	}
 	return h, nil
 }
@@ -240,117 +213,15 @@ func (h *header) layout() layout {
 
 func (h *header) nchunks() int64 { return (h.Exported + h.Chunk - 1) / h.Chunk }
 
-func encodeBitmap(bits []uint64, n int64) []byte {
-	b := make([]byte, n)
-	for i, w := range bits {
-		if int64(i*8+8) > n {
-			break
-		}
-		binary.LittleEndian.PutUint64(b[i*8:], w)
-	}
-	return b
-}
-
-func decodeBitmap(b []byte, nchunks int64) []uint64 {
-	bits := make([]uint64, (nchunks+63)/64)
-	for i := range bits {
-		if int64(i*8+8) <= int64(len(b)) {
-			bits[i] = binary.LittleEndian.Uint64(b[i*8:])
-		}
-	}
-	// Mask bits past the last chunk.
-	if r := nchunks % 64; r != 0 && len(bits) > 0 {
-		bits[len(bits)-1] &= (1 << r) - 1
-	}
-	return bits
-}
-
 // readHeader reads the newest valid metadata slot of a leg.
 func readHeader(ctx context.Context, d blockdev.Device) (*header, error) {
-	return readNewestSlot(ctx, d, 4096, decodeHeader, ErrNoMetadata, "metadata", "leg")
-}
-
-// slotted is what readNewestSlot needs of a decoded metadata header (the
-// mirror's header, an async leg's asyncHeader): both keep two slots, each
-// a header and a bitmap, at the end of the LUN.
-type slotted interface {
-	// geometry returns the header's LUN size, metadata unit, bitmap
-	// length and CRC, and event counter.
-	geometry() (legSize, unit, bitmapBytes int64, bitmapCRC uint32, events uint64)
-	layout() layout
-	nchunks() int64
-	// place records where the header was read and its decoded bitmap.
-	place(slot int, bitmap []uint64)
+	return readNewestSlot(ctx, d, mirrorMeta, decodeHeader)
 }
 
 func (h *header) geometry() (int64, int64, int64, uint32, uint64) {
 	return h.LegSize, h.Unit, h.BitmapBytes, h.BitmapCRC, h.Events
 }
 func (h *header) place(slot int, bitmap []uint64) { h.slot, h.bitmap = slot, bitmap }
-
-// readNewestSlot reads both slots of d and returns the newest one whose
-// header decodes, describes this LUN, and whose bitmap matches its CRC.
-// minUnit is the smallest metadata unit; noMeta the error when there is
-// none; what and lun name the metadata and the device in errors.
-func readNewestSlot[H slotted](ctx context.Context, d blockdev.Device, minUnit int64,
-	decode func([]byte) (H, error), noMeta error, what, lun string) (H, error) {
-	var zero H
-	size := d.Size()
-	unit := max(minUnit, int64(d.BlockSize()))
-	if size < 2*unit+minLegBytes/2 {
-		return zero, noMeta
-	}
-	l := layout{unit: unit, legSize: size}
-	var cands []H
-	var slots []int
-	var firstErr error
-	for slot := 0; slot < 2; slot++ {
-		b := make([]byte, unit)
-		if err := d.ReadAt(ctx, b, l.headerOff(slot)); err != nil {
-			return zero, fmt.Errorf("mirror: read %s header: %w", what, err)
-		}
-		h, err := decode(b)
-		if err != nil {
-			if firstErr == nil || errors.Is(firstErr, noMeta) {
-				firstErr = err
-			}
-			continue
-		}
-		if hs, hu, _, _, _ := h.geometry(); hs != size || hu != unit {
-			firstErr = fmt.Errorf("mirror: %s describes a %d-byte %s, the device has %d bytes", what, hs, lun, size)
-			continue
-		}
-		cands, slots = append(cands, h), append(slots, slot)
-	}
-	if len(cands) == 2 {
-		_, _, _, _, e0 := cands[0].geometry()
-		_, _, _, _, e1 := cands[1].geometry()
-		if e1 > e0 {
-			cands[0], cands[1] = cands[1], cands[0]
-			slots[0], slots[1] = slots[1], slots[0]
-		}
-	}
-	for i, h := range cands {
-		_, _, bmBytes, crc, _ := h.geometry()
-		bm := make([]byte, bmBytes)
-		if err := d.ReadAt(ctx, bm, h.layout().bitmapOff(slots[i])); err != nil {
-			return zero, fmt.Errorf("mirror: read %s bitmap: %w", what, err)
-		}
-		if crc32.Checksum(bm, castagnoli) != crc {
-			firstErr = fmt.Errorf("mirror: %s bitmap of slot %d: %w", what, slots[i], errMetaChecksum)
-			continue
-		}
-		h.place(slots[i], decodeBitmap(bm, h.nchunks()))
-		return h, nil
-	}
-	if firstErr == nil {
-		firstErr = noMeta
-	}
-	if !errors.Is(firstErr, noMeta) {
-		firstErr = fmt.Errorf("%w: %v", noMeta, firstErr)
-	}
-	return zero, firstErr
-}
 
 // writeSlot writes h with bitmap bits into the given slot of d, with FUA.
 // Bitmap and header go out in parallel: a torn pair fails the header's
