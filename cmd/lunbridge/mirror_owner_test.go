@@ -9,9 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/lunbridge/lunbridge/blockdev/filedev"
-	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
 
 // TestCLIMirrorOwner is review #2 at the CLI: while this process owns a
@@ -22,28 +19,7 @@ import (
 func TestCLIMirrorOwner(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	paths := [2]string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
-	const size = 64 << 20
-	for _, p := range paths {
-		if err := os.WriteFile(p, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(p, size); err != nil {
-			t.Fatal(err)
-		}
-	}
-	da, err := filedev.Open(paths[0], 512, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := filedev.Open(paths[1], 512, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := mirror.Create(ctx, da, db, mirror.CreateOptions{Options: mirror.Options{BitmapIdle: time.Hour}, ChunkSize: 1 << 20, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, paths := fileMirror(t, ctx, dir, 64<<20, 1<<20)
 	defer m.Close()
 	pat := bytes.Repeat([]byte{0xc3}, 64<<10)
 	if err := m.WriteAt(ctx, pat, 1<<20, true); err != nil {

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunbridge/lunbridge/blockdev/filedev"
 	"github.com/lunbridge/lunbridge/internal/testrig/targets"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 )
@@ -66,29 +65,8 @@ func TestCLIMirrorSplitPull(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := t.TempDir()
-	paths := [2]string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
-	const legSize = 64 << 20
 	const chunk = 1 << 20
-	for _, p := range paths {
-		if err := os.WriteFile(p, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(p, legSize); err != nil {
-			t.Fatal(err)
-		}
-	}
-	da, err := filedev.Open(paths[0], 512, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := filedev.Open(paths[1], 512, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := mirror.Create(ctx, da, db, mirror.CreateOptions{Options: mirror.Options{BitmapIdle: time.Hour}, ChunkSize: chunk, AssumeClean: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, paths := fileMirror(t, ctx, dir, 64<<20, chunk)
 	defer m.Close()
 	size := m.Size()
 	img := make([]byte, size) // the whole disk written: every chunk dirty
