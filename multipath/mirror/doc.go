@@ -19,9 +19,10 @@
 // unit is max(4096, block size). Headers sit at fixed offsets from the end
 // of the leg, so a reader finds them without knowing the chunk size. A
 // metadata update writes the slot not holding the newest valid copy
-// (bitmap, then header, both with FUA); the header's CRC32C covers the
-// header and records the bitmap's CRC32C, so a torn update leaves the other
-// slot as the newest valid one.
+// (bitmap and header in parallel, both with FUA); the header's CRC32C covers
+// the header and records the bitmap's CRC32C, and a slot is read only when
+// both match, so a torn update (either write missing or partial) leaves the
+// other slot as the newest valid one.
 //
 // Header (little endian, CRC32C over the first 512 bytes with the CRC
 // field zeroed):
