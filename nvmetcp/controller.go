@@ -35,6 +35,8 @@ type Controller struct {
 	rr      atomic.Uint32
 	maxXfer int
 	gen     atomic.Uint64 // association number: +1 on every (re)connect
+	down    chan struct{} // closed when the association breaks (NoReconnect)
+	downOne sync.Once
 }
 
 // Dial connects to the controller cfg names: admin queue, enable,
@@ -43,7 +45,7 @@ func Dial(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg}
+	c := &Controller{cfg: cfg, down: make(chan struct{})}
 	if err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -316,6 +318,7 @@ func (c *Controller) queueFailed(q *queue, err error) {
 		if c.broken == nil && !c.closed && (q == c.admin || contains(c.io, q)) {
 			c.cfg.Logger.WithError(err).Warnf("nvmetcp: queue %d failed; the association will be re-established", q.qid)
 			c.broken = err
+			c.setDownLocked()
 		}
 	}()
 }
@@ -360,9 +363,17 @@ func (c *Controller) queue(ctx context.Context, admin bool) (*queue, uint64, err
 		for _, q := range append([]*queue{c.admin}, c.io...) {
 			if err := q.failed(); err != nil {
 				c.broken = err
+				c.setDownLocked()
 				break
 			}
 		}
+	}
+	if (c.broken != nil || c.admin == nil) && c.cfg.NoReconnect {
+		cause := c.broken
+		if cause == nil {
+			cause = errors.New("no association")
+		}
+		return nil, 0, fmt.Errorf("%w: association lost (no reconnect): %w", ErrConnection, cause)
 	}
 	if c.broken != nil || c.admin == nil {
 		if err := c.reconnect(ctx); err != nil {
@@ -400,6 +411,7 @@ func (c *Controller) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.downOne.Do(func() { close(c.down) })
 	if c.admin != nil && c.broken == nil && !c.discovery() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if propertySet(ctx, c.admin, pdu.PropCC, ccIOSQES|ccIOCQES|ccEnable|ccShnNorm) == nil {
@@ -439,7 +451,7 @@ func (c *Controller) exec(ctx context.Context, admin bool, op string, sqe pdu.SQ
 				return cqe, nil
 			}
 		}
-		if errors.Is(err, blockdev.ErrClosed) || ctx.Err() != nil || !isConnErr(err) || c.cfg.ReconnectTimeout < 0 {
+		if errors.Is(err, blockdev.ErrClosed) || ctx.Err() != nil || !isConnErr(err) || c.cfg.ReconnectTimeout < 0 || c.cfg.NoReconnect {
 			return cqe, fmt.Errorf("%s: %w", op, err)
 		}
 		if deadline.IsZero() {
@@ -463,7 +475,38 @@ func (c *Controller) markBroken(q *queue, err error) {
 	defer c.mu.Unlock()
 	if c.broken == nil && (q == nil || q == c.admin || contains(c.io, q)) {
 		c.broken = err
+		c.setDownLocked()
 	}
+}
+
+// setDownLocked closes Done when the controller does not reconnect.
+func (c *Controller) setDownLocked() {
+	if c.cfg.NoReconnect {
+		c.downOne.Do(func() { close(c.down) })
+	}
+}
+
+// Done is closed when a controller with Config.NoReconnect lost its
+// association (or was closed); never for one that reconnects.
+func (c *Controller) Done() <-chan struct{} { return c.down }
+
+// Abort ends the association at once: no shutdown notification, every
+// connection closed with a reset (SO_LINGER 0) so nothing still queued
+// in our kernel reaches the controller later, and every outstanding
+// command failed. It returns once the read loops have ended.
+func (c *Controller) Abort() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.downOne.Do(func() { close(c.down) })
+	for _, q := range append([]*queue{c.admin}, c.io...) {
+		if q != nil {
+			if tc, ok := q.conn.(interface{ SetLinger(int) error }); ok {
+				tc.SetLinger(0)
+			}
+		}
+	}
+	c.teardown()
 }
 
 // Admin runs an admin command; in receives the controller's data.

@@ -55,6 +55,10 @@ type Config struct {
 	// Command Abort Requested (else Abort answers "not aborted", as
 	// Linux nvmet does).
 	AbortStalled bool
+	// ANA: report Asymmetric Namespace Access (CMIC bit 3): every
+	// namespace is in ANA group 1, whose state is per port (AddPort,
+	// SetANAState), as Linux nvmet's ports/N/ana_groups/1/ana_state.
+	ANA bool
 }
 
 // Fault is a misbehaviour for one command.
@@ -76,17 +80,21 @@ const (
 type Controller struct {
 	cfg      Config
 	ln       net.Listener
+	lns      []net.Listener // ln, then AddPort's
+	ana      []pdu.ANAState // per port, guarded by mu
+	anaChg   uint64
 	mu       sync.Mutex
 	ns       [][]byte
 	cc       uint32
 	nextCntl uint16
-	conns    map[net.Conn]bool
+	conns    map[net.Conn]int // the port each came in on
 	fault    func(qid uint16, sqe pdu.SQE) Fault
 	wg       sync.WaitGroup
 	// queues by controller ID and QID, for Abort
 	queues map[[2]uint16]*session
 
 	// Stats.
+	ANARefused, ANALogs                                                                  atomic.Int64 // I/O refused with an ANA status; ANA log reads
 	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims, Aborts atomic.Int64
 	HostNQN                                                                              atomic.Value // string of the last Connect
 	HostID                                                                               atomic.Value // [16]byte
@@ -120,13 +128,53 @@ func Listen(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, ln: ln, conns: map[net.Conn]bool{}, nextCntl: 1, queues: map[[2]uint16]*session{}}
+	c := &Controller{cfg: cfg, ln: ln, lns: []net.Listener{ln}, ana: []pdu.ANAState{pdu.ANAOptimized},
+		conns: map[net.Conn]int{}, nextCntl: 1, queues: map[[2]uint16]*session{}}
 	for _, n := range cfg.Namespaces {
 		c.ns = append(c.ns, make([]byte, int64(n.BlockSize)*n.Blocks))
 	}
 	c.wg.Add(1)
-	go c.accept()
+	go c.accept(ln, 0)
 	return c, nil
+}
+
+// AddPort opens another port of the same subsystem (same namespaces and
+// data, its own ANA state, optimized at first) and returns its address
+// and port number (Listen's port is 0).
+func (c *Controller) AddPort() (string, int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", 0, err
+	}
+	c.mu.Lock()
+	c.lns = append(c.lns, ln)
+	c.ana = append(c.ana, pdu.ANAOptimized)
+	port := len(c.lns) - 1
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.accept(ln, port)
+	return ln.Addr().String(), port, nil
+}
+
+// SetANAState sets ANA group 1's state on port.
+func (c *Controller) SetANAState(port int, st pdu.ANAState) {
+	c.mu.Lock()
+	c.ana[port] = st
+	c.anaChg++
+	c.mu.Unlock()
+}
+
+// ClosePort stops port's listener and drops its connections (a port
+// removed from the subsystem).
+func (c *Controller) ClosePort(port int) {
+	c.mu.Lock()
+	c.lns[port].Close()
+	for conn, p := range c.conns {
+		if p == port {
+			conn.Close()
+		}
+	}
+	c.mu.Unlock()
 }
 
 // Addr is host:port.
@@ -169,26 +217,30 @@ func (c *Controller) DropConnections() {
 
 // Close stops the listener and every connection and waits for them.
 func (c *Controller) Close() error {
-	c.ln.Close()
+	c.mu.Lock()
+	for _, ln := range c.lns {
+		ln.Close()
+	}
+	c.mu.Unlock()
 	c.DropConnections()
 	c.wg.Wait()
 	return nil
 }
 
-func (c *Controller) accept() {
+func (c *Controller) accept(ln net.Listener, port int) {
 	defer c.wg.Done()
 	for {
-		conn, err := c.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		c.mu.Lock()
-		c.conns[conn] = true
+		c.conns[conn] = port
 		c.mu.Unlock()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			s := &session{c: c, conn: conn, r: pdu.NewReader(conn)}
+			s := &session{c: c, conn: conn, r: pdu.NewReader(conn), port: port}
 			s.cond = sync.NewCond(&s.wmu)
 			go s.writer()
 			s.serve()
@@ -211,6 +263,7 @@ type session struct {
 	opts    pdu.Options
 	qid     uint16
 	cntl    uint16
+	port    int
 	stalled map[uint16]bool // CIDs not answered (FaultStall), guarded by Controller.mu
 	wmu     sync.Mutex
 	cond    *sync.Cond
@@ -508,10 +561,15 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 				oncs = 0
 			}
 			inline := max(c.cfg.InlineData, 0)
-			d = pdu.AppendController(nil, &pdu.Controller{VID: 0x1d1d, Serial: "fake0001", Model: "lunbridge fakenvme",
+			ci := &pdu.Controller{VID: 0x1d1d, Serial: "fake0001", Model: "lunbridge fakenvme",
 				Firmware: "1.0", MDTS: c.cfg.MDTS, CntlID: 1, Version: 0x10400, MaxCmd: 128,
 				NN: uint32(len(c.ns)), ONCS: oncs, VWC: 1, SGLS: 1 << 20, SubNQN: c.cfg.NQN,
-				IOCCSZ: uint32(64+inline) / 16, IORCSZ: 1})
+				IOCCSZ: uint32(64+inline) / 16, IORCSZ: 1}
+			if c.cfg.ANA {
+				ci.CMIC, ci.OAES, ci.ANATT, ci.ANACAP, ci.ANAGRPMAX, ci.NANAGRPID = pdu.CMICANA, pdu.OAESANAChange, 10, 0x1f, 1, 1
+				ci.CntlID = s.cntl
+			}
+			d = pdu.AppendController(nil, ci)
 		case pdu.CNSNamespace:
 			i := int(sqe.NSID) - 1
 			if i < 0 || i >= len(c.ns) {
@@ -527,6 +585,9 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 				ns.FLBAS = 1
 			}
 			ns.NGUID[0], ns.NGUID[15] = 0xfa, byte(i+1)
+			if c.cfg.ANA {
+				ns.ANAGRPID, ns.NMIC = 1, 1
+			}
 			d = pdu.AppendNamespace(nil, &ns)
 		default:
 			s.respond(sqe.CID, status(scInvalidF), 0)
@@ -564,6 +625,24 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 			s.respond(sqe.CID, 0, 1)
 		}
 	case pdu.AdminGetLogPage:
+		if sqe.CDW[0]&0xff == pdu.LogANA && c.cfg.ANA {
+			c.mu.Lock()
+			g := pdu.ANAGroup{ID: 1, ChangeCount: c.anaChg, State: c.ana[s.port]}
+			l := pdu.ANALog{ChangeCount: c.anaChg, Groups: []pdu.ANAGroup{g}}
+			c.mu.Unlock()
+			if sqe.CDW[0]>>8&1 == 0 { // not RGO: list the namespaces
+				for i := range c.ns {
+					l.Groups[0].NSIDs = append(l.Groups[0].NSIDs, uint32(i+1))
+				}
+			}
+			b := pdu.AppendANALog(nil, &l)
+			out := make([]byte, int((sqe.CDW[0]>>16|sqe.CDW[1]<<16)+1)*4)
+			copy(out, b)
+			c.ANALogs.Add(1)
+			s.sendData(sqe.CID, out, false)
+			s.respond(sqe.CID, 0, 0)
+			return nil
+		}
 		if sqe.CDW[0]&0xff != pdu.LogDiscovery {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return nil
@@ -614,6 +693,17 @@ func (s *session) lba(sqe pdu.SQE) (store []byte, off, n int64, ok bool) {
 
 func (s *session) io(sqe pdu.SQE, data []byte) error {
 	c := s.c
+	if c.cfg.ANA {
+		c.mu.Lock()
+		st := c.ana[s.port]
+		c.mu.Unlock()
+		if sc, bad := map[pdu.ANAState]uint8{pdu.ANAPersistentLoss: pdu.SCANAPersistentLoss,
+			pdu.ANAInaccessible: pdu.SCANAInaccessible, pdu.ANAChange: pdu.SCANATransition}[st]; bad {
+			c.ANARefused.Add(1)
+			s.respond(sqe.CID, pdu.MakeStatus(3, sc, false), 0)
+			return nil
+		}
+	}
 	switch sqe.Opcode {
 	case pdu.IORead:
 		store, off, n, ok := s.lba(sqe)
