@@ -60,3 +60,42 @@ func IsANAStatus(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se) && se.Status.IsANA()
 }
+
+// ActiveNamespaces lists the active namespace IDs (Identify CNS 02h, NVMe
+// Base 2.0, Section 5.17.2.2), up to the first 1024; a controller that
+// refuses CNS 02h is asked namespace by namespace up to its NN (at most
+// 1024).
+func (c *Controller) ActiveNamespaces(ctx context.Context) ([]uint32, error) {
+	buf := make([]byte, pdu.IdentifyLen)
+	cqe, err := c.exec(ctx, true, "identify active namespace list", pdu.SQE{Opcode: pdu.AdminIdentify,
+		CDW: [6]uint32{pdu.CNSActiveNSList}}, nil, buf, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	if cqe.StatusField().OK() {
+		for i := 0; i+4 <= len(buf); i += 4 {
+			id := uint32(buf[i]) | uint32(buf[i+1])<<8 | uint32(buf[i+2])<<16 | uint32(buf[i+3])<<24
+			if id == 0 {
+				break
+			}
+			out = append(out, id)
+		}
+		return out, nil
+	}
+	nn := min(c.Info().NN, 1024)
+	for id := uint32(1); id <= nn; id++ {
+		ns, err := c.IdentifyNamespace(ctx, id)
+		var se *StatusError
+		if errors.As(err, &se) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if ns.NSZE != 0 {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}

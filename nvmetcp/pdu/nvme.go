@@ -219,9 +219,10 @@ const FeatureNumQueues = 0x07
 
 // Identify CNS values.
 const (
-	CNSNamespace  = 0x00
-	CNSController = 0x01
-	CNSNSDescList = 0x03
+	CNSNamespace    = 0x00
+	CNSController   = 0x01
+	CNSActiveNSList = 0x02
+	CNSNSDescList   = 0x03
 )
 
 // Log pages.

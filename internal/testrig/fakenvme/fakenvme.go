@@ -156,6 +156,14 @@ func (c *Controller) AddPort() (string, int, error) {
 	return ln.Addr().String(), port, nil
 }
 
+// SetDiscovery replaces the discovery log entries (to name ports known
+// only after Listen).
+func (c *Controller) SetDiscovery(es []pdu.DiscoveryEntry) {
+	c.mu.Lock()
+	c.cfg.Discovery = es
+	c.mu.Unlock()
+}
+
 // SetANAState sets ANA group 1's state on port.
 func (c *Controller) SetANAState(port int, st pdu.ANAState) {
 	c.mu.Lock()
@@ -647,12 +655,15 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return nil
 		}
+		c.mu.Lock()
+		entries := c.cfg.Discovery
+		c.mu.Unlock()
 		var log []byte
 		log = append(log, make([]byte, pdu.DiscoveryHeaderLen)...)
-		le64(log[8:], uint64(len(c.cfg.Discovery)))
+		le64(log[8:], uint64(len(entries)))
 		le64(log[0:], 1)
-		for i := range c.cfg.Discovery {
-			log = pdu.AppendDiscoveryEntry(log, &c.cfg.Discovery[i])
+		for i := range entries {
+			log = pdu.AppendDiscoveryEntry(log, &entries[i])
 		}
 		off := uint64(sqe.CDW[2]) | uint64(sqe.CDW[3])<<32
 		n := int((sqe.CDW[0]>>16|sqe.CDW[1]<<16)+1) * 4
