@@ -35,6 +35,8 @@ type NSConfig struct {
 
 // Config of a Controller.
 type Config struct {
+	// Addr is where Listen listens (default 127.0.0.1:0).
+	Addr       string
 	NQN        string
 	Namespaces []NSConfig
 	// AllowDigests: grant the digests the host asks for.
@@ -101,7 +103,7 @@ type Controller struct {
 	Digests                                                                              atomic.Int32 // bit 0 header, bit 1 data, of the last connection
 }
 
-// Listen starts a controller on 127.0.0.1:0.
+// Listen starts a controller on cfg.Addr (default 127.0.0.1:0).
 func Listen(cfg Config) (*Controller, error) {
 	if cfg.NQN == "" {
 		cfg.NQN = DefaultNQN
@@ -124,7 +126,10 @@ func Listen(cfg Config) (*Controller, error) {
 	if cfg.MDTS == 0 {
 		cfg.MDTS = 5
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
