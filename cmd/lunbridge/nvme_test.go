@@ -166,6 +166,13 @@ func TestNVMeMultipathCLI(t *testing.T) {
 		}
 	}
 	_ = p2
+	r = lbRun(t, limitCLI, env, "info", "--json", url1)
+	r.mustOK(t, "info --json")
+	var info nvmeInfo
+	decodeStrict(t, r.stdout, &info)
+	if info.ANAGroup != 1 || info.ANAState != "inaccessible" {
+		t.Fatalf("info through port 0: ANA group %d state %q", info.ANAGroup, info.ANAState)
+	}
 	r = lbRun(t, limitCLI, env, "ls", url2[:strings.LastIndex(url2, "/")])
 	r.mustOK(t, "ls nvme+tcp://")
 	if !strings.Contains(r.stdout, "NGUID/EUI64") || !strings.Contains(r.stdout, " optimized ") || strings.Count(r.stdout, "\n") != 3 {
