@@ -286,13 +286,28 @@ func (d *Device) install(p *Path, c pathConn) {
 
 // watch fails the nexus as soon as its connection dies (keepalive, reset),
 // not only when an I/O notices.
+//
+// An NVMe/TCP path also delivers the controller's ANA change events here:
+// every path's ANA state is read again at once, not at the next check.
 func (d *Device) watch(p *Path, n *nexus) {
 	defer d.wg.Done()
-	select {
-	case <-n.conn.Done():
-		d.failNexus(p, n, fmt.Errorf("connection lost"), false)
-	case <-n.dead:
-	case <-d.ctx.Done():
+	var ana <-chan struct{}
+	if a, ok := n.conn.(anaNotifier); ok {
+		ana = a.anaChanged()
+	}
+	for {
+		select {
+		case <-n.conn.Done():
+			d.failNexus(p, n, fmt.Errorf("connection lost"), false)
+			return
+		case <-n.dead:
+			return
+		case <-d.ctx.Done():
+			return
+		case <-ana:
+			d.log.Infof("path %d (%s): the controller reports an ANA change; reading every path's ANA state", p.idx, p.ep.Portal())
+			d.refreshALUA()
+		}
 	}
 }
 

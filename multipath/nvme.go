@@ -17,7 +17,8 @@ import (
 // one subsystem (one association per portal in cfgs, same host NQN) as
 // one multipath Device. Paths are ranked by the namespace's ANA group
 // state on each controller (the ANA log page, read at connect, by the
-// path checker and again whenever a command ends with an ANA status):
+// path checker, on the controller's ANA change event and whenever a
+// command ends with an ANA status):
 // optimized before non-optimized; inaccessible, persistent loss and
 // change are not used.
 //
@@ -183,6 +184,13 @@ func (c *nvmeConn) fenceAfter() (time.Time, string) {
 	}
 	wait := 2*c.kato + time.Second
 	return at.Add(wait), fmt.Sprintf("keep-alive timeout: %v since the association was reset", wait)
+}
+
+func (c *nvmeConn) anaChanged() <-chan struct{} { return c.c.ANAChanged() }
+
+// anaNotifier is a pathConn whose controller reports ANA changes.
+type anaNotifier interface {
+	anaChanged() <-chan struct{}
 }
 
 // timeFencer is a pathConn whose failed nexus is proven dead by time.

@@ -22,9 +22,9 @@ type nvmeRig struct {
 	addrs []string
 }
 
-func newNVMeRig(t *testing.T, opts Options) *nvmeRig {
+func newNVMeRig(t *testing.T, opts Options, noEvents bool) *nvmeRig {
 	t.Helper()
-	ctl, err := fakenvme.Listen(fakenvme.Config{ANA: true, Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 8192}}})
+	ctl, err := fakenvme.Listen(fakenvme.Config{ANA: true, NoANAEvents: noEvents, Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 8192}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,10 @@ func nvmeWait(t *testing.T, what string, timeout time.Duration, f func() bool) {
 // back): I/O follows the optimized path with no error and no path
 // failure (an ANA status is not a transport error: nothing to fence, no
 // reconnect), and the states are re-read on the ANA status itself — the
-// checker's period is a minute, far longer than the test.
+// checker's period is a minute, far longer than the test, and this
+// controller sends no ANA change events.
 func TestNVMeANAStates(t *testing.T) {
-	r := newNVMeRig(t, Options{Policy: PolicyFailover, CheckInterval: time.Minute})
+	r := newNVMeRig(t, Options{Policy: PolicyFailover, CheckInterval: time.Minute}, true)
 	r.ctl.SetANAState(1, pdu.ANANonOptimized)
 	r.d.refreshALUA()
 	st := r.d.Status()
@@ -197,7 +198,7 @@ func TestNVMeANAStates(t *testing.T) {
 // with the connection is held until the keep-alive timeout has passed
 // (fences_keep_alive), and the data verifies.
 func TestNVMePortLoss(t *testing.T) {
-	r := newNVMeRig(t, Options{Policy: PolicyFailover, CheckInterval: 200 * time.Millisecond})
+	r := newNVMeRig(t, Options{Policy: PolicyFailover, CheckInterval: 200 * time.Millisecond}, false)
 	model := make([]byte, r.d.Size())
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -232,4 +233,42 @@ func TestNVMePortLoss(t *testing.T) {
 		t.Fatal("namespace content differs from the model")
 	}
 	t.Logf("%d rounds; last failover %d ms; path 0: %s", ios, st.LastFailoverMs, st.Paths[0].LastError)
+}
+
+// TestNVMeANAChangeEvent: a change that leaves every path usable (port 0
+// optimized -> non-optimized, port 1 non-optimized -> optimized) fails
+// no command, so only the controller's ANA change event (an
+// Asynchronous Event Request completed with notice 03h) tells the host;
+// I/O moves to the newly optimized path well before the checker's next
+// run (a minute away).
+func TestNVMeANAChangeEvent(t *testing.T) {
+	r := newNVMeRig(t, Options{Policy: PolicyFailover, CheckInterval: time.Minute}, false)
+	r.ctl.SetANAState(1, pdu.ANANonOptimized)
+	nvmeWait(t, "path 1 non-optimized", 5*time.Second, func() bool { return r.d.Status().Paths[1].ALUA == "active/non-optimized" })
+	model := make([]byte, r.d.Size())
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ioErr error
+	ios := 0
+	wg.Add(1)
+	go func() { defer wg.Done(); ioErr = nvmeLoad(r.d, 3, stop, model, &ios) }()
+	time.Sleep(100 * time.Millisecond)
+	r.ctl.SetANAState(0, pdu.ANANonOptimized)
+	r.ctl.SetANAState(1, pdu.ANAOptimized)
+	before := r.d.Status().Paths[1].IOs
+	nvmeWait(t, "I/O on path 1 after the ANA change event", 10*time.Second, func() bool {
+		st := r.d.Status()
+		return st.Paths[1].State == StateActive && st.Paths[1].IOs > before+20 || !alive(&wg)
+	})
+	close(stop)
+	wg.Wait()
+	if ioErr != nil {
+		t.Fatal(ioErr)
+	}
+	if r.ctl.ANAEvents.Load() == 0 || r.ctl.ANARefused.Load() != 0 {
+		t.Fatalf("ANA events %d, refusals %d", r.ctl.ANAEvents.Load(), r.ctl.ANARefused.Load())
+	}
+	if got := r.ctl.Data(1, 0, int64(len(model))); !bytes.Equal(got, model) {
+		t.Fatal("namespace content differs from the model")
+	}
 }

@@ -37,6 +37,8 @@ type Controller struct {
 	gen     atomic.Uint64 // association number: +1 on every (re)connect
 	down    chan struct{} // closed when the association breaks (NoReconnect)
 	downOne sync.Once
+	anaCh   chan struct{} // an ANA change event arrived (buffer 1)
+	aerDone chan struct{} // closed when the event loop ends
 }
 
 // Dial connects to the controller cfg names: admin queue, enable,
@@ -45,7 +47,7 @@ func Dial(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, down: make(chan struct{})}
+	c := &Controller{cfg: cfg, down: make(chan struct{}), anaCh: make(chan struct{}, 1)}
 	if err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -138,6 +140,18 @@ func (c *Controller) connect(ctx context.Context) error {
 	if kato > 0 {
 		c.stopKA, c.kaDone = make(chan struct{}), make(chan struct{})
 		go c.keepAlive(admin, c.stopKA, c.kaDone)
+	}
+	if !c.discovery() && info.CMIC&pdu.CMICANA != 0 && info.OAES&pdu.OAESANAChange != 0 {
+		// Ask for ANA change notices (Asynchronous Event Configuration,
+		// NVMe Base 2.0, Section 5.27.1.7) and keep one Asynchronous
+		// Event Request outstanding.
+		if _, err := adminResult(ctx, admin, "set features asynchronous event configuration", pdu.SQE{Opcode: pdu.AdminSetFeatures,
+			CDW: [6]uint32{pdu.FeatureAsyncEvent, pdu.OAESANAChange}}); err != nil {
+			log.WithError(err).Debug("nvmetcp: no ANA change events")
+		} else {
+			c.aerDone = make(chan struct{})
+			go c.events(admin, c.aerDone)
+		}
 	}
 	log.WithField("cntlid", cntlID).Infof("nvmetcp: connected to %s %s (%s, %d I/O queues)", cfg.Addr, cfg.SubNQN, info.Model, len(ios))
 	return nil
@@ -347,6 +361,10 @@ func (c *Controller) teardown() {
 		<-c.kaDone // never takes c.mu; its command failed with the admin queue
 		c.stopKA = nil
 	}
+	if c.aerDone != nil {
+		<-c.aerDone // never takes c.mu either
+		c.aerDone = nil
+	}
 	c.io, c.admin = nil, nil
 }
 
@@ -483,6 +501,44 @@ func (c *Controller) markBroken(q *queue, err error) {
 func (c *Controller) setDownLocked() {
 	if c.cfg.NoReconnect {
 		c.downOne.Do(func() { close(c.down) })
+	}
+}
+
+// ANAChanged receives a value after the controller reported an ANA change
+// (Asynchronous Event, notice 03h): the ANA states should be read again.
+func (c *Controller) ANAChanged() <-chan struct{} { return c.anaCh }
+
+// events keeps an Asynchronous Event Request outstanding on admin until
+// the queue ends. An ANA change notice reads the ANA log page (which
+// re-arms the event, RAE 0) and signals ANAChanged. It never takes c.mu.
+func (c *Controller) events(admin *queue, done chan struct{}) {
+	defer close(done)
+	log := c.cfg.Logger
+	for {
+		cqe, err := admin.doTimeout(context.Background(), pdu.SQE{Opcode: pdu.AdminAER}, nil, nil, 0)
+		if err != nil {
+			return
+		}
+		if st := cqe.StatusField(); !st.OK() {
+			log.Debugf("nvmetcp: asynchronous event request: %v", st)
+			return
+		}
+		typ, info, lid := cqe.Result&7, cqe.Result>>8&0xff, cqe.Result>>16&0xff
+		log.Debugf("nvmetcp: asynchronous event type %d info %#x log %#x", typ, info, lid)
+		if typ != 2 || info != 3 { // only notices of ANA change are asked for
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommandTimeout)
+		buf := make([]byte, 4096)
+		numd := uint32(len(buf)/4 - 1)
+		adminCmd(ctx, admin, "get log page (ANA, after the event)", pdu.SQE{Opcode: pdu.AdminGetLogPage,
+			CDW: [6]uint32{uint32(pdu.LogANA) | numd<<16}}, nil, buf)
+		cancel()
+		log.Info("nvmetcp: ANA change reported by the controller")
+		select {
+		case c.anaCh <- struct{}{}:
+		default:
+		}
 	}
 }
 

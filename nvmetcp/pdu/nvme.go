@@ -215,7 +215,10 @@ const (
 )
 
 // Features.
-const FeatureNumQueues = 0x07
+const (
+	FeatureNumQueues  = 0x07
+	FeatureAsyncEvent = 0x0b // Asynchronous Event Configuration
+)
 
 // Identify CNS values.
 const (

@@ -61,6 +61,9 @@ type Config struct {
 	// namespace is in ANA group 1, whose state is per port (AddPort,
 	// SetANAState), as Linux nvmet's ports/N/ana_groups/1/ana_state.
 	ANA bool
+	// NoANAEvents: never complete Asynchronous Event Requests (a
+	// controller that does not send ANA change notices).
+	NoANAEvents bool
 }
 
 // Fault is a misbehaviour for one command.
@@ -96,7 +99,7 @@ type Controller struct {
 	queues map[[2]uint16]*session
 
 	// Stats.
-	ANARefused, ANALogs                                                                  atomic.Int64 // I/O refused with an ANA status; ANA log reads
+	ANARefused, ANALogs, ANAEvents                                                       atomic.Int64 // I/O refused with an ANA status; ANA log reads; ANA change events sent
 	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims, Aborts atomic.Int64
 	HostNQN                                                                              atomic.Value // string of the last Connect
 	HostID                                                                               atomic.Value // [16]byte
@@ -170,11 +173,29 @@ func (c *Controller) SetDiscovery(es []pdu.DiscoveryEntry) {
 }
 
 // SetANAState sets ANA group 1's state on port.
+//
+// Like Linux nvmet, it completes an outstanding Asynchronous Event
+// Request of every controller connected through port with an ANA change
+// notice (when the host enabled it and Config.NoANAEvents is not set).
 func (c *Controller) SetANAState(port int, st pdu.ANAState) {
 	c.mu.Lock()
 	c.ana[port] = st
 	c.anaChg++
+	var fire []*session
+	var cids []uint16
+	if !c.cfg.NoANAEvents {
+		for k, s := range c.queues {
+			if k[1] == 0 && s.port == port && s.aenANA && len(s.aers) > 0 {
+				fire, cids = append(fire, s), append(cids, s.aers[0])
+				s.aers = s.aers[1:]
+			}
+		}
+	}
 	c.mu.Unlock()
+	for i, s := range fire {
+		c.ANAEvents.Add(1)
+		s.respond(cids[i], 0, 2|3<<8|uint64(pdu.LogANA)<<16)
+	}
 }
 
 // ClosePort stops port's listener and drops its connections (a port
@@ -277,6 +298,8 @@ type session struct {
 	qid     uint16
 	cntl    uint16
 	port    int
+	aers    []uint16        // outstanding Asynchronous Event Requests, guarded by Controller.mu
+	aenANA  bool            // the host enabled ANA change notices
 	stalled map[uint16]bool // CIDs not answered (FaultStall), guarded by Controller.mu
 	wmu     sync.Mutex
 	cond    *sync.Cond
@@ -608,7 +631,18 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 		}
 		s.sendData(sqe.CID, d[:min(len(d), int(sqe.SGL.Length))], false)
 		s.respond(sqe.CID, 0, 0)
+	case pdu.AdminAER:
+		c.mu.Lock()
+		s.aers = append(s.aers, sqe.CID)
+		c.mu.Unlock()
 	case pdu.AdminSetFeatures:
+		if sqe.CDW[0]&0xff == pdu.FeatureAsyncEvent {
+			c.mu.Lock()
+			s.aenANA = sqe.CDW[1]&pdu.OAESANAChange != 0
+			c.mu.Unlock()
+			s.respond(sqe.CID, 0, 0)
+			return nil
+		}
 		if sqe.CDW[0]&0xff != pdu.FeatureNumQueues {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return nil
