@@ -38,7 +38,9 @@ const nvmetNQN = "nqn.2026-12.org.lunbridge:vmlab"
 //     zero; with 4 queues also 4 concurrent writers;
 //   - ANA multipath over both ports (multipath.OpenNVMe) under
 //     continuous write/read-verify I/O: port 1's ANA group made
-//     inaccessible moves I/O to port 2, and back; then port 1 disabled
+//     inaccessible moves I/O to port 2, and back; port 1 made
+//     non-optimized (no command fails: nvmet's ANA change event says so)
+//     moves it too, and back; then port 1 disabled
 //     mid-I/O (its subsystem link removed in configfs, which deletes its
 //     controllers) fails over to port 2 with no error, and the path is
 //     reinstated when the link is back;
@@ -174,7 +176,9 @@ func TestNVMetKernelTarget(t *testing.T) {
 	t.Run("multipath", func(t *testing.T) {
 		cfgs := []nvmetcp.Config{{Addr: vm.Portal(), SubNQN: nvmetNQN, IOQueues: 2, CommandTimeout: 30 * time.Second},
 			{Addr: port2, SubNQN: nvmetNQN, IOQueues: 2, CommandTimeout: 30 * time.Second}}
-		d, err := multipath.OpenNVMe(ctx, cfgs, 2, multipath.Options{CheckInterval: time.Second, Logger: vmLogger(t)})
+		// The checker's period is longer than the test: ANA changes are
+		// learnt from ANA statuses and nvmet's ANA change events only.
+		d, err := multipath.OpenNVMe(ctx, cfgs, 2, multipath.Options{CheckInterval: 10 * time.Minute, Logger: vmLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,6 +221,14 @@ func TestNVMetKernelTarget(t *testing.T) {
 		ana(2, "inaccessible")
 		ana(1, "optimized")
 		onPath("port 2 ANA inaccessible, port 1 optimized", 0)
+		ana(2, "optimized")
+		// Optimized <-> non-optimized fails no command: only the ANA
+		// change event (AER) tells the host.
+		ana(1, "non-optimized")
+		onPath("port 1 non-optimized (ANA change event)", 1)
+		ana(2, "non-optimized")
+		ana(1, "optimized")
+		onPath("port 1 optimized again (ANA change event)", 0)
 		ana(2, "optimized")
 		time.Sleep(2 * time.Second)
 
