@@ -33,6 +33,7 @@ all: build
 
 build: build-lunbridge
 	$(GO) build -o bin/lbtarget ./internal/testrig/targets/cmd/lbtarget
+	$(GO) build -o bin/lbnvme ./internal/testrig/fakenvme/cmd/lbnvme
 
 build-lunbridge:
 	$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(BIN) ./cmd/lunbridge

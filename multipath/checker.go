@@ -158,7 +158,7 @@ func (d *Device) checkOnce() {
 				err = t.n.conn.Ping(ctx)
 			}
 			if err != nil && d.ctx.Err() == nil {
-				if isALUAPathState(err) {
+				if isALUAPathState(err) || isANAPathState(err) {
 					d.recheckALUA(t.p, t.n)
 					return
 				}

@@ -141,6 +141,7 @@ type Device struct {
 	queued          int // I/Os waiting for a usable path
 	fencesReinstate int64
 	fencesReset     int64
+	fencesKATO      int64
 	prKey           uint64 // persistent reservation key registered on every path, 0 none
 }
 
@@ -285,13 +286,28 @@ func (d *Device) install(p *Path, c pathConn) {
 
 // watch fails the nexus as soon as its connection dies (keepalive, reset),
 // not only when an I/O notices.
+//
+// An NVMe/TCP path also delivers the controller's ANA change events here:
+// every path's ANA state is read again at once, not at the next check.
 func (d *Device) watch(p *Path, n *nexus) {
 	defer d.wg.Done()
-	select {
-	case <-n.conn.Done():
-		d.failNexus(p, n, fmt.Errorf("connection lost"), false)
-	case <-n.dead:
-	case <-d.ctx.Done():
+	var ana <-chan struct{}
+	if a, ok := n.conn.(anaNotifier); ok {
+		ana = a.anaChanged()
+	}
+	for {
+		select {
+		case <-n.conn.Done():
+			d.failNexus(p, n, fmt.Errorf("connection lost"), false)
+			return
+		case <-n.dead:
+			return
+		case <-d.ctx.Done():
+			return
+		case <-ana:
+			d.log.Infof("path %d (%s): the controller reports an ANA change; reading every path's ANA state", p.idx, p.ep.Portal())
+			d.refreshALUA()
+		}
 	}
 }
 
@@ -424,7 +440,14 @@ func (d *Device) do(ctx context.Context, kind opKind, n int64, op func(context.C
 				return err
 			}
 			d.log.WithError(err).Debugf("path %d: retrying", p.idx)
-			d.recheckALUA(p, nx)
+			if isANAPathState(err) {
+				// An ANA change moves groups on every controller of the
+				// subsystem (one optimized, another not): read them all,
+				// as Linux's ANA work does for each controller.
+				d.refreshALUA()
+			} else {
+				d.recheckALUA(p, nx)
+			}
 			if retries > 1 {
 				select {
 				case <-ctx.Done():
@@ -476,7 +499,7 @@ func (d *Device) classify(ctx context.Context, err error) errClass {
 func classifyErr(err error) errClass {
 	var ce *initiator.ConnError
 	switch {
-	case isALUAPathState(err), errors.Is(err, initiator.ErrAborted), isTryAgain(err):
+	case isALUAPathState(err), isANAPathState(err), errors.Is(err, initiator.ErrAborted), isTryAgain(err):
 		// TASK ABORTED: with TAS=1 a LUN reset or PREEMPT AND ABORT from
 		// another I_T nexus ends our commands this way; Linux requeues
 		// them (ADD_TO_MLQUEUE), and so do we: neither the path nor the

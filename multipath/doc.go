@@ -9,7 +9,15 @@
 // error classification, failover without ghost writes, the path checker,
 // reinstatement and failback, the no-path queue, and the status snapshot
 // (also served as JSON on a Unix control socket). It imports blockdev,
-// initiator (+ initiator/scsi, initiator/pdu) and logrus; nothing above it.
+// initiator (+ initiator/scsi, initiator/pdu), nvmetcp (+ nvmetcp/pdu) and
+// logrus; nothing above it.
+//
+// NVMe/TCP paths (OpenNVMe) use the same seam: one association per
+// portal, the namespace's ANA group state standing in for the ALUA state
+// (optimized = active/optimized, non-optimized = active/non-optimized,
+// inaccessible = unavailable, persistent loss = offline, change =
+// transitioning), ANA path statuses handled like ALUA NOT READY sense,
+// and failed writes fenced by the keep-alive timeout (see OpenNVMe).
 // The mirror (RAID-1) lives in multipath/mirror.
 //
 // # Sessions

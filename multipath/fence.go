@@ -79,6 +79,18 @@ func (d *Device) fence(ctx context.Context, p *Path, n *nexus, noPathSince *time
 // FenceTimeout, LOGICAL UNIT RESET through a live path until one completes.
 func (d *Device) runFence(p *Path, n *nexus) {
 	defer d.wg.Done()
+	if tf, ok := n.conn.(timeFencer); ok {
+		at, how := tf.fenceAfter()
+		tm := time.NewTimer(time.Until(at))
+		defer tm.Stop()
+		select {
+		case <-n.dead:
+		case <-d.ctx.Done():
+		case <-tm.C:
+			d.provedBy(p, n, how, fenceByKATO)
+		}
+		return
+	}
 	d.mu.Lock()
 	target, tpgt := p.target, p.tpgt
 	var via []*Path
@@ -152,13 +164,30 @@ func (d *Device) runFence(p *Path, n *nexus) {
 
 // proved records that n is gone and releases the writes held for it.
 func (d *Device) proved(p *Path, n *nexus, how string, reset bool) {
+	by := fenceByReinstate
+	if reset {
+		by = fenceByReset
+	}
+	d.provedBy(p, n, how, by)
+}
+
+const (
+	fenceByReinstate = iota
+	fenceByReset
+	fenceByKATO
+)
+
+func (d *Device) provedBy(p *Path, n *nexus, how string, by int) {
 	// Count the fence before the held writes go: a caller whose write
 	// returns must find it in Status (TestNoGhostWrite read it too early).
 	if !n.proveDeadThen(how, func() {
 		d.mu.Lock()
-		if reset {
+		switch by {
+		case fenceByReset:
 			d.fencesReset++
-		} else {
+		case fenceByKATO:
+			d.fencesKATO++
+		default:
 			d.fencesReinstate++
 		}
 		d.mu.Unlock()

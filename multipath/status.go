@@ -28,6 +28,7 @@ type Status struct {
 	LastFailoverMs   int64        `json:"last_failover_ms"`
 	FencesReinstated int64        `json:"fences_reinstated"` // failed nexuses proven dead by session reinstatement
 	FencesReset      int64        `json:"fences_reset"`      // ... by LOGICAL UNIT RESET
+	FencesKATO       int64        `json:"fences_keep_alive"` // NVMe/TCP: ... by the keep-alive timeout passing
 	Paths            []PathStatus `json:"paths"`
 }
 
@@ -77,7 +78,7 @@ func (d *Device) statusLocked() (Status, []*initiator.Session) {
 		Identity: d.ident, ReadOnly: d.readOnly, Policy: d.opts.Policy, Failback: d.opts.Failback,
 		NoPathTimeout: fmtTimeout(d.opts.NoPathTimeout), CheckInterval: d.opts.CheckInterval.String(),
 		Queued: d.queued, Failovers: d.failovers, LastFailoverMs: d.lastFO.Milliseconds(),
-		FencesReinstated: d.fencesReinstate, FencesReset: d.fencesReset,
+		FencesReinstated: d.fencesReinstate, FencesReset: d.fencesReset, FencesKATO: d.fencesKATO,
 	}
 	for _, p := range d.paths {
 		ps := PathStatus{

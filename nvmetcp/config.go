@@ -49,6 +49,10 @@ type Config struct {
 	// come back after a connection fails, retrying (default 30 s;
 	// negative: fail at once).
 	ReconnectTimeout time.Duration
+	// NoReconnect: once a connection fails the controller stays down
+	// (every command fails with ErrConnection) and Done is closed; the
+	// multipath layer, not the controller, decides what happens next.
+	NoReconnect bool
 	// MaxTransfer caps the bytes per Read/Write command (default 1 MiB,
 	// lowered to the controller's MDTS).
 	MaxTransfer int

@@ -35,6 +35,10 @@ type Controller struct {
 	rr      atomic.Uint32
 	maxXfer int
 	gen     atomic.Uint64 // association number: +1 on every (re)connect
+	down    chan struct{} // closed when the association breaks (NoReconnect)
+	downOne sync.Once
+	anaCh   chan struct{} // an ANA change event arrived (buffer 1)
+	aerDone chan struct{} // closed when the event loop ends
 }
 
 // Dial connects to the controller cfg names: admin queue, enable,
@@ -43,7 +47,7 @@ func Dial(ctx context.Context, cfg Config) (*Controller, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg}
+	c := &Controller{cfg: cfg, down: make(chan struct{}), anaCh: make(chan struct{}, 1)}
 	if err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -136,6 +140,18 @@ func (c *Controller) connect(ctx context.Context) error {
 	if kato > 0 {
 		c.stopKA, c.kaDone = make(chan struct{}), make(chan struct{})
 		go c.keepAlive(admin, c.stopKA, c.kaDone)
+	}
+	if !c.discovery() && info.CMIC&pdu.CMICANA != 0 && info.OAES&pdu.OAESANAChange != 0 {
+		// Ask for ANA change notices (Asynchronous Event Configuration,
+		// NVMe Base 2.0, Section 5.27.1.7) and keep one Asynchronous
+		// Event Request outstanding.
+		if _, err := adminResult(ctx, admin, "set features asynchronous event configuration", pdu.SQE{Opcode: pdu.AdminSetFeatures,
+			CDW: [6]uint32{pdu.FeatureAsyncEvent, pdu.OAESANAChange}}); err != nil {
+			log.WithError(err).Debug("nvmetcp: no ANA change events")
+		} else {
+			c.aerDone = make(chan struct{})
+			go c.events(admin, c.aerDone)
+		}
 	}
 	log.WithField("cntlid", cntlID).Infof("nvmetcp: connected to %s %s (%s, %d I/O queues)", cfg.Addr, cfg.SubNQN, info.Model, len(ios))
 	return nil
@@ -316,6 +332,7 @@ func (c *Controller) queueFailed(q *queue, err error) {
 		if c.broken == nil && !c.closed && (q == c.admin || contains(c.io, q)) {
 			c.cfg.Logger.WithError(err).Warnf("nvmetcp: queue %d failed; the association will be re-established", q.qid)
 			c.broken = err
+			c.setDownLocked()
 		}
 	}()
 }
@@ -344,6 +361,10 @@ func (c *Controller) teardown() {
 		<-c.kaDone // never takes c.mu; its command failed with the admin queue
 		c.stopKA = nil
 	}
+	if c.aerDone != nil {
+		<-c.aerDone // never takes c.mu either
+		c.aerDone = nil
+	}
 	c.io, c.admin = nil, nil
 }
 
@@ -360,9 +381,17 @@ func (c *Controller) queue(ctx context.Context, admin bool) (*queue, uint64, err
 		for _, q := range append([]*queue{c.admin}, c.io...) {
 			if err := q.failed(); err != nil {
 				c.broken = err
+				c.setDownLocked()
 				break
 			}
 		}
+	}
+	if (c.broken != nil || c.admin == nil) && c.cfg.NoReconnect {
+		cause := c.broken
+		if cause == nil {
+			cause = errors.New("no association")
+		}
+		return nil, 0, fmt.Errorf("%w: association lost (no reconnect): %w", ErrConnection, cause)
 	}
 	if c.broken != nil || c.admin == nil {
 		if err := c.reconnect(ctx); err != nil {
@@ -400,6 +429,7 @@ func (c *Controller) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.downOne.Do(func() { close(c.down) })
 	if c.admin != nil && c.broken == nil && !c.discovery() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if propertySet(ctx, c.admin, pdu.PropCC, ccIOSQES|ccIOCQES|ccEnable|ccShnNorm) == nil {
@@ -439,7 +469,7 @@ func (c *Controller) exec(ctx context.Context, admin bool, op string, sqe pdu.SQ
 				return cqe, nil
 			}
 		}
-		if errors.Is(err, blockdev.ErrClosed) || ctx.Err() != nil || !isConnErr(err) || c.cfg.ReconnectTimeout < 0 {
+		if errors.Is(err, blockdev.ErrClosed) || ctx.Err() != nil || !isConnErr(err) || c.cfg.ReconnectTimeout < 0 || c.cfg.NoReconnect {
 			return cqe, fmt.Errorf("%s: %w", op, err)
 		}
 		if deadline.IsZero() {
@@ -463,7 +493,76 @@ func (c *Controller) markBroken(q *queue, err error) {
 	defer c.mu.Unlock()
 	if c.broken == nil && (q == nil || q == c.admin || contains(c.io, q)) {
 		c.broken = err
+		c.setDownLocked()
 	}
+}
+
+// setDownLocked closes Done when the controller does not reconnect.
+func (c *Controller) setDownLocked() {
+	if c.cfg.NoReconnect {
+		c.downOne.Do(func() { close(c.down) })
+	}
+}
+
+// ANAChanged receives a value after the controller reported an ANA change
+// (Asynchronous Event, notice 03h): the ANA states should be read again.
+func (c *Controller) ANAChanged() <-chan struct{} { return c.anaCh }
+
+// events keeps an Asynchronous Event Request outstanding on admin until
+// the queue ends. An ANA change notice reads the ANA log page (which
+// re-arms the event, RAE 0) and signals ANAChanged. It never takes c.mu.
+func (c *Controller) events(admin *queue, done chan struct{}) {
+	defer close(done)
+	log := c.cfg.Logger
+	for {
+		cqe, err := admin.doTimeout(context.Background(), pdu.SQE{Opcode: pdu.AdminAER}, nil, nil, 0)
+		if err != nil {
+			return
+		}
+		if st := cqe.StatusField(); !st.OK() {
+			log.Debugf("nvmetcp: asynchronous event request: %v", st)
+			return
+		}
+		typ, info, lid := cqe.Result&7, cqe.Result>>8&0xff, cqe.Result>>16&0xff
+		log.Debugf("nvmetcp: asynchronous event type %d info %#x log %#x", typ, info, lid)
+		if typ != 2 || info != 3 { // only notices of ANA change are asked for
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CommandTimeout)
+		buf := make([]byte, 4096)
+		numd := uint32(len(buf)/4 - 1)
+		adminCmd(ctx, admin, "get log page (ANA, after the event)", pdu.SQE{Opcode: pdu.AdminGetLogPage,
+			CDW: [6]uint32{uint32(pdu.LogANA) | numd<<16}}, nil, buf)
+		cancel()
+		log.Info("nvmetcp: ANA change reported by the controller")
+		select {
+		case c.anaCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Done is closed when a controller with Config.NoReconnect lost its
+// association (or was closed); never for one that reconnects.
+func (c *Controller) Done() <-chan struct{} { return c.down }
+
+// Abort ends the association at once: no shutdown notification, every
+// connection closed with a reset (SO_LINGER 0) so nothing still queued
+// in our kernel reaches the controller later, and every outstanding
+// command failed. It returns once the read loops have ended.
+func (c *Controller) Abort() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	c.downOne.Do(func() { close(c.down) })
+	for _, q := range append([]*queue{c.admin}, c.io...) {
+		if q != nil {
+			if tc, ok := q.conn.(interface{ SetLinger(int) error }); ok {
+				tc.SetLinger(0)
+			}
+		}
+	}
+	c.teardown()
 }
 
 // Admin runs an admin command; in receives the controller's data.

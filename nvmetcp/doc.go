@@ -8,6 +8,15 @@
 // blockdev.Device, so every bridge (NBD, FUSE, copy, multipath, mirror)
 // works on it as on an iSCSI LUN.
 //
+// Asymmetric Namespace Access: Controller.ANALog reads the ANA log page,
+// Namespace.ANAState the state of the namespace's group on this
+// controller, IsANAStatus recognises the ANA path statuses; a controller
+// that sends ANA change notices gets an Asynchronous Event Request kept
+// outstanding, and ANAChanged signals each notice. With
+// Config.NoReconnect a failed association stays down (Done is closed)
+// so that multipath, which owns several associations, decides what
+// happens next; Abort ends one with TCP resets.
+//
 // It owns Controller, Namespace, the per-connection queue and its read
 // loop, and discovery (the discovery log page). It imports the pure codec
 // nvmetcp/pdu, blockdev and logrus; it must not import initiator or

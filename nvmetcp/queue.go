@@ -300,6 +300,12 @@ func (q *queue) write(p pdu.PDU, data []byte) error {
 // do runs one command: out is data to the controller (in-capsule when it
 // fits, else on R2T), in a buffer the controller's data lands in.
 func (q *queue) do(ctx context.Context, sqe pdu.SQE, out, in []byte) (pdu.CQE, error) {
+	return q.doTimeout(ctx, sqe, out, in, q.timeout)
+}
+
+// doTimeout is do with its own command timeout; 0 waits without one (an
+// Asynchronous Event Request completes only when an event happens).
+func (q *queue) doTimeout(ctx context.Context, sqe pdu.SQE, out, in []byte, timeout time.Duration) (pdu.CQE, error) {
 	var cid uint16
 	select {
 	case cid = <-q.slots:
@@ -343,11 +349,15 @@ func (q *queue) do(ctx context.Context, sqe pdu.SQE, out, in []byte) (pdu.CQE, e
 		<-r.done // the read loop's exit fails it
 		return pdu.CQE{}, r.err
 	}
-	timer := time.NewTimer(q.timeout)
-	defer timer.Stop()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
 	select {
 	case <-r.done:
-	case <-timer.C:
+	case <-expired:
 		cause := fmt.Errorf("%w: %w: opcode %#x CID %d after %v", ErrConnection, ErrTimeout, sqe.Opcode, cid, q.timeout)
 		if !q.giveUp(r, cid, cause) {
 			return pdu.CQE{}, r.err

@@ -52,6 +52,37 @@ echo "\$ cmp <(head -c 1M $mnt/disk.img) <(head -c 1M $work/seed.raw)"
 cmp <(head -c 1M "$mnt/disk.img") <(head -c 1M "$work/seed.raw") && echo "identical"
 "$LB" umount --pid-file "$work/mount.pid" "$mnt"
 
+# NVMe/TCP: the same jobs on an NVMe/TCP subsystem. This host's kernel has no
+# NVMe/TCP target (nvmet), so the demo serves lunbridge's scripted fake
+# controller as a process (bin/lbnvme); the kernel target is tested in the VM
+# lab (go test ./internal/testrig/vmlab -run NVMet with LUNBRIDGE_VMLAB=1).
+echo
+echo "== NVMe/TCP: a demo subsystem (lbnvme, the fake controller; the kernel nvmet runs in the VM lab)"
+LBNVME=bin/lbnvme
+[ -x "$LBNVME" ] || lb_go build -o "$LBNVME" ./internal/testrig/fakenvme/cmd/lbnvme
+"$LBNVME" --listen 127.0.0.1:0 --size 256M >"$work/lbnvme.url" 2>"$work/lbnvme.err" &
+npid=$!
+trap 'kill -TERM "$npid" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -s "$work/lbnvme.url" ] && break; sleep 0.1; done
+nurl="$(cat "$work/lbnvme.url")"
+naddr="${nurl#nvme+tcp://}"; naddr="${naddr%%/*}"
+step "NVMe/TCP: read the discovery log page" "$LB" discover --nvme "$naddr"
+step "NVMe/TCP: controllers and namespaces (model, NGUID, LBA format, ANA state)" "$LB" ls --nvme "$naddr"
+step "NVMe/TCP: push the same 256 MiB" "$LB" push --yes "$work/seed.raw" "$nurl"
+step "NVMe/TCP: back the namespace up" "$LB" pull --force "$nurl" "$work/nvme-backup.raw"
+step "NVMe/TCP: verify the backup" "$LB" verify "$nurl" "$work/nvme-backup.raw"
+rm -f "$sock"
+echo
+echo "== NVMe/TCP: expose the namespace over NBD (lunbridge serve) and read it with nbdinfo"
+"$LB" serve --listen "unix:$sock" --persistent --control-socket "" "$nurl" >"$work/serve-nvme.out" 2>"$work/serve-nvme.err" &
+spid=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+echo "\$ nbdinfo 'nbd+unix:///?socket=$sock'"
+timeout 20 nbdinfo "nbd+unix:///?socket=$sock" | head -20 || true
+kill -TERM "$spid"; wait "$spid" || true
+kill -TERM "$npid"; wait "$npid" || true
+trap - EXIT
+
 echo
 echo "Demo done. The demo target is still running at $url"
 echo "Try: $LB --help    |    stop the target with: make demo-stop"

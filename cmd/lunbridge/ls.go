@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/sirupsen/logrus"
@@ -18,7 +19,7 @@ func init() {
 	register(catFind, &cli.Command{
 		Name:      "ls",
 		Usage:     "list every target and every LUN behind a portal (or one target's LUNs), like iscsi-ls -s",
-		UsageText: "lunbridge ls [--json] host[:port] | iscsi://host[:port][/target-iqn]",
+		UsageText: "lunbridge ls [--json] host[:port] | iscsi://host[:port][/target-iqn]\n   lunbridge ls --nvme [--json] host[:8009] | nvme+tcp://host[:port][/subsystem-nqn]",
 		Description: `Discovers the targets (SendTargets), logs in to each, lists its LUNs
 (REPORT LUNS) with type, vendor, product, size, block size and WWID.
 Targets that refuse the login are listed with the reason and make the exit
@@ -27,8 +28,16 @@ code non-zero; the others are still listed.
 Examples:
    lunbridge ls 127.0.0.1:3260
    lunbridge ls --json iscsi://127.0.0.1/iqn.2026-11.org.lunbridge:demo
-   LUNBRIDGE_CHAP_SECRET=... lunbridge ls --chap-user alice san1:3260`,
-		Flags:  discoveryFlags(),
+   LUNBRIDGE_CHAP_SECRET=... lunbridge ls --chap-user alice san1:3260
+
+NVMe/TCP (--nvme, or an nvme+tcp:// URL): every NVM subsystem in the
+discovery log of host[:8009] (or the one subsystem the URL names) with its
+controller (model, serial, firmware, controller ID) and active namespaces
+(size, block size, LBA format, NGUID/EUI-64, ANA group state on that
+controller).
+   lunbridge ls --nvme 10.0.0.5
+   lunbridge ls --json nvme+tcp://10.0.0.5/nqn.2026-12.com.example:pool1`,
+		Flags:  append(discoveryFlags(), &cli.BoolFlag{Name: "nvme", Usage: "list NVMe/TCP subsystems found through a discovery controller (port 8009 by default)"}),
 		Action: lsAction,
 	})
 }
@@ -60,6 +69,9 @@ type lsLUN struct {
 func lsAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageErrorf("ls takes one portal or URL (see lunbridge ls --help)")
+	}
+	if c.Bool("nvme") || strings.HasPrefix(c.Args().First(), nvmeScheme) {
+		return nvmeLSAction(c, c.Args().First())
 	}
 	u, err := discovery.ParseURL(c.Args().First())
 	if err != nil {

@@ -232,6 +232,8 @@ type nvmeInfo struct {
 	WriteZeroes bool   `json:"write_zeroes_supported"`
 	ReadZeroes  bool   `json:"deallocated_reads_zero"`
 	VolatileWC  bool   `json:"volatile_write_cache"`
+	ANAGroup    uint32 `json:"ana_group,omitempty"`
+	ANAState    string `json:"ana_state,omitempty"` // on this controller: optimized, non-optimized, inaccessible, persistent-loss, change
 }
 
 func describeNVMe(url string, n *nvmetcp.Namespace) nvmeInfo {
@@ -262,6 +264,9 @@ func nvmeInfoAction(c *cli.Context, raw string) error {
 	}
 	defer n.Close()
 	info := describeNVMe(raw, n)
+	if st, g, ok, err := n.ANAState(c.Context); ok && err == nil {
+		info.ANAGroup, info.ANAState = g, st.String()
+	}
 	if c.Bool("json") {
 		return printJSON(os.Stdout, info)
 	}
@@ -274,6 +279,9 @@ func nvmeInfoAction(c *cli.Context, raw string) error {
 	fmt.Fprintf(w, "Namespace:\t%d, NGUID %s, EUI-64 %s\n", info.NSID, orDash(info.NGUID), orDash(info.EUI64))
 	fmt.Fprintf(w, "Size:\t%s (%d bytes, %d blocks)\n", formatBytes(info.SizeBytes), info.SizeBytes, info.Blocks)
 	fmt.Fprintf(w, "LBA format:\t%d: %d-byte blocks (formats: %v)\n", info.LBAFormat, info.BlockSize, info.Formats)
+	if info.ANAState != "" {
+		fmt.Fprintf(w, "ANA:\tgroup %d %s on this controller\n", info.ANAGroup, info.ANAState)
+	}
 	fmt.Fprintf(w, "Deallocate:\t%s (reads zero after: %s), Write Zeroes: %s, volatile write cache: %s\n",
 		yn[info.Deallocate], yn[info.ReadZeroes], yn[info.WriteZeroes], yn[info.VolatileWC])
 	return w.Flush()

@@ -98,3 +98,84 @@ func TestParseNVMeURL(t *testing.T) {
 		}
 	}
 }
+
+// TestNVMeMultipathCLI: --path with two NVMe/TCP portals of one fake
+// subsystem whose first port's ANA group is inaccessible: push and pull
+// go through the second port (ANA-aware multipath), and `ls --nvme`
+// lists the subsystem on both ports with each port's ANA state, in JSON
+// and as a table.
+func TestNVMeMultipathCLI(t *testing.T) {
+	f, err := fakenvme.Listen(fakenvme.Config{ANA: true,
+		Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 4096}, {BlockSize: 4096, Blocks: 512}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a2, p2, err := f.AddPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetANAState(0, pdu.ANAInaccessible)
+	var es []pdu.DiscoveryEntry
+	for i, a := range []string{f.Addr(), a2} {
+		host, port, _ := strings.Cut(a, ":")
+		es = append(es, pdu.DiscoveryEntry{TrType: 3, AdrFam: 1, SubType: 2, PortID: uint16(i + 1), CntlID: 0xffff,
+			TrSvcID: port, TrAddr: host, SubNQN: f.NQN()})
+	}
+	f.SetDiscovery(es)
+	url1 := "nvme+tcp://" + f.Addr() + "/" + f.NQN() + "/1"
+	url2 := "nvme+tcp://" + a2 + "/" + f.NQN() + "/1"
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	want := writeImage(t, img, 2<<20, 3)
+	env := []string{"LUNBRIDGE_HOST_NQN=nqn.2026-12.org.lunbridge:clitest"}
+	lbRun(t, limitCLI, env, "push", "--yes", "--path", url2, img, url1).mustOK(t, "push over two paths")
+	if !bytes.Equal(f.Data(1, 0, 2<<20), want) {
+		t.Fatal("push: namespace content differs from the image")
+	}
+	if f.Writes.Load() == 0 || f.ANALogs.Load() == 0 {
+		t.Fatalf("writes %d, ANA log reads %d", f.Writes.Load(), f.ANALogs.Load())
+	}
+	out := filepath.Join(dir, "out")
+	lbRun(t, limitCLI, env, "pull", "--checksum", "none", "--path", url2, url1, out).mustOK(t, "pull over two paths")
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("pull: image differs (%v)", err)
+	}
+	if r := lbRun(t, limitCLI, env, "pull", "--path", "iscsi://127.0.0.1/iqn.x/0", url1, out+"2"); r.code != ExitUsage {
+		t.Fatalf("mixed protocols in --path: exit %d %s", r.code, r.stderr)
+	}
+
+	r := lbRun(t, limitCLI, env, "ls", "--nvme", "--json", f.Addr())
+	r.mustOK(t, "ls --nvme --json")
+	var subs []lsNVMeSubsystem
+	decodeStrict(t, r.stdout, &subs)
+	if len(subs) != 2 {
+		t.Fatalf("ls: %d subsystems: %s", len(subs), r.stdout)
+	}
+	for i, s := range subs {
+		wantANA := []string{"inaccessible", "optimized"}[i]
+		if s.Subsystem != f.NQN() || s.PortID != uint16(i+1) || s.Controller == nil || s.Controller.Model != "lunbridge fakenvme" ||
+			!s.Controller.ANAReporting || len(s.Namespaces) != 2 {
+			t.Fatalf("ls subsystem %d: %+v", i, s)
+		}
+		for j, n := range s.Namespaces {
+			if n.NSID != uint32(j+1) || n.BlockSize != []int{512, 4096}[j] || n.SizeBytes != 2<<20 || n.NGUID == "" ||
+				n.ANAGroup != 1 || n.ANAState != wantANA || n.LBAFormat != j {
+				t.Fatalf("ls subsystem %d namespace %d: %+v", i, j+1, n)
+			}
+		}
+	}
+	_ = p2
+	r = lbRun(t, limitCLI, env, "info", "--json", url1)
+	r.mustOK(t, "info --json")
+	var info nvmeInfo
+	decodeStrict(t, r.stdout, &info)
+	if info.ANAGroup != 1 || info.ANAState != "inaccessible" {
+		t.Fatalf("info through port 0: ANA group %d state %q", info.ANAGroup, info.ANAState)
+	}
+	r = lbRun(t, limitCLI, env, "ls", url2[:strings.LastIndex(url2, "/")])
+	r.mustOK(t, "ls nvme+tcp://")
+	if !strings.Contains(r.stdout, "NGUID/EUI64") || !strings.Contains(r.stdout, " optimized ") || strings.Count(r.stdout, "\n") != 3 {
+		t.Fatalf("ls table:\n%s", r.stdout)
+	}
+}

@@ -155,12 +155,23 @@ func openLeg(c *cli.Context, urls []string, readOnly bool) (blockdev.Device, err
 	if len(urls) == 1 {
 		return openDevice(c, urls[0], readOnly)
 	}
+	nvme := 0
 	for _, u := range urls {
-		if !strings.HasPrefix(u, "iscsi://") {
-			return nil, usageErrorf("multipath needs iscsi:// URLs, not %q", u)
+		switch {
+		case strings.HasPrefix(u, nvmeScheme):
+			nvme++
+		case !strings.HasPrefix(u, "iscsi://"):
+			return nil, usageErrorf("multipath needs iscsi:// or nvme+tcp:// URLs, not %q", u)
 		}
 	}
-	d, err := openMultipath(c, urls)
+	if nvme > 0 && nvme < len(urls) {
+		return nil, usageErrorf("multipath over one protocol: %d of the %d URLs are nvme+tcp:// (a mirror may mix protocols: --mirror)", nvme, len(urls))
+	}
+	open := openMultipath
+	if nvme > 0 {
+		open = openNVMeMultipath
+	}
+	d, err := open(c, urls)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/lunbridge/lunbridge/discovery"
 	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/multipath"
+	"github.com/lunbridge/lunbridge/nvmetcp"
 )
 
 // multipathFlags are the flags of every command that accepts several URLs
@@ -44,6 +45,26 @@ func parseNoPathTimeout(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// multipathOptions are the multipath flags as Options.
+func multipathOptions(c *cli.Context, log *logrus.Entry) (multipath.Options, error) {
+	npt, err := parseNoPathTimeout(c.String("no-path-timeout"))
+	if err != nil {
+		return multipath.Options{}, err
+	}
+	if lt := legTimeout(); lt > 0 && !c.IsSet("no-path-timeout") {
+		// A mirror leg whose paths are all gone must fail its I/O soon,
+		// so the mirror degrades instead of stalling every write.
+		npt = lt
+	}
+	return multipath.Options{
+		Policy:        c.String("policy"),
+		Failback:      c.String("failback"),
+		NoPathTimeout: npt,
+		CheckInterval: c.Duration("check-interval"),
+		Logger:        log,
+	}, nil
+}
+
 // openMultipath opens one LUN through several iscsi:// URLs (one session
 // per URL, grouped by LUN identity). All URLs must name the same LUN
 // number. With one URL it still returns a multipath Device (so the checker,
@@ -73,27 +94,57 @@ func openMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
 		}
 		cfgs = append(cfgs, cfg)
 	}
-	npt, err := parseNoPathTimeout(c.String("no-path-timeout"))
+	opts, err := multipathOptions(c, logrus.NewEntry(logrus.StandardLogger()).WithField("lun", lun))
 	if err != nil {
 		return nil, err
-	}
-	if lt := legTimeout(); lt > 0 && !c.IsSet("no-path-timeout") {
-		// A mirror leg whose paths are all gone must fail its I/O soon,
-		// so the mirror degrades instead of stalling every write.
-		npt = lt
-	}
-	opts := multipath.Options{
-		Policy:        c.String("policy"),
-		Failback:      c.String("failback"),
-		NoPathTimeout: npt,
-		CheckInterval: c.Duration("check-interval"),
-		Logger:        logrus.NewEntry(logrus.StandardLogger()).WithField("lun", lun),
 	}
 	d, err := multipath.Open(c.Context, cfgs, lun, opts)
 	if err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// openNVMeMultipath opens one namespace through several nvme+tcp:// URLs
+// (one association per portal, all naming the same subsystem and NSID),
+// ANA-aware: see multipath.OpenNVMe.
+func openNVMeMultipath(c *cli.Context, urls []string) (*multipath.Device, error) {
+	var cfgs []nvmetcp.Config
+	var first *nvmeURL
+	for _, raw := range urls {
+		u, err := parseNVMeURL(expandDevice(raw))
+		if err != nil {
+			return nil, err
+		}
+		if u.SubNQN == "" {
+			return nil, usageErrorf("%s names no subsystem: want nvme+tcp://host[:port]/subsystem-nqn/nsid", u)
+		}
+		if !u.HasNS {
+			u.NSID, u.HasNS = 1, true
+		}
+		if first == nil {
+			first = u
+		} else if u.SubNQN != first.SubNQN || u.NSID != first.NSID {
+			return nil, usageErrorf("%s: namespace %d of %s differs from the first URL's %d of %s (all URLs are paths to one namespace)",
+				u, u.NSID, u.SubNQN, first.NSID, first.SubNQN)
+		}
+		cfg, err := nvmeConfig(c, u)
+		if err != nil {
+			return nil, err
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	opts, err := multipathOptions(c, logrus.NewEntry(logrus.StandardLogger()).WithField("nsid", first.NSID))
+	if err != nil {
+		return nil, err
+	}
+	ctx := c.Context
+	if t := c.Duration("timeout"); t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	return multipath.OpenNVMe(ctx, cfgs, first.NSID, opts)
 }
 
 // serveControl publishes t (status, mirror commands: control.go) on the

@@ -91,6 +91,7 @@ func FuzzIdentify(f *testing.F) {
 	f.Add(AppendController(nil, &Controller{Model: "m", IOCCSZ: 4}))
 	f.Add(AppendNamespace(nil, &Namespace{NSZE: 8, NLBAF: 63, Formats: []LBAFormat{{DataShift: 12}}}))
 	f.Add(AppendDiscoveryEntry(nil, &DiscoveryEntry{SubNQN: "x"}))
+	f.Add(AppendANALog(nil, &ANALog{ChangeCount: 1, Groups: []ANAGroup{{ID: 1, State: ANAOptimized, NSIDs: []uint32{1}}}}))
 	f.Fuzz(func(t *testing.T, d []byte) {
 		ParseController(d)
 		if n, err := ParseNamespace(d); err == nil {
@@ -103,6 +104,11 @@ func FuzzIdentify(f *testing.F) {
 		ParseDiscoveryEntries(d)
 		ParseDSMRanges(d)
 		ParseConnectData(d)
+		if l, err := ParseANALog(d); err == nil {
+			if got, err := ParseANALog(AppendANALog(nil, &l)); err != nil || len(got.Groups) != len(l.Groups) {
+				t.Fatalf("ANA log round trip %+v %+v %v", l, got, err)
+			}
+		}
 		if len(d) >= SQELen {
 			s := ParseSQE(d)
 			if got := ParseSQE(s.Append(nil)); got != s {

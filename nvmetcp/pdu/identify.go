@@ -24,7 +24,23 @@ type Controller struct {
 	IOCCSZ   uint32 // I/O queue command capsule size, 16-byte units (bytes 1792-1795)
 	IORCSZ   uint32
 	ICDOFF   uint16 // in-capsule data offset, 16-byte units
+	// Multipath: CMIC bit 3 says the controller reports ANA; OAES bit 11
+	// that it sends the ANA change event; ANATT is the ANA transition
+	// time in seconds; ANAGRPMAX and NANAGRPID bound the ANA groups.
+	CMIC      uint8  // byte 76
+	OAES      uint32 // bytes 92-95
+	ANATT     uint8  // byte 342
+	ANACAP    uint8  // byte 343
+	ANAGRPMAX uint32 // bytes 344-347
+	NANAGRPID uint32 // bytes 348-351
 }
+
+// CMICANA is CMIC bit 3: the controller reports ANA (NVMe Base 2.0,
+// Figure 275); OAESANAChange OAES bit 11: it sends ANA change events.
+const (
+	CMICANA       = 1 << 3
+	OAESANAChange = 1 << 11
+)
 
 const (
 	ONCSDSM         = 1 << 2
@@ -42,7 +58,8 @@ func ParseController(d []byte) (Controller, error) {
 		Version: le.Uint32(d[80:]), MaxCmd: le.Uint16(d[514:]), NN: le.Uint32(d[516:]),
 		ONCS: le.Uint16(d[520:]), VWC: d[525], SGLS: le.Uint32(d[536:]),
 		SubNQN: cstring(d[768:1024]), IOCCSZ: le.Uint32(d[1792:]), IORCSZ: le.Uint32(d[1796:]),
-		ICDOFF: le.Uint16(d[1800:]),
+		ICDOFF: le.Uint16(d[1800:]), CMIC: d[76], OAES: le.Uint32(d[92:]), ANATT: d[342], ANACAP: d[343],
+		ANAGRPMAX: le.Uint32(d[344:]), NANAGRPID: le.Uint32(d[348:]),
 	}, nil
 }
 
@@ -68,6 +85,11 @@ func AppendController(b []byte, c *Controller) []byte {
 	le.PutUint32(d[1792:], c.IOCCSZ)
 	le.PutUint32(d[1796:], c.IORCSZ)
 	le.PutUint16(d[1800:], c.ICDOFF)
+	d[76] = c.CMIC
+	le.PutUint32(d[92:], c.OAES)
+	d[342], d[343] = c.ANATT, c.ANACAP
+	le.PutUint32(d[344:], c.ANAGRPMAX)
+	le.PutUint32(d[348:], c.NANAGRPID)
 	return b
 }
 
@@ -88,16 +110,18 @@ type LBAFormat struct {
 // Namespace is the part of Identify Namespace (CNS 00h, NVM Command Set
 // 1.0, Figure 97) a host uses.
 type Namespace struct {
-	NSZE    uint64 // size in blocks
-	NCAP    uint64
-	NUSE    uint64
-	NSFeat  uint8
-	NLBAF   uint8 // 0's based number of formats
-	FLBAS   uint8 // bits 3:0 (and 6:5) index of the format in use
-	DLFEAT  uint8 // bit 3: deallocate... bits 2:0 = 001b: deallocated reads zero
-	NGUID   [16]byte
-	EUI64   [8]byte
-	Formats []LBAFormat
+	NSZE     uint64 // size in blocks
+	NCAP     uint64
+	NUSE     uint64
+	NSFeat   uint8
+	NLBAF    uint8  // 0's based number of formats
+	FLBAS    uint8  // bits 3:0 (and 6:5) index of the format in use
+	DLFEAT   uint8  // bit 3: deallocate... bits 2:0 = 001b: deallocated reads zero
+	NMIC     uint8  // byte 30, bit 0: may be attached to several controllers
+	ANAGRPID uint32 // bytes 92-95: the namespace's ANA group (0: none)
+	NGUID    [16]byte
+	EUI64    [8]byte
+	Formats  []LBAFormat
 }
 
 // ParseNamespace decodes Identify Namespace data.
@@ -106,7 +130,8 @@ func ParseNamespace(d []byte) (Namespace, error) {
 		return Namespace{}, fmt.Errorf("nvmetcp: identify namespace: %d bytes", len(d))
 	}
 	n := Namespace{NSZE: le.Uint64(d[0:]), NCAP: le.Uint64(d[8:]), NUSE: le.Uint64(d[16:]),
-		NSFeat: d[24], NLBAF: d[25], FLBAS: d[26], DLFEAT: d[33]}
+		NSFeat: d[24], NLBAF: d[25], FLBAS: d[26], DLFEAT: d[33],
+		NMIC: d[30], ANAGRPID: le.Uint32(d[92:])}
 	copy(n.NGUID[:], d[104:120])
 	copy(n.EUI64[:], d[120:128])
 	for i := 0; i <= int(n.NLBAF) && i < 64; i++ {
@@ -145,6 +170,8 @@ func AppendNamespace(b []byte, n *Namespace) []byte {
 	le.PutUint64(d[8:], n.NCAP)
 	le.PutUint64(d[16:], n.NUSE)
 	d[24], d[25], d[26], d[33] = n.NSFeat, n.NLBAF, n.FLBAS, n.DLFEAT
+	d[30] = n.NMIC
+	le.PutUint32(d[92:], n.ANAGRPID)
 	copy(d[104:120], n.NGUID[:])
 	copy(d[120:128], n.EUI64[:])
 	for i, f := range n.Formats {

@@ -146,7 +146,9 @@ func (s Status) String() string {
 	case 2:
 		name = map[uint8]string{0x80: "write fault", 0x81: "unrecovered read error", 0x86: "access denied"}[s.SC()]
 	case 3:
-		name = map[uint8]string{0x02: "ANA persistent loss", 0x03: "ANA inaccessible", 0x04: "ANA transition"}[s.SC()]
+		name = map[uint8]string{0x00: "internal path error", 0x01: "ANA persistent loss", 0x02: "ANA inaccessible",
+			0x03: "ANA transition", 0x60: "controller pathing error", 0x70: "host pathing error",
+			0x71: "command aborted by host"}[s.SC()]
 	}
 	return statusText(name, s)
 }
@@ -181,6 +183,7 @@ const (
 	AdminGetLogPage  = 0x02
 	AdminIdentify    = 0x06
 	AdminAbort       = 0x08
+	AdminAER         = 0x0c
 	AdminSetFeatures = 0x09
 	AdminGetFeatures = 0x0a
 	AdminKeepAlive   = 0x18
@@ -212,17 +215,37 @@ const (
 )
 
 // Features.
-const FeatureNumQueues = 0x07
+const (
+	FeatureNumQueues  = 0x07
+	FeatureAsyncEvent = 0x0b // Asynchronous Event Configuration
+)
 
 // Identify CNS values.
 const (
-	CNSNamespace  = 0x00
-	CNSController = 0x01
-	CNSNSDescList = 0x03
+	CNSNamespace    = 0x00
+	CNSController   = 0x01
+	CNSActiveNSList = 0x02
+	CNSNSDescList   = 0x03
 )
 
 // Log pages.
-const LogDiscovery = 0x70
+const (
+	LogANA       = 0x0c
+	LogDiscovery = 0x70
+)
+
+// Path related status codes (SCT 3, NVMe Base 2.0, Figure 104): the
+// command was not executed because of the path's ANA state.
+const (
+	SCANAPersistentLoss = 0x01
+	SCANAInaccessible   = 0x02
+	SCANATransition     = 0x03
+)
+
+// IsANA reports whether s is one of the ANA path statuses.
+func (s Status) IsANA() bool {
+	return s.SCT() == 3 && s.SC() >= SCANAPersistentLoss && s.SC() <= SCANATransition
+}
 
 // DiscoveryNQN is the well-known NQN of a discovery controller.
 const DiscoveryNQN = "nqn.2014-08.org.nvmexpress.discovery"

@@ -233,3 +233,46 @@ func TestIdentifyRoundTrip(t *testing.T) {
 		t.Fatalf("%s dnr=%v", s, s.DNR())
 	}
 }
+
+// TestANALog: the ANA log page round trip, a page cut short asks for
+// the length it needs, and the ANA path statuses carry their names
+// (SCT 3 SC 01h persistent loss, 02h inaccessible, 03h transition).
+func TestANALog(t *testing.T) {
+	l := ANALog{ChangeCount: 7, Groups: []ANAGroup{
+		{ID: 1, ChangeCount: 3, State: ANAOptimized, NSIDs: []uint32{1, 2}},
+		{ID: 2, ChangeCount: 4, State: ANAInaccessible, NSIDs: []uint32{3}},
+	}}
+	b := AppendANALog(nil, &l)
+	if len(b) != ANAHeaderLen+2*ANADescLen+3*4 {
+		t.Fatalf("%d bytes", len(b))
+	}
+	got, err := ParseANALog(b)
+	if err != nil || !reflect.DeepEqual(got, l) {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if g, ok := got.Group(2); !ok || g.State.Usable() || g.State.String() != "inaccessible" {
+		t.Fatalf("%+v", g)
+	}
+	var short *ShortANALogError
+	if _, err := ParseANALog(b[:ANAHeaderLen+ANADescLen]); !errors.As(err, &short) || short.Need <= ANAHeaderLen+ANADescLen {
+		t.Fatalf("short log: %v", err)
+	}
+	huge := AppendANALog(nil, &ANALog{Groups: []ANAGroup{{ID: 1}}})
+	le.PutUint32(huge[ANAHeaderLen+4:], 1<<30)
+	if _, err := ParseANALog(huge); err == nil || errors.As(err, &short) {
+		t.Fatalf("a group claiming 2^30 namespaces: %v", err)
+	}
+	for sc, want := range map[uint8]string{1: "ANA persistent loss", 2: "ANA inaccessible", 3: "ANA transition"} {
+		s := Status(MakeStatus(3, sc, false) >> 1)
+		if !s.IsANA() || !strings.HasPrefix(s.String(), want+" ") {
+			t.Errorf("SCT 3 SC %#x: %q ana=%v, want %q", sc, s, s.IsANA(), want)
+		}
+	}
+	if Status(MakeStatus(3, 0, false) >> 1).IsANA() {
+		t.Error("internal path error taken for an ANA status")
+	}
+	c := Controller{CMIC: CMICANA, OAES: OAESANAChange, ANATT: 10, ANACAP: 0x47, ANAGRPMAX: 128, NANAGRPID: 128}
+	if gc, _ := ParseController(AppendController(nil, &c)); gc != c {
+		t.Fatalf("%+v", gc)
+	}
+}

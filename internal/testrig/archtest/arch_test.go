@@ -23,7 +23,7 @@ var allowed = map[string][]string{
 	"initiator":      {"initiator/pdu", "initiator/scsi", "blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"discovery":      {"initiator", "blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"blockcopy":      {"blockdev", "golang.org/x/sys"},
-	"multipath":      {"blockdev", "initiator", "blockcopy", "discovery", "github.com/sirupsen/logrus", "golang.org/x/sys"},
+	"multipath":      {"blockdev", "initiator", "nvmetcp", "blockcopy", "discovery", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 	"nbdbridge":      {"blockdev", "github.com/sirupsen/logrus", "golang.org/x/sys", "github.com/mdlayher/", "golang.org/x/net", "golang.org/x/sync", "github.com/josharian/native"},
 	"fusefs":         {"blockdev", "github.com/hanwen/go-fuse/v2", "github.com/sirupsen/logrus", "golang.org/x/sys"},
 }

@@ -35,6 +35,8 @@ type NSConfig struct {
 
 // Config of a Controller.
 type Config struct {
+	// Addr is where Listen listens (default 127.0.0.1:0).
+	Addr       string
 	NQN        string
 	Namespaces []NSConfig
 	// AllowDigests: grant the digests the host asks for.
@@ -55,6 +57,13 @@ type Config struct {
 	// Command Abort Requested (else Abort answers "not aborted", as
 	// Linux nvmet does).
 	AbortStalled bool
+	// ANA: report Asymmetric Namespace Access (CMIC bit 3): every
+	// namespace is in ANA group 1, whose state is per port (AddPort,
+	// SetANAState), as Linux nvmet's ports/N/ana_groups/1/ana_state.
+	ANA bool
+	// NoANAEvents: never complete Asynchronous Event Requests (a
+	// controller that does not send ANA change notices).
+	NoANAEvents bool
 }
 
 // Fault is a misbehaviour for one command.
@@ -76,24 +85,28 @@ const (
 type Controller struct {
 	cfg      Config
 	ln       net.Listener
+	lns      []net.Listener // ln, then AddPort's
+	ana      []pdu.ANAState // per port, guarded by mu
+	anaChg   uint64
 	mu       sync.Mutex
 	ns       [][]byte
 	cc       uint32
 	nextCntl uint16
-	conns    map[net.Conn]bool
+	conns    map[net.Conn]int // the port each came in on
 	fault    func(qid uint16, sqe pdu.SQE) Fault
 	wg       sync.WaitGroup
 	// queues by controller ID and QID, for Abort
 	queues map[[2]uint16]*session
 
 	// Stats.
+	ANARefused, ANALogs, ANAEvents                                                       atomic.Int64 // I/O refused with an ANA status; ANA log reads; ANA change events sent
 	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims, Aborts atomic.Int64
 	HostNQN                                                                              atomic.Value // string of the last Connect
 	HostID                                                                               atomic.Value // [16]byte
 	Digests                                                                              atomic.Int32 // bit 0 header, bit 1 data, of the last connection
 }
 
-// Listen starts a controller on 127.0.0.1:0.
+// Listen starts a controller on cfg.Addr (default 127.0.0.1:0).
 func Listen(cfg Config) (*Controller, error) {
 	if cfg.NQN == "" {
 		cfg.NQN = DefaultNQN
@@ -116,17 +129,86 @@ func Listen(cfg Config) (*Controller, error) {
 	if cfg.MDTS == 0 {
 		cfg.MDTS = 5
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, ln: ln, conns: map[net.Conn]bool{}, nextCntl: 1, queues: map[[2]uint16]*session{}}
+	c := &Controller{cfg: cfg, ln: ln, lns: []net.Listener{ln}, ana: []pdu.ANAState{pdu.ANAOptimized},
+		conns: map[net.Conn]int{}, nextCntl: 1, queues: map[[2]uint16]*session{}}
 	for _, n := range cfg.Namespaces {
 		c.ns = append(c.ns, make([]byte, int64(n.BlockSize)*n.Blocks))
 	}
 	c.wg.Add(1)
-	go c.accept()
+	go c.accept(ln, 0)
 	return c, nil
+}
+
+// AddPort opens another port of the same subsystem (same namespaces and
+// data, its own ANA state, optimized at first) and returns its address
+// and port number (Listen's port is 0).
+func (c *Controller) AddPort() (string, int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", 0, err
+	}
+	c.mu.Lock()
+	c.lns = append(c.lns, ln)
+	c.ana = append(c.ana, pdu.ANAOptimized)
+	port := len(c.lns) - 1
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.accept(ln, port)
+	return ln.Addr().String(), port, nil
+}
+
+// SetDiscovery replaces the discovery log entries (to name ports known
+// only after Listen).
+func (c *Controller) SetDiscovery(es []pdu.DiscoveryEntry) {
+	c.mu.Lock()
+	c.cfg.Discovery = es
+	c.mu.Unlock()
+}
+
+// SetANAState sets ANA group 1's state on port.
+//
+// Like Linux nvmet, it completes an outstanding Asynchronous Event
+// Request of every controller connected through port with an ANA change
+// notice (when the host enabled it and Config.NoANAEvents is not set).
+func (c *Controller) SetANAState(port int, st pdu.ANAState) {
+	c.mu.Lock()
+	c.ana[port] = st
+	c.anaChg++
+	var fire []*session
+	var cids []uint16
+	if !c.cfg.NoANAEvents {
+		for k, s := range c.queues {
+			if k[1] == 0 && s.port == port && s.aenANA && len(s.aers) > 0 {
+				fire, cids = append(fire, s), append(cids, s.aers[0])
+				s.aers = s.aers[1:]
+			}
+		}
+	}
+	c.mu.Unlock()
+	for i, s := range fire {
+		c.ANAEvents.Add(1)
+		s.respond(cids[i], 0, 2|3<<8|uint64(pdu.LogANA)<<16)
+	}
+}
+
+// ClosePort stops port's listener and drops its connections (a port
+// removed from the subsystem).
+func (c *Controller) ClosePort(port int) {
+	c.mu.Lock()
+	c.lns[port].Close()
+	for conn, p := range c.conns {
+		if p == port {
+			conn.Close()
+		}
+	}
+	c.mu.Unlock()
 }
 
 // Addr is host:port.
@@ -169,26 +251,30 @@ func (c *Controller) DropConnections() {
 
 // Close stops the listener and every connection and waits for them.
 func (c *Controller) Close() error {
-	c.ln.Close()
+	c.mu.Lock()
+	for _, ln := range c.lns {
+		ln.Close()
+	}
+	c.mu.Unlock()
 	c.DropConnections()
 	c.wg.Wait()
 	return nil
 }
 
-func (c *Controller) accept() {
+func (c *Controller) accept(ln net.Listener, port int) {
 	defer c.wg.Done()
 	for {
-		conn, err := c.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		c.mu.Lock()
-		c.conns[conn] = true
+		c.conns[conn] = port
 		c.mu.Unlock()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			s := &session{c: c, conn: conn, r: pdu.NewReader(conn)}
+			s := &session{c: c, conn: conn, r: pdu.NewReader(conn), port: port}
 			s.cond = sync.NewCond(&s.wmu)
 			go s.writer()
 			s.serve()
@@ -211,6 +297,9 @@ type session struct {
 	opts    pdu.Options
 	qid     uint16
 	cntl    uint16
+	port    int
+	aers    []uint16        // outstanding Asynchronous Event Requests, guarded by Controller.mu
+	aenANA  bool            // the host enabled ANA change notices
 	stalled map[uint16]bool // CIDs not answered (FaultStall), guarded by Controller.mu
 	wmu     sync.Mutex
 	cond    *sync.Cond
@@ -508,10 +597,15 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 				oncs = 0
 			}
 			inline := max(c.cfg.InlineData, 0)
-			d = pdu.AppendController(nil, &pdu.Controller{VID: 0x1d1d, Serial: "fake0001", Model: "lunbridge fakenvme",
+			ci := &pdu.Controller{VID: 0x1d1d, Serial: "fake0001", Model: "lunbridge fakenvme",
 				Firmware: "1.0", MDTS: c.cfg.MDTS, CntlID: 1, Version: 0x10400, MaxCmd: 128,
 				NN: uint32(len(c.ns)), ONCS: oncs, VWC: 1, SGLS: 1 << 20, SubNQN: c.cfg.NQN,
-				IOCCSZ: uint32(64+inline) / 16, IORCSZ: 1})
+				IOCCSZ: uint32(64+inline) / 16, IORCSZ: 1}
+			if c.cfg.ANA {
+				ci.CMIC, ci.OAES, ci.ANATT, ci.ANACAP, ci.ANAGRPMAX, ci.NANAGRPID = pdu.CMICANA, pdu.OAESANAChange, 10, 0x1f, 1, 1
+				ci.CntlID = s.cntl
+			}
+			d = pdu.AppendController(nil, ci)
 		case pdu.CNSNamespace:
 			i := int(sqe.NSID) - 1
 			if i < 0 || i >= len(c.ns) {
@@ -527,6 +621,9 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 				ns.FLBAS = 1
 			}
 			ns.NGUID[0], ns.NGUID[15] = 0xfa, byte(i+1)
+			if c.cfg.ANA {
+				ns.ANAGRPID, ns.NMIC = 1, 1
+			}
 			d = pdu.AppendNamespace(nil, &ns)
 		default:
 			s.respond(sqe.CID, status(scInvalidF), 0)
@@ -534,7 +631,18 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 		}
 		s.sendData(sqe.CID, d[:min(len(d), int(sqe.SGL.Length))], false)
 		s.respond(sqe.CID, 0, 0)
+	case pdu.AdminAER:
+		c.mu.Lock()
+		s.aers = append(s.aers, sqe.CID)
+		c.mu.Unlock()
 	case pdu.AdminSetFeatures:
+		if sqe.CDW[0]&0xff == pdu.FeatureAsyncEvent {
+			c.mu.Lock()
+			s.aenANA = sqe.CDW[1]&pdu.OAESANAChange != 0
+			c.mu.Unlock()
+			s.respond(sqe.CID, 0, 0)
+			return nil
+		}
 		if sqe.CDW[0]&0xff != pdu.FeatureNumQueues {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return nil
@@ -564,16 +672,37 @@ func (s *session) admin(sqe pdu.SQE, data []byte) error {
 			s.respond(sqe.CID, 0, 1)
 		}
 	case pdu.AdminGetLogPage:
+		if sqe.CDW[0]&0xff == pdu.LogANA && c.cfg.ANA {
+			c.mu.Lock()
+			g := pdu.ANAGroup{ID: 1, ChangeCount: c.anaChg, State: c.ana[s.port]}
+			l := pdu.ANALog{ChangeCount: c.anaChg, Groups: []pdu.ANAGroup{g}}
+			c.mu.Unlock()
+			if sqe.CDW[0]>>8&1 == 0 { // not RGO: list the namespaces
+				for i := range c.ns {
+					l.Groups[0].NSIDs = append(l.Groups[0].NSIDs, uint32(i+1))
+				}
+			}
+			b := pdu.AppendANALog(nil, &l)
+			out := make([]byte, int((sqe.CDW[0]>>16|sqe.CDW[1]<<16)+1)*4)
+			copy(out, b)
+			c.ANALogs.Add(1)
+			s.sendData(sqe.CID, out, false)
+			s.respond(sqe.CID, 0, 0)
+			return nil
+		}
 		if sqe.CDW[0]&0xff != pdu.LogDiscovery {
 			s.respond(sqe.CID, status(scInvalidF), 0)
 			return nil
 		}
+		c.mu.Lock()
+		entries := c.cfg.Discovery
+		c.mu.Unlock()
 		var log []byte
 		log = append(log, make([]byte, pdu.DiscoveryHeaderLen)...)
-		le64(log[8:], uint64(len(c.cfg.Discovery)))
+		le64(log[8:], uint64(len(entries)))
 		le64(log[0:], 1)
-		for i := range c.cfg.Discovery {
-			log = pdu.AppendDiscoveryEntry(log, &c.cfg.Discovery[i])
+		for i := range entries {
+			log = pdu.AppendDiscoveryEntry(log, &entries[i])
 		}
 		off := uint64(sqe.CDW[2]) | uint64(sqe.CDW[3])<<32
 		n := int((sqe.CDW[0]>>16|sqe.CDW[1]<<16)+1) * 4
@@ -614,6 +743,17 @@ func (s *session) lba(sqe pdu.SQE) (store []byte, off, n int64, ok bool) {
 
 func (s *session) io(sqe pdu.SQE, data []byte) error {
 	c := s.c
+	if c.cfg.ANA {
+		c.mu.Lock()
+		st := c.ana[s.port]
+		c.mu.Unlock()
+		if sc, bad := map[pdu.ANAState]uint8{pdu.ANAPersistentLoss: pdu.SCANAPersistentLoss,
+			pdu.ANAInaccessible: pdu.SCANAInaccessible, pdu.ANAChange: pdu.SCANATransition}[st]; bad {
+			c.ANARefused.Add(1)
+			s.respond(sqe.CID, pdu.MakeStatus(3, sc, false), 0)
+			return nil
+		}
+	}
 	switch sqe.Opcode {
 	case pdu.IORead:
 		store, off, n, ok := s.lba(sqe)

@@ -72,6 +72,9 @@ type Options struct {
 	MemoryMB int
 	// LogPath is where the serial console is written; default a file in t.TempDir().
 	LogPath string
+	// Forward lists more guest TCP ports to forward to free host ports (3260 always is);
+	// PortalFor names the host side.
+	Forward []int
 }
 
 // Result is the scenario outcome parsed from the console.
@@ -97,6 +100,7 @@ type VM struct {
 	t       testing.TB
 	opts    Options
 	port    int
+	fwd     map[int]int // guest port -> host port (Options.Forward)
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	logPath string
@@ -256,6 +260,16 @@ func start(t testing.TB, opts Options, art Artifacts, initrd, logPath string) (*
 	if err != nil {
 		return nil, err
 	}
+	netdev := fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:3260", port)
+	fwd := map[int]int{}
+	for _, g := range opts.Forward {
+		h, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		fwd[g] = h
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", h, g)
+	}
 	secs := int(opts.Timeout / time.Second)
 	cmdline := []string{"console=ttyS0", "panic=-1", "loglevel=4",
 		"lunbridge.scenario=" + opts.Scenario, "lunbridge.timeout=" + strconv.Itoa(secs)}
@@ -270,7 +284,7 @@ func start(t testing.TB, opts Options, art Artifacts, initrd, logPath string) (*
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
 		"-kernel", art.Kernel, "-initrd", initrd,
 		"-append", strings.Join(cmdline, " "),
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:3260", port),
+		"-netdev", netdev,
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 	}
 	// `timeout` bounds qemu even if this process dies without running its cleanup.
@@ -290,7 +304,7 @@ func start(t testing.TB, opts Options, art Artifacts, initrd, logPath string) (*
 		return nil, err
 	}
 	fmt.Fprintf(lf, "# %s\n", strings.Join(cmd.Args, " "))
-	vm := &VM{t: t, opts: opts, port: port, cmd: cmd, stdin: stdin, logPath: logPath, logFile: lf,
+	vm := &VM{t: t, opts: opts, port: port, fwd: fwd, cmd: cmd, stdin: stdin, logPath: logPath, logFile: lf,
 		changed: make(chan struct{}), done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -337,6 +351,18 @@ func (vm *VM) readConsole(r io.Reader) {
 
 // Portal is the host address of the guest's port 3260: "127.0.0.1:PORT".
 func (vm *VM) Portal() string { return fmt.Sprintf("127.0.0.1:%d", vm.port) }
+
+// PortalFor is the host address forwarded to guest TCP port g (3260 or one of
+// Options.Forward); empty when g is not forwarded.
+func (vm *VM) PortalFor(g int) string {
+	if g == 3260 {
+		return vm.Portal()
+	}
+	if h, ok := vm.fwd[g]; ok {
+		return fmt.Sprintf("127.0.0.1:%d", h)
+	}
+	return ""
+}
 
 // Port is the forwarded host port.
 func (vm *VM) Port() int { return vm.port }
