@@ -156,8 +156,11 @@ func (s *session) checkCmdSN(t *Target, h *pdu.Header, sn uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if h.Immediate {
-		if int32(sn-s.expCmdSN) < 0 || int32(sn-(s.advMax+1)) > 0 {
-			t.violate("immediate %v itt %#x carries CmdSN %d outside ExpCmdSN %d..MaxCmdSN+1 %d", h.Opcode, h.ITT, sn, s.expCmdSN, s.advMax+1)
+		// The current CmdSN when it was sent; commands sent after it on
+		// other connections may have arrived first, so it may be below
+		// ExpCmdSN, never beyond MaxCmdSN + 1.
+		if int32(sn-(s.advMax+1)) > 0 {
+			t.violate("immediate %v itt %#x carries CmdSN %d beyond MaxCmdSN+1 %d", h.Opcode, h.ITT, sn, s.advMax+1)
 		}
 		return
 	}
