@@ -227,7 +227,10 @@ func TestConnRecoveryTime2RetainExpiry(t *testing.T) {
 // the TSIH never changes (no reinstatement), and no write is executed
 // twice.
 func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
-	e := erl2Env(t, 4, faketarget.Config{LUNs: []faketarget.LUNConfig{{Blocks: 8192}}, NoRecord: true}, nil)
+	// Each command takes 1 ms at the target, so that a dropped
+	// connection has commands in flight.
+	e := erl2Env(t, 4, faketarget.Config{LUNs: []faketarget.LUNConfig{{Blocks: 8192}}, NoRecord: true,
+		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) }}, nil)
 	tsih := e.s.TSIH()
 	const workers = 8
 	region := 8192 / workers
