@@ -62,7 +62,7 @@ const maxConnRecovery = 60 * time.Second
 // never recoverable, Section 7.14).
 func (s *Session) beginConnRecovery(c *conn, err error) ([]*task, bool) {
 	p := s.Params()
-	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) {
+	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) || c.loggedOut.Load() {
 		return nil, false
 	}
 	s.recMu.Lock()
