@@ -351,3 +351,26 @@ func TestConnRecoveryCloseDuringRecovery(t *testing.T) {
 		t.Fatalf("the read returned %v after Close", d)
 	}
 }
+
+// Close while the leading connection is lost and its recovery waits out
+// Time2Wait: the session is logged out on the surviving connection, and
+// Close reports success.
+func TestConnRecoveryCloseLogsOutOnSurvivor(t *testing.T) {
+	e := erl2Env(t, 2, faketarget.Config{Time2Wait: 2}, nil)
+	if p := e.s.Params(); p.DefaultTime2Wait != 2 {
+		t.Fatalf("DefaultTime2Wait %d, want 2", p.DefaultTime2Wait)
+	}
+	c1, err := e.tg.WaitConn(e.ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c.Close() // the leading connection
+	waitFor(t, e.ctx, "the loss to be seen", func() bool { return e.s.Connections() == 1 })
+	if err := e.s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	lo := ofOpcode(c1.Received(), pdu.OpLogoutReq)
+	if len(lo) != 1 || lo[0].PDU.(*pdu.LogoutRequest).Reason != pdu.LogoutCloseSession {
+		t.Fatalf("Logouts on the surviving connection: %v, want one closing the session", lo)
+	}
+}
