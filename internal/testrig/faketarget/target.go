@@ -16,7 +16,11 @@
 // (SetWindow, SetWindowSize), skew StatSN (SetStatSN) or delay answers.
 // With Config.ErrorRecoveryLevel above 0 it keeps what it sent and serves
 // SNACKs, and scripted faults damage, drop or acknowledge-request Data-In
-// and status PDUs (erl.go).
+// and status PDUs (erl.go). With Config.MaxConnections above 1 or
+// ErrorRecoveryLevel 2, connections share sessions (session.go): added
+// connections join by TSIH, the command window is the session's, Logout
+// reason 2 and TASK REASSIGN recover a lost connection's tasks, and
+// Config.Cut* hooks drop a connection at a scripted point.
 //
 // While it serves, the target checks the initiator's side of the protocol
 // it can see — CmdSN inside the advertised window, Data-Out sizes, DataSN,
