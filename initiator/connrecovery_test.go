@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
@@ -232,6 +233,10 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 	e := erl2Env(t, 4, faketarget.Config{LUNs: []faketarget.LUNConfig{{Blocks: 8192}}, NoRecord: true,
 		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) }}, nil)
 	tsih := e.s.TSIH()
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const workers = 8
 	region := 8192 / workers
 	var ios, errs atomic.Int64
@@ -253,12 +258,28 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 				lba := w*region + rng.Intn(region-n)
 				data := make([]byte, n*512)
 				rng.Read(data)
-				_, err := e.s.Do(e.ctx, write10(uint32(lba), data))
-				if err == nil {
-					rd := read10(uint32(lba), uint16(n))
-					_, err = e.s.Do(e.ctx, rd)
-					if err == nil && !bytes.Equal(rd.Read, data) {
-						err = fmt.Errorf("verify mismatch at LBA %d", lba)
+				var err error
+				if w%2 == 0 {
+					// Session.Do, blocking.
+					_, err = e.s.Do(e.ctx, write10(uint32(lba), data))
+					if err == nil {
+						rd := read10(uint32(lba), uint16(n))
+						_, err = e.s.Do(e.ctx, rd)
+						if err == nil && !bytes.Equal(rd.Read, data) {
+							err = fmt.Errorf("verify mismatch at LBA %d", lba)
+						}
+					}
+				} else {
+					// The LUN handle; reads on the non-blocking path.
+					err = lun.WriteAt(e.ctx, data, int64(lba)*512, false)
+					if err == nil {
+						got := make([]byte, len(data))
+						ch := make(chan error, 1)
+						lun.StartReadAt(got, int64(lba)*512, func(err error) { ch <- err })
+						err = <-ch
+						if err == nil && !bytes.Equal(got, data) {
+							err = fmt.Errorf("verify mismatch at LBA %d (non-blocking read)", lba)
+						}
 					}
 				}
 				if err != nil {
