@@ -228,10 +228,18 @@ func TestConnRecoveryTime2RetainExpiry(t *testing.T) {
 // the TSIH never changes (no reinstatement), and no write is executed
 // twice.
 func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
-	// Each command takes 1 ms at the target, so that a dropped
-	// connection has commands in flight.
+	// Connections 0 and 2 are dropped when a command arrives on them
+	// (CutCommand: that command is executed where it is reassigned), so
+	// those drops have a task in flight; 1 and 3 at a random moment. Each
+	// command takes 1 ms at the target, so that there are often more.
+	var armed atomic.Int32
+	armed.Store(-1)
 	e := erl2Env(t, 4, faketarget.Config{LUNs: []faketarget.LUNConfig{{Blocks: 8192}}, NoRecord: true,
-		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) }}, nil)
+		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) },
+		CutCommand: func(c *faketarget.Conn, _ *pdu.SCSICommand) bool {
+			cid := int32(c.CID())
+			return armed.Load() == cid && armed.CompareAndSwap(cid, -1)
+		}}, nil)
 	tsih := e.s.TSIH()
 	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
 	if err != nil {
@@ -290,24 +298,20 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 			}
 		}(w)
 	}
-	for k := 0; k < 4; k++ {
+	for cid := int32(0); cid < 4; cid++ {
 		time.Sleep(150 * time.Millisecond)
-		// Drop the oldest live connection of the session.
-		var victim *faketarget.Conn
-		for _, c := range e.tg.Conns() {
-			select {
-			case <-c.Done():
-			default:
-				if victim == nil && c.SessionTSIH() == tsih {
-					victim = c
+		before := e.s.Recovery().ConnRecoveries
+		if cid%2 == 0 {
+			// Drop connection cid at its next command.
+			armed.Store(cid)
+		} else {
+			// Drop it at a random moment.
+			for _, c := range e.tg.Conns() {
+				if c.CID() == uint16(cid) && c.SessionTSIH() == tsih {
+					c.Close()
 				}
 			}
 		}
-		if victim == nil {
-			t.Fatal("no live connection to drop")
-		}
-		before := e.s.Recovery().ConnRecoveries
-		victim.Close()
 		waitFor(t, e.ctx, "connection recovery", func() bool {
 			return e.s.Recovery().ConnRecoveries > before && e.s.Connections() == 4
 		})
@@ -330,8 +334,8 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 	if info := e.s.Info(); info.ConnRecoveries != 4 || info.Connections != 4 {
 		t.Errorf("Info: %d connection recoveries, %d connections; want 4 and 4", info.ConnRecoveries, info.Connections)
 	}
-	if len(e.tg.Reassigned()) == 0 {
-		t.Error("no task was in flight on a dropped connection: nothing was reassigned")
+	if len(e.tg.Reassigned()) < 2 {
+		t.Errorf("%d tasks reassigned, want at least one per connection dropped at a command", len(e.tg.Reassigned()))
 	}
 	t.Logf("%d write-verify rounds, 4 connections dropped one at a time, %d connection recoveries, %d tasks reassigned",
 		ios.Load(), rec.ConnRecoveries, len(e.tg.Reassigned()))

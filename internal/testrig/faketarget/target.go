@@ -148,6 +148,10 @@ type Config struct {
 	// before the SCSI Response of itt (the task is then done, its status
 	// kept for a reassign); CutDataOut when a Data-Out at offset arrives
 	// (it is dropped).
+	// CutCommand, when it returns true for a SCSI command arriving on c
+	// (sessions only), closes c instead of executing it; the command is
+	// executed on the connection it is reassigned to.
+	CutCommand func(c *Conn, cmd *pdu.SCSICommand) bool
 	CutDataIn  func(itt, dataSN uint32) bool
 	CutStatus  func(itt uint32) bool
 	CutDataOut func(itt, offset uint32) bool
