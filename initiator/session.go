@@ -59,12 +59,16 @@ type Session struct {
 	// command's start time costs no clock read (sweep allows for it).
 	clock atomic.Int64
 
-	recMu        sync.Mutex
-	rec          recoveryState
-	recOld       []*conn // connections of the failed session generation
-	hooks        []func(context.Context) error
-	reconnects   int64
-	lastRecovery time.Duration
+	recMu sync.Mutex
+	rec   recoveryState
+	// connRec holds the connections under ERL 2 connection recovery
+	// (connrecovery.go); connRecoveries counts the successful ones.
+	connRec        map[*conn]bool
+	connRecoveries int64
+	recOld         []*conn // connections of the failed session generation
+	hooks          []func(context.Context) error
+	reconnects     int64
+	lastRecovery   time.Duration
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.
@@ -321,6 +325,9 @@ func (s *Session) liveConnLocked() *conn {
 		case <-c.done:
 			continue
 		default:
+			if c.leaving.Load() {
+				continue
+			}
 			return c
 		}
 	}
@@ -387,6 +394,11 @@ func (s *Session) complete(t *task, err error) {
 
 // connDown fails every task of a failed connection.
 func (s *Session) connDown(c *conn, err error) {
+	if tasks, ok := s.beginConnRecovery(c, err); ok {
+		// ERL 2: the session stays; c's SCSI tasks wait for reassignment.
+		go s.recoverConn(c, tasks, err)
+		return
+	}
 	s.startRecovery(c, err)
 	s.taskMu.Lock()
 	c.down = true
@@ -467,6 +479,12 @@ func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func
 		s.winMu.Unlock()
 		c.wmu.Unlock()
 		return false, nil, c.err
+	}
+	if c.leaving.Load() && t.kind != kindLogout {
+		// Being logged out: nothing new goes on it (Section 11.14).
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		return false, nil, &ConnError{Portal: c.portal, Err: errConnLeaving}
 	}
 	if t.kind == kindSCSI && s.heldLocked(t.lun) {
 		// A task-set TMF is outstanding for this LUN: a command sent now
@@ -666,16 +684,17 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 	for {
 		select {
 		case r := <-t.r2t:
-			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
-				<-done
-				return s.result(t)
-			}
+			// Data goes out on the connection the R2T came on. If that
+			// one failed, the send fails: the task then either fails
+			// with it or (ERL 2) is reassigned and the target asks
+			// again with a recovery R2T on its new connection.
+			_ = s.sendData(r.conn, t, r.ttt, r.offset, r.length, false)
 		case <-done:
 			return s.result(t)
 		case <-ctx.Done():
 			if t.timedOut.CompareAndSwap(false, true) {
 				t.cancelled = true
-				s.escalate(c, t, "cancelled")
+				s.escalate(s.taskConn(t), t, "cancelled")
 			}
 			<-done
 			if t.err == nil {
@@ -765,17 +784,19 @@ func (s *Session) sweep() {
 			limit := marks[i-1]
 			marks = marks[i-1:]
 			var late []*task
+			var lateConn []*conn
 			s.taskMu.Lock()
 			for _, t := range s.tasks {
 				if t.kind == kindSCSI && t.start != 0 && t.start < limit && !t.timedOut.Load() {
 					late = append(late, t)
+					lateConn = append(lateConn, t.conn)
 				}
 			}
 			s.taskMu.Unlock()
-			for _, t := range late {
+			for i, t := range late {
 				if t.timedOut.CompareAndSwap(false, true) {
-					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": t.conn.cid}).Warnf("command timed out after %v; aborting it", d)
-					go s.escalate(t.conn, t, "timed out")
+					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": lateConn[i].cid}).Warnf("command timed out after %v; aborting it", d)
+					go s.escalate(lateConn[i], t, "timed out")
 				}
 			}
 		}
@@ -1081,6 +1102,9 @@ func (s *Session) asyncEvent(c *conn, a *pdu.AsyncMessage, data []byte) {
 	case 1:
 		log.Warnf("target requests logout within %d s", a.Param3)
 		go func() {
+			if s.logoutOneConn(c, time.Duration(max(a.Param3, 1))*time.Second) {
+				return // MC/S: this connection alone (connlogout.go)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(a.Param3, 1))*time.Second)
 			defer cancel()
 			s.logoutConn(ctx, c)
@@ -1143,6 +1167,17 @@ func (s *Session) CloseContext(ctx context.Context) error {
 	close(s.closeCh)
 	s.connMu.Lock()
 	c := s.conn
+	if c != nil {
+		select {
+		case <-c.done:
+			// (MC/S: the leading connection is lost and being
+			// recovered; log out on one that is alive.)
+			if lc := s.liveConnLocked(); lc != nil {
+				c = lc
+			}
+		default:
+		}
+	}
 	s.connMu.Unlock()
 	if c == nil {
 		return nil

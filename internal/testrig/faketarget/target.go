@@ -16,7 +16,11 @@
 // (SetWindow, SetWindowSize), skew StatSN (SetStatSN) or delay answers.
 // With Config.ErrorRecoveryLevel above 0 it keeps what it sent and serves
 // SNACKs, and scripted faults damage, drop or acknowledge-request Data-In
-// and status PDUs (erl.go).
+// and status PDUs (erl.go). With Config.MaxConnections above 1 or
+// ErrorRecoveryLevel 2, connections share sessions (session.go): added
+// connections join by TSIH, the command window is the session's, Logout
+// reason 2 and TASK REASSIGN recover a lost connection's tasks, and
+// Config.Cut* hooks drop a connection at a scripted point.
 //
 // While it serves, the target checks the initiator's side of the protocol
 // it can see — CmdSN inside the advertised window, Data-Out sizes, DataSN,
@@ -124,6 +128,34 @@ type Config struct {
 	// IgnoreSNACK drops them.
 	RejectSNACK, IgnoreSNACK bool
 
+	// MaxConnections is the most connections a session may have (the
+	// answer is the minimum of the offer and this; default 1). Above 1,
+	// or with ErrorRecoveryLevel 2, connections share sessions
+	// (session.go): a login with the session's TSIH joins it, the command
+	// window is the session's, Logout reason 1/2 may name another
+	// connection, and TASK REASSIGN moves tasks of a lost connection.
+	MaxConnections int
+	// Time2Wait and Time2Retain are the DefaultTime2Wait (Maximum with
+	// the offer) and DefaultTime2Retain (Minimum with the offer; 0 means
+	// 20, negative 0) the target answers; after a connection is lost its
+	// tasks can be reassigned between Time2Wait and Time2Wait+Time2Retain.
+	Time2Wait, Time2Retain int
+	// ReassignResponse, when set, answers TASK REASSIGN for the task
+	// with ITT itt: any value but 0 (function complete) refuses it.
+	ReassignResponse func(itt uint32) uint8
+	// CutDataIn, when it returns true for the Data-In about to go out
+	// (ITT, DataSN), closes the connection instead; CutStatus likewise
+	// before the SCSI Response of itt (the task is then done, its status
+	// kept for a reassign); CutDataOut when a Data-Out at offset arrives
+	// (it is dropped).
+	// CutCommand, when it returns true for a SCSI command arriving on c
+	// (sessions only), closes c instead of executing it; the command is
+	// executed on the connection it is reassigned to.
+	CutCommand func(c *Conn, cmd *pdu.SCSICommand) bool
+	CutDataIn  func(itt, dataSN uint32) bool
+	CutStatus  func(itt uint32) bool
+	CutDataOut func(itt, offset uint32) bool
+
 	// PortalGroupTag is the TargetPortalGroupTag the login answers
 	// (default 1).
 	PortalGroupTag int
@@ -200,6 +232,9 @@ type Target struct {
 	connCh     chan struct{} // closed and replaced when a connection is added
 	wg         sync.WaitGroup
 	nextTSIH   uint16
+	sessions   map[uint16]*session
+	execs      map[uint32]int
+	reassigned []uint32
 }
 
 // New returns a target with cfg.
