@@ -829,6 +829,9 @@ func (s *Session) tmfTimeout() time.Duration {
 // and session recovery takes over). When escalate returns, t is finished or
 // its connection is gone, so its buffers are free.
 func (s *Session) escalate(c *conn, t *task, why string) {
+	if why == "timed out" && s.retryCommand(c, t) {
+		return // a command that never arrived was sent again (retry.go)
+	}
 	log := s.log.WithField("itt", fmt.Sprintf("%#x", t.itt))
 	connGone := func() bool {
 		select {
