@@ -39,8 +39,10 @@ type Config struct {
 	// (Params.ErrorRecoveryLvl). At 1 a Data-In digest error, a DataSN or
 	// StatSN gap and the A bit are handled by SNACK on the same
 	// connection (erl1.go), falling back to session recovery (level 0)
-	// when the target does not help. Level 2 (connection recovery) is not
-	// implemented beyond level 1's behaviour. Discovery sessions always
+	// when the target does not help. At 2 a lost connection is recovered
+	// inside the session: its tasks are reassigned to another or a new
+	// connection with TASK REASSIGN (connrecovery.go), falling back to
+	// session recovery when that fails. Discovery sessions always
 	// offer 0 (Section 7.4.1).
 	ErrorRecoveryLevel int
 

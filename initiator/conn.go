@@ -339,12 +339,14 @@ func (c *conn) handleR2T(b *pdu.BHS) error {
 	if int(r.DesiredLength) > c.p.MaxBurstLength {
 		return protoErr("R2T desired length %d exceeds MaxBurstLength %d", r.DesiredLength, c.p.MaxBurstLength)
 	}
-	if r.R2TSN != t.r2tSN {
+	if r.R2TSN != t.r2tSN && !c.s.reassignedTask(t) {
 		return protoErr("R2TSN %d, expected %d (itt %#x)", r.R2TSN, t.r2tSN, r.ITT)
 	}
-	t.r2tSN++
+	// After a TASK REASSIGN the target's recovery R2Ts may number on
+	// from the lost connection's or start again: follow the target.
+	t.r2tSN = r.R2TSN + 1
 	select {
-	case t.r2t <- r2tReq{ttt: r.TTT, offset: r.BufferOffset, length: r.DesiredLength}:
+	case t.r2t <- r2tReq{conn: c, ttt: r.TTT, offset: r.BufferOffset, length: r.DesiredLength}:
 	default:
 		return protoErr("more outstanding R2Ts than MaxOutstandingR2T=%d (itt %#x)", c.p.MaxOutstandingR2T, r.ITT)
 	}

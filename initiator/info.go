@@ -7,14 +7,17 @@ import "fmt"
 // target name, portal group), where it is logged in, how many connections
 // it has and what the login negotiated. JSON names are snake_case.
 type SessionInfo struct {
-	Target      string     `json:"target"`
-	Portal      string     `json:"portal"` // after redirects
-	ISID        string     `json:"isid"`   // 12 hex digits
-	TSIH        uint16     `json:"tsih"`
-	Connections int        `json:"connections"` // live TCP connections (MC/S: more than one)
-	Recovering  bool       `json:"recovering"`
-	Reconnects  int64      `json:"reconnects"` // successful recoveries since login
-	Params      ParamsInfo `json:"params"`
+	Target      string `json:"target"`
+	Portal      string `json:"portal"` // after redirects
+	ISID        string `json:"isid"`   // 12 hex digits
+	TSIH        uint16 `json:"tsih"`
+	Connections int    `json:"connections"` // live TCP connections (MC/S: more than one)
+	Recovering  bool   `json:"recovering"`
+	Reconnects  int64  `json:"reconnects"` // successful session recoveries since login
+	// ConnRecoveries counts connections recovered inside the session at
+	// ERL 2 (same TSIH, tasks reassigned) since login.
+	ConnRecoveries int64      `json:"conn_recoveries"`
+	Params         ParamsInfo `json:"params"`
 }
 
 // ParamsInfo is Params under the RFC's key names, in snake_case.
@@ -63,7 +66,7 @@ func (s *Session) Info() SessionInfo {
 	r := s.Recovery()
 	return SessionInfo{
 		Target: s.cfg.TargetName, Portal: portal, ISID: fmt.Sprintf("%x", s.isid), TSIH: tsih,
-		Connections: n, Recovering: r.Recovering, Reconnects: r.Reconnects,
+		Connections: n, Recovering: r.Recovering, Reconnects: r.Reconnects, ConnRecoveries: r.ConnRecoveries,
 		Params: ParamsInfo{
 			HeaderDigest: digestName(p.HeaderDigest), DataDigest: digestName(p.DataDigest),
 			MaxRecvDataSegmentLength: p.MaxRecvDSL, MaxXmitDataSegmentLength: p.MaxXmitDSL,

@@ -135,10 +135,18 @@ func (n *negotiator) proposals() []pdu.KV {
 			kv("DataSequenceInOrder", "Yes"),
 		)
 	}
+	// Level 2 needs the target to keep a lost connection's tasks
+	// (DefaultTime2Retain, Minimum function: the RFC default 20 s) and
+	// waits no longer than the target asks (DefaultTime2Wait, Maximum
+	// function: offering 0 takes the target's value).
+	t2w, t2r := "2", "0"
+	if n.erl() >= 2 {
+		t2w, t2r = "0", "20"
+	}
 	kvs = append(kvs,
 		kv("MaxRecvDataSegmentLength", strconv.Itoa(c.MaxRecvDataSegmentLength)),
-		kv("DefaultTime2Wait", "2"),
-		kv("DefaultTime2Retain", "0"),
+		kv("DefaultTime2Wait", t2w),
+		kv("DefaultTime2Retain", t2r),
 		kv("ErrorRecoveryLevel", strconv.Itoa(n.erl())),
 	)
 	for _, p := range kvs {

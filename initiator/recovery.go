@@ -45,9 +45,12 @@ type recoveryState struct {
 
 // RecoveryStats reports what recovery did, for tests and status output.
 type RecoveryStats struct {
-	Reconnects   int64         // successful recoveries
-	LastDuration time.Duration // connection loss to resumed I/O, last recovery
-	Recovering   bool
+	Reconnects int64 // successful session recoveries (reinstatements)
+	// ConnRecoveries counts connections recovered at ERL 2 inside the
+	// session (same TSIH, tasks reassigned; connrecovery.go).
+	ConnRecoveries int64
+	LastDuration   time.Duration // connection loss to resumed I/O, last recovery
+	Recovering     bool
 }
 
 // OnReconnect registers a check that runs after every successful
@@ -63,7 +66,7 @@ func (s *Session) OnReconnect(f func(ctx context.Context) error) {
 func (s *Session) Recovery() RecoveryStats {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	return RecoveryStats{Reconnects: s.reconnects, LastDuration: s.lastRecovery, Recovering: s.rec.recovering}
+	return RecoveryStats{Reconnects: s.reconnects, ConnRecoveries: s.connRecoveries, LastDuration: s.lastRecovery, Recovering: s.rec.recovering}
 }
 
 // startRecovery is called (from the read loop's exit) when c failed. It
@@ -72,8 +75,8 @@ func (s *Session) Recovery() RecoveryStats {
 func (s *Session) startRecovery(c *conn, cause error) {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	if s.closed.Load() || s.rec.fatal != nil {
-		return
+	if s.closed.Load() || s.rec.fatal != nil || s.connRec[c] {
+		return // (under ERL 2 connection recovery: connrecovery.go decides)
 	}
 	s.connMu.Lock()
 	current := false
@@ -248,9 +251,24 @@ func (s *Session) awaitRecovery(ctx context.Context, cause error) error {
 			return st.fatal
 		}
 		if !st.recovering {
+			erl2 := s.Params().ErrorRecoveryLvl >= 2
 			s.connMu.Lock()
 			c := s.conn
+			live := s.liveConnLocked() != nil
 			s.connMu.Unlock()
+			if live && erl2 {
+				return nil // (MC/S: another connection serves)
+			}
+			if s.connRecovering() {
+				// ERL 2 connection recovery is bringing a connection
+				// back, or will fall back to session recovery.
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				continue
+			}
 			select {
 			case <-c.done:
 				// The connection failed but its read loop has not yet

@@ -59,13 +59,17 @@ type Session struct {
 	// command's start time costs no clock read (sweep allows for it).
 	clock atomic.Int64
 
-	recMu        sync.Mutex
-	rec          recoveryState
-	recOld       []*conn // connections of the failed session generation
-	hooks        []func(context.Context) error
-	reconnects   int64
-	lastRecovery time.Duration
-	drop         dropHold // Async Message 2/3 timing (asyncdrop.go)
+	recMu sync.Mutex
+	rec   recoveryState
+	// connRec holds the connections under ERL 2 connection recovery
+	// (connrecovery.go); connRecoveries counts the successful ones.
+	connRec        map[*conn]bool
+	connRecoveries int64
+	recOld         []*conn // connections of the failed session generation
+	hooks          []func(context.Context) error
+	reconnects     int64
+	lastRecovery   time.Duration
+	drop           dropHold // Async Message 2/3 timing (asyncdrop.go)
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.
@@ -388,6 +392,11 @@ func (s *Session) complete(t *task, err error) {
 
 // connDown fails every task of a failed connection.
 func (s *Session) connDown(c *conn, err error) {
+	if tasks, ok := s.beginConnRecovery(c, err); ok {
+		// ERL 2: the session stays; c's SCSI tasks wait for reassignment.
+		go s.recoverConn(c, tasks, err)
+		return
+	}
 	s.startRecovery(c, err)
 	s.taskMu.Lock()
 	c.down = true
@@ -667,16 +676,17 @@ func (s *Session) wait(ctx context.Context, c *conn, t *task) (Response, error) 
 	for {
 		select {
 		case r := <-t.r2t:
-			if err := s.sendData(c, t, r.ttt, r.offset, r.length, false); err != nil {
-				<-done
-				return s.result(t)
-			}
+			// Data goes out on the connection the R2T came on. If that
+			// one failed, the send fails: the task then either fails
+			// with it or (ERL 2) is reassigned and the target asks
+			// again with a recovery R2T on its new connection.
+			_ = s.sendData(r.conn, t, r.ttt, r.offset, r.length, false)
 		case <-done:
 			return s.result(t)
 		case <-ctx.Done():
 			if t.timedOut.CompareAndSwap(false, true) {
 				t.cancelled = true
-				s.escalate(c, t, "cancelled")
+				s.escalate(s.taskConn(t), t, "cancelled")
 			}
 			<-done
 			if t.err == nil {
@@ -766,17 +776,19 @@ func (s *Session) sweep() {
 			limit := marks[i-1]
 			marks = marks[i-1:]
 			var late []*task
+			var lateConn []*conn
 			s.taskMu.Lock()
 			for _, t := range s.tasks {
 				if t.kind == kindSCSI && t.start != 0 && t.start < limit && !t.timedOut.Load() {
 					late = append(late, t)
+					lateConn = append(lateConn, t.conn)
 				}
 			}
 			s.taskMu.Unlock()
-			for _, t := range late {
+			for i, t := range late {
 				if t.timedOut.CompareAndSwap(false, true) {
-					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": t.conn.cid}).Warnf("command timed out after %v; aborting it", d)
-					go s.escalate(t.conn, t, "timed out")
+					s.log.WithFields(logrus.Fields{"itt": fmt.Sprintf("%#x", t.itt), "cmdsn": t.cmdSN, "conn": lateConn[i].cid}).Warnf("command timed out after %v; aborting it", d)
+					go s.escalate(lateConn[i], t, "timed out")
 				}
 			}
 		}

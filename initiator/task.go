@@ -20,6 +20,7 @@ const (
 // r2tReq is a solicitation the read loop hands to the task's own goroutine,
 // which sends the Data-Out (the read loop never blocks on writes for data).
 type r2tReq struct {
+	conn   *conn // the connection it came on: the data goes there
 	ttt    uint32
 	offset uint32
 	length uint32
@@ -43,6 +44,9 @@ type task struct {
 	received  int
 	r2t       chan r2tReq
 	r2tSN     uint32
+	// reassigned is set (under Session.taskMu) once ERL 2 connection
+	// recovery moved the task to another connection (connrecovery.go).
+	reassigned bool
 	// ERL 1 (erl1.go; read loop only): Data-In ranges to re-request, and
 	// held: the status is in resp but completion waits for them.
 	// snackGen disarms a pending SNACK timer when it changes.
@@ -145,4 +149,11 @@ type Command struct {
 	Write []byte
 	// Attr defaults to Simple.
 	Attr pdu.TaskAttr
+}
+
+// reassignedTask reports whether t was moved by connection recovery.
+func (s *Session) reassignedTask(t *task) bool {
+	s.taskMu.Lock()
+	defer s.taskMu.Unlock()
+	return t.reassigned
 }

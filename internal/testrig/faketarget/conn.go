@@ -14,6 +14,10 @@ import (
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 )
 
+// errCut is returned by a send a Config.Cut* hook replaced by closing
+// the connection.
+var errCut = errors.New("faketarget: connection cut (scripted)")
+
 // Params are the values a connection negotiated at login.
 type Params struct {
 	// InitiatorMaxRecvDSL is the initiator's declaration: it bounds every
@@ -79,8 +83,12 @@ type Conn struct {
 	// the CmdSNs received beyond ExpCmdSN while a gap is open.
 	gaps, ahead map[uint32]bool
 
+	sess  *session    // MC/S and ERL 2 (session.go); nil otherwise
+	statQ []*sessTask // tasks whose status went out here, by StatSN (under sess.mu)
+
 	closeOnce sync.Once
 	done      chan struct{}
+	served    chan struct{} // closed when serve has returned
 }
 
 func newConn(t *Target, nc net.Conn) *Conn {
@@ -89,7 +97,7 @@ func newConn(t *Target, nc net.Conn) *Conn {
 		statSN: t.cfg.InitialStatSN, winSize: t.cfg.Window,
 		dataSN: map[uint32]uint32{}, r2tSN: map[uint32]uint32{}, lunOf: map[uint32]uint64{},
 		writes: map[uint32]*writeTask{}, recvCh: make(chan struct{}), nextTTT: 0x1000,
-		done: make(chan struct{}),
+		done: make(chan struct{}), served: make(chan struct{}),
 	}
 }
 
@@ -227,6 +235,13 @@ func (c *Conn) SetDelay(d time.Duration) {
 // window returns the ExpCmdSN/MaxCmdSN pair to put in the next PDU and
 // records the advertised maximum. Call with mu held.
 func (c *Conn) window() (exp, max uint32) {
+	if c.sess != nil && !c.winFixed {
+		exp, max = c.sess.window(c.winSize)
+		if int32(max-(exp-1)) >= 0 && int32(max-c.advMax) > 0 {
+			c.advMax = max
+		}
+		return exp, max
+	}
 	if c.winFixed {
 		exp, max = c.winExp, c.winMax
 	} else {
@@ -349,6 +364,11 @@ func (c *Conn) SendDataIn(d *pdu.DataIn, data []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
+	if cut := c.t.cfg.CutDataIn; cut != nil && cut(d.ITT, c.dataSN[d.ITT]) {
+		c.mu.Unlock()
+		c.Close()
+		return errCut
+	}
 	d.TTT = pdu.ReservedTag
 	d.DataSN = c.dataSN[d.ITT]
 	c.dataSN[d.ITT]++
@@ -362,7 +382,12 @@ func (c *Conn) SendDataIn(d *pdu.DataIn, data []byte) error {
 	if c.params.ErrorRecoveryLevel > 0 || c.t.cfg.DataACK != nil {
 		c.prepareDataIn(d, data)
 	}
+	sess := c.sess
 	c.mu.Unlock()
+	if sess != nil && d.HasStatus {
+		sess.keepStatus(c, &pdu.SCSIResponse{Header: pdu.Header{ITT: d.ITT}, Status: d.Status,
+			Underflow: d.Underflow, Overflow: d.Overflow, Residual: d.Residual, StatSN: d.StatSN}, nil, false)
+	}
 	return c.writeDataIn(d, data, false)
 }
 
@@ -383,10 +408,24 @@ func (c *Conn) SendResponse(r *pdu.SCSIResponse, sense []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
+	sess := c.sess
+	if cut := c.t.cfg.CutStatus; cut != nil && cut(r.ITT) {
+		// The task is done here, but its status goes with the
+		// connection: kept for a reassign.
+		c.mu.Unlock()
+		if sess != nil {
+			sess.keepStatus(c, r, data, true)
+		}
+		c.Close()
+		return errCut
+	}
 	r.ExpDataSN = c.dataSN[r.ITT]
 	c.fill(r)
 	drop := c.keepStatus(r, data)
 	c.mu.Unlock()
+	if sess != nil {
+		sess.keepStatus(c, r, data, false)
+	}
 	if drop {
 		return nil
 	}
@@ -445,7 +484,16 @@ func (c *Conn) sleep(d time.Duration) {
 // serve runs login and then the full feature phase until the connection
 // ends.
 func (c *Conn) serve() {
-	defer c.Close()
+	defer close(c.served)
+	defer func() {
+		c.Close()
+		c.mu.Lock()
+		s := c.sess
+		c.mu.Unlock()
+		if s != nil {
+			s.lost(c)
+		}
+	}()
 	if err := c.login(); err != nil {
 		return
 	}
@@ -491,6 +539,12 @@ func (c *Conn) serve() {
 			c.gaps[q.CmdSN] = true
 			c.mu.Unlock()
 			continue
+		}
+		if c.sess != nil && !b.Opcode().IsTarget() {
+			if lo, ok := p.(*pdu.LogoutRequest); !ok || lo.Reason == pdu.LogoutCloseSession || lo.CID == c.cid {
+				// (A Logout for another connection carries that one's ExpStatSN.)
+				c.sess.acked(c, binary.BigEndian.Uint32(b[28:]))
+			}
 		}
 		if !b.Opcode().IsTarget() && b.Opcode() != pdu.OpLoginReq {
 			c.record(Received{Raw: b, PDU: p, Data: data, At: time.Now()})

@@ -21,6 +21,9 @@ func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 		c.lunOf[q.ITT] = q.LUN
 		c.mu.Unlock()
 		c.checkCommand(q, data)
+		if c.sess != nil {
+			c.sess.command(c, q)
+		}
 	}
 	if cfg.OnPDU != nil && cfg.OnPDU(c, p, data) {
 		return true
@@ -48,6 +51,20 @@ func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 		}
 		if q.DataLen != 0 {
 			c.t.violate("Logout Request with a data segment")
+		}
+		if c.sess != nil && q.Reason != pdu.LogoutCloseSession && q.CID != c.cid {
+			// Close another connection of the session (Section 11.14).
+			resp := &pdu.LogoutResponse{Header: pdu.Header{ITT: q.ITT}}
+			switch {
+			case q.Reason == 2 && c.Params().ErrorRecoveryLevel < 2:
+				resp.Response = 2 // connection recovery not supported
+			case !c.sess.closeCID(q.CID):
+				resp.Response = 1 // CID not found
+			case q.Reason == 2:
+				resp.Time2Wait, resp.Time2Retain = uint16(cfg.Time2Wait), uint16(cfg.retain())
+			}
+			c.Send(resp, nil)
+			return true
 		}
 		c.Send(&pdu.LogoutResponse{Header: pdu.Header{ITT: q.ITT}}, nil)
 		return false
@@ -83,6 +100,10 @@ func (c *Conn) checkCmdSN(p pdu.PDU) bool {
 		return true
 	}
 	h := p.Hdr()
+	if c.sess != nil {
+		c.sess.checkCmdSN(c.t, h, sn)
+		return true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gap := len(c.gaps) > 0
@@ -177,6 +198,14 @@ func (c *Conn) nopOut(q *pdu.NopOut, data []byte) {
 func (c *Conn) taskMgmt(q *pdu.TaskMgmtRequest) {
 	if q.Function != pdu.TMFAbortTask && q.Function != pdu.TMFTaskReassign && q.RTT != pdu.ReservedTag {
 		c.t.violate("TMF function %d with Referenced Task Tag %#x (must be 0xffffffff)", q.Function, q.RTT)
+	}
+	if q.Function == pdu.TMFTaskReassign {
+		resp, resume := c.reassign(q)
+		c.Send(&pdu.TaskMgmtResponse{Header: pdu.Header{ITT: q.ITT}, Response: resp}, nil)
+		if resume != nil {
+			resume()
+		}
+		return
 	}
 	var resp uint8 = pdu.TMFRespComplete
 	c.mu.Lock()

@@ -263,6 +263,15 @@ func (l *loginState) step(req *pdu.LoginRequest, keys []pdu.KV) (done bool, err 
 		c.params = l.p
 		c.tsih = resp.TSIH
 		c.mu.Unlock()
+		if cfg.sessions() {
+			c.mu.Lock()
+			c.cid = req.CID
+			cmdSN := c.expCmdSN
+			c.mu.Unlock()
+			if !c.joinSession(req.ISID, resp.TSIH, req.TSIH == 0, cmdSN) {
+				return fail(2, 0x0a) // session does not exist
+			}
+		}
 	}
 	if err := c.SendLoginResponse(resp, ans...); err != nil {
 		return false, err
@@ -335,13 +344,13 @@ func (l *loginState) negotiate(k, v string) (pdu.KV, bool) {
 		l.p.ImmediateData = v == "Yes" && !cfg.NoImmediateData
 		return ans(yesNo(l.p.ImmediateData))
 	case "MaxConnections":
-		return ans("1")
+		return ans(strconv.Itoa(max(min(num(), cfg.MaxConnections), 1)))
 	case "DataPDUInOrder", "DataSequenceInOrder":
 		return ans("Yes")
 	case "DefaultTime2Wait":
-		return ans(strconv.Itoa(num()))
+		return ans(strconv.Itoa(max(num(), cfg.Time2Wait)))
 	case "DefaultTime2Retain":
-		return ans(strconv.Itoa(min(num(), 20)))
+		return ans(strconv.Itoa(min(num(), cfg.retain())))
 	case "ErrorRecoveryLevel":
 		// Minimum function, capped by Config.ErrorRecoveryLevel.
 		l.p.ErrorRecoveryLevel = max(min(num(), cfg.ErrorRecoveryLevel), 0)

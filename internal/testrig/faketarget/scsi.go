@@ -99,10 +99,11 @@ func (c *Conn) command(q *pdu.SCSICommand, data []byte) {
 			c.DataIn(q, b)
 			return
 		}
-		c.startWrite(q, data, func(buf []byte) {
+		c.startWrite(q, data, func(c *Conn, buf []byte) {
 			d.mu.Lock()
 			copy(d.data[off:off+length], buf)
 			d.mu.Unlock()
+			c.t.executed(q.CmdSN)
 			r := &pdu.SCSIResponse{Header: pdu.Header{ITT: q.ITT}}
 			if len(buf) < length {
 				r.Underflow, r.Residual = true, uint32(length-len(buf))
@@ -171,6 +172,15 @@ func (c *Conn) inquiry(q *pdu.SCSICommand, d *disk) {
 // MaxBurstLength, with status in the last Data-In (or in a SCSI Response
 // with Config.SeparateStatus, or when there is no data).
 func (c *Conn) DataIn(q *pdu.SCSICommand, b []byte) error {
+	if c.sess != nil {
+		c.sess.keepRead(q.ITT, b)
+	}
+	return c.dataInFrom(q, b, 0)
+}
+
+// dataInFrom is DataIn skipping the first from Data-In PDUs (a reassigned
+// read re-sent from ExpDataSN).
+func (c *Conn) dataInFrom(q *pdu.SCSICommand, b []byte, from int) error {
 	p := c.Params()
 	edtl := int(q.EDTL)
 	n := min(len(b), edtl)
@@ -186,7 +196,7 @@ func (c *Conn) DataIn(q *pdu.SCSICommand, b []byte) error {
 		n = 0
 	}
 	seq := 0
-	for off := 0; off < n; {
+	for i, off := 0, 0; off < n; i++ {
 		k := min(n-off, p.InitiatorMaxRecvDSL, p.MaxBurstLength-seq)
 		last := off+k == n
 		d := &pdu.DataIn{Header: pdu.Header{ITT: q.ITT, LUN: q.LUN}, BufferOffset: uint32(off)}
@@ -199,8 +209,12 @@ func (c *Conn) DataIn(q *pdu.SCSICommand, b []byte) error {
 			d.HasStatus, d.Status = true, StatusGood
 			d.Underflow, d.Overflow, d.Residual = under, over, resid
 		}
-		if err := c.SendDataIn(d, b[off:off+k]); err != nil {
-			return err
+		if i >= from {
+			if err := c.SendDataIn(d, b[off:off+k]); err != nil {
+				return err
+			}
+		} else if last && !c.t.cfg.SeparateStatus {
+			break // all data acknowledged: status alone below
 		}
 		off += k
 		if last && !c.t.cfg.SeparateStatus {

@@ -134,6 +134,30 @@ type Config struct {
 	// IgnoreSNACK drops them.
 	RejectSNACK, IgnoreSNACK bool
 
+	// MaxConnections is the most connections a session may have (the
+	// answer is the minimum of the offer and this; default 1). Above 1,
+	// or with ErrorRecoveryLevel 2, connections share sessions
+	// (session.go): a login with the session's TSIH joins it, the command
+	// window is the session's, Logout reason 1/2 may name another
+	// connection, and TASK REASSIGN moves tasks of a lost connection.
+	MaxConnections int
+	// Time2Wait and Time2Retain are the DefaultTime2Wait (Maximum with
+	// the offer) and DefaultTime2Retain (Minimum with the offer; 0 means
+	// 20, negative 0) the target answers; after a connection is lost its
+	// tasks can be reassigned between Time2Wait and Time2Wait+Time2Retain.
+	Time2Wait, Time2Retain int
+	// ReassignResponse, when set, answers TASK REASSIGN for the task
+	// with ITT itt: any value but 0 (function complete) refuses it.
+	ReassignResponse func(itt uint32) uint8
+	// CutDataIn, when it returns true for the Data-In about to go out
+	// (ITT, DataSN), closes the connection instead; CutStatus likewise
+	// before the SCSI Response of itt (the task is then done, its status
+	// kept for a reassign); CutDataOut when a Data-Out at offset arrives
+	// (it is dropped).
+	CutDataIn  func(itt, dataSN uint32) bool
+	CutStatus  func(itt uint32) bool
+	CutDataOut func(itt, offset uint32) bool
+
 	// PortalGroupTag is the TargetPortalGroupTag the login answers
 	// (default 1).
 	PortalGroupTag int
@@ -210,6 +234,9 @@ type Target struct {
 	connCh     chan struct{} // closed and replaced when a connection is added
 	wg         sync.WaitGroup
 	nextTSIH   uint16
+	sessions   map[uint16]*session
+	execs      map[uint32]int
+	reassigned []uint32
 }
 
 // New returns a target with cfg.

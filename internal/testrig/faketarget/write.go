@@ -10,7 +10,8 @@ type writeTask struct {
 	cmd    pdu.SCSICommand
 	buf    []byte
 	got    int
-	finish func([]byte)
+	finish func(*Conn, []byte)
+	contig int // data received in order from offset 0
 
 	unsolOff  int    // next expected unsolicited offset
 	unsolEnd  int    // end of the first burst
@@ -30,11 +31,12 @@ type r2tState struct {
 
 // startWrite begins collecting the data of write command q (imm is its
 // immediate data); finish runs with the data once all of it is in.
-func (c *Conn) startWrite(q *pdu.SCSICommand, imm []byte, finish func([]byte)) {
+func (c *Conn) startWrite(q *pdu.SCSICommand, imm []byte, finish func(*Conn, []byte)) {
 	p := c.Params()
 	edtl := int(q.EDTL)
 	w := &writeTask{cmd: *q, buf: make([]byte, edtl), finish: finish}
 	w.got = copy(w.buf, imm)
+	w.contig = w.got
 	w.unsolOff, w.next = w.got, w.got
 	if !q.Final && edtl > w.got {
 		w.unsolEnd = min(p.FirstBurstLength, edtl)
@@ -69,7 +71,7 @@ func (c *Conn) progress(w *writeTask) {
 		c.mu.Lock()
 		delete(c.writes, w.cmd.ITT)
 		c.mu.Unlock()
-		w.finish(w.buf[:min(w.got, edtl)])
+		w.finish(c, w.buf[:min(w.got, edtl)])
 	}
 }
 
@@ -81,6 +83,10 @@ func (c *Conn) dataOut(d *pdu.DataOut, data []byte) {
 	c.mu.Unlock()
 	if w == nil {
 		return // aborted, or a command a hook handled
+	}
+	if cut := c.t.cfg.CutDataOut; cut != nil && cut(d.ITT, d.BufferOffset) {
+		c.Close()
+		return
 	}
 	p := c.Params()
 	v := func(format string, args ...any) {
@@ -114,6 +120,9 @@ func (c *Conn) dataOut(d *pdu.DataOut, data []byte) {
 		w.unsolSN = d.DataSN + 1
 		w.unsolOff = end
 		w.got += copy(w.buf[off:], data)
+		if off <= w.contig {
+			w.contig = max(w.contig, end)
+		}
 		if d.Final {
 			if end != w.unsolEnd {
 				v("unsolicited data ends at %d; it MUST equal min(FirstBurstLength, EDTL) = %d", end, w.unsolEnd)
@@ -152,6 +161,9 @@ func (c *Conn) dataOut(d *pdu.DataOut, data []byte) {
 	r.expDataSN = d.DataSN + 1
 	r.next = end
 	w.got += copy(w.buf[off:], data)
+	if off <= w.contig {
+		w.contig = max(w.contig, end)
+	}
 	if end >= r.end || d.Final {
 		if !d.Final {
 			v("last Data-Out of the R2T without the F bit")
