@@ -21,11 +21,18 @@ import (
 // (DefaultTime2Wait, DefaultTime2Retain) range over 0 to 3600 s.
 const maxAsyncWait = 3600 * time.Second
 
-// dropHold is what the last drop announcement asked of the next
-// reconnect; guarded by Session.recMu.
+// dropHold is what a drop announcement asked of the next reconnect.
 type dropHold struct {
 	notBefore   time.Time // Time2Wait after the announcement
 	retainUntil time.Time // notBefore + Time2Retain
+}
+
+// dropState is guarded by Session.recMu: the last announcement for the
+// session (session recovery, recovery.go) and for each announced
+// connection (ERL 2 connection recovery, connrecovery.go).
+type dropState struct {
+	sess  dropHold
+	conns map[*conn]dropHold
 }
 
 // announceDrop handles Async Message event 2 or 3 received on c.
@@ -33,37 +40,71 @@ func (s *Session) announceDrop(c *conn, a *pdu.AsyncMessage) {
 	wait := min(time.Duration(a.Param2)*time.Second, maxAsyncWait)
 	retain := min(time.Duration(a.Param3)*time.Second, maxAsyncWait)
 	now := time.Now()
+	h := dropHold{notBefore: now.Add(wait), retainUntil: now.Add(wait + retain)}
+	gone := []*conn{c}
+	if a.Event == 3 {
+		gone = s.allConns()
+	}
 	s.recMu.Lock()
-	s.drop = dropHold{notBefore: now.Add(wait), retainUntil: now.Add(wait + retain)}
+	s.drop.sess = h
+	if s.drop.conns == nil {
+		s.drop.conns = make(map[*conn]dropHold)
+	}
+	for _, x := range gone {
+		s.drop.conns[x] = h
+	}
 	s.recMu.Unlock()
 	s.log.WithField("event", a.Event).Warnf("target will drop %s (Time2Wait %v, Time2Retain %v); reconnecting no earlier than Time2Wait",
 		map[uint8]string{2: "this connection", 3: "every connection of the session"}[a.Event], wait, retain)
 	err := fmt.Errorf("target announced it drops the connection (async event %d, Time2Wait %v)", a.Event, wait)
-	if a.Event == 3 {
-		for _, x := range s.allConns() {
-			x.fail(err)
-		}
+	for _, x := range gone {
+		x.fail(err)
 	}
-	c.fail(err)
 }
 
-// dropWait returns how long a reconnect must still wait for the Time2Wait
-// of a drop announcement (0 when none is pending).
+// dropWait returns how long a session reconnect must still wait for the
+// Time2Wait of a drop announcement (0 when none is pending).
 func (s *Session) dropWait() time.Duration {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	return max(time.Until(s.drop.notBefore), 0)
+	return max(time.Until(s.drop.sess.notBefore), 0)
 }
 
-// dropDone clears the announcement once a reconnect succeeded, and says
-// so when it came after Time2Retain: the target has then ended the
-// announced connections' tasks, and they are issued again as new tasks.
+// dropDone clears the announcements once the session reconnected, and
+// says so when that came after Time2Retain: the target has then ended
+// the announced connections' tasks, and they are issued again as new
+// tasks.
 func (s *Session) dropDone() {
 	s.recMu.Lock()
-	d := s.drop
-	s.drop = dropHold{}
+	d := s.drop.sess
+	s.drop = dropState{}
 	s.recMu.Unlock()
 	if !d.retainUntil.IsZero() && time.Now().After(d.retainUntil) {
 		s.log.Warnf("reconnected %v after the target's Time2Retain ran out", time.Since(d.retainUntil).Round(time.Millisecond))
 	}
+}
+
+// connDrop returns (and forgets) the announcement for the lost
+// connection c: its connection recovery waits until notBefore instead of
+// DefaultTime2Wait and must be done by retainUntil instead of
+// DefaultTime2Retain.
+func (s *Session) connDrop(c *conn) (dropHold, bool) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	h, ok := s.drop.conns[c]
+	delete(s.drop.conns, c)
+	if ok {
+		s.drop.sess = dropHold{}
+	}
+	return h, ok
+}
+
+// dropNoRetain reports whether the target announced it drops c with
+// Time2Retain 0: it then ends c's tasks at once, and there is nothing
+// for connection recovery to reassign.
+func (s *Session) dropNoRetain(c *conn) bool {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	h, ok := s.drop.conns[c]
+	return ok && !h.retainUntil.After(h.notBefore)
 }

@@ -69,7 +69,7 @@ type Session struct {
 	hooks          []func(context.Context) error
 	reconnects     int64
 	lastRecovery   time.Duration
-	drop           dropHold // Async Message 2/3 timing (asyncdrop.go)
+	drop           dropState // Async Message 2/3 timing (asyncdrop.go)
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.
