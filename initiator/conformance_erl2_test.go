@@ -3,6 +3,7 @@ package initiator_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand"
 	"os"
 	"sync"
@@ -238,4 +239,119 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// 14.2: two connections (ImmediateData=No, InitialR2T=Yes,
+// FirstBurstLength 4096, MaxBurstLength 8194, target
+// MaxRecvDataSegmentLength 1024, ErrorRecoveryLevel 1); WRITEs on each
+// are answered with R2Ts; once the first Data-Out arrives on one
+// connection the target sends Async Message event 1 (logout requested,
+// Parameter3 5 s) on it. The initiator logs out that connection alone
+// (reason 1, its CID, the connection's ExpStatSN), sends nothing new on it
+// after the Logout, closes it, and goes on sending commands on the other.
+func TestConformanceLogoutRequestTwoConnections(t *testing.T) {
+	var asked sync.Once
+	tcfg := faketarget.Config{
+		ErrorRecoveryLevel: 1, MaxConnections: 2,
+		NoImmediateData: true, InitialR2T: true, FirstBurstLength: 4096, MaxBurstLength: 8194, MaxRecvDataSegmentLength: 1024,
+		OnDataOut: func(c *faketarget.Conn, _ *pdu.DataOut, _ []byte) bool {
+			if c.CID() == 0 {
+				asked.Do(func() { go c.SendAsync(1, 0, 0, 5, nil) })
+			}
+			return false
+		},
+	}
+	e := newEnv(t, tcfg, func(c *initiator.Config) {
+		if os.Getenv("LUNBRIDGE_ERL2_DEBUG") != "" {
+			lg := logrus.New()
+			lg.SetLevel(logrus.DebugLevel)
+			c.Logger = logrus.NewEntry(lg)
+		}
+		c.ErrorRecoveryLevel = 1
+		c.MaxConnections = 2
+		c.NoRecovery = false
+		c.InitialR2T = true
+		c.NoImmediateData = true
+		c.MaxRecvDataSegmentLength = 1024
+	})
+	if e.s.Connections() != 2 {
+		t.Fatalf("%d connections, want 2", e.s.Connections())
+	}
+	tsih := e.s.TSIH()
+	c1, err := e.tg.WaitConn(e.ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cdb := range [][]byte{scsi.Inquiry(false, 0, 96), scsi.TestUnitReady(), scsi.ReadCapacity10()} {
+		cmd := &initiator.Command{CDB: cdb}
+		if cdb[0] != 0x00 {
+			cmd.Read = make([]byte, 96)
+		}
+		if _, err := e.s.Do(e.ctx, cmd); err != nil {
+			t.Fatalf("%#x: %v", cdb[0], err)
+		}
+	}
+	// Writes (with verifying reads) until the first connection is gone
+	// and a few more have gone out on the second.
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewSource(9))
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			data := make([]byte, 16*512)
+			rng.Read(data)
+			lba := uint32(i%64) * 16
+			if _, err := e.s.Do(e.ctx, write10(lba, data)); err != nil {
+				errc <- err
+				return
+			}
+			rd := read10(lba, 16)
+			if _, err := e.s.Do(e.ctx, rd); err != nil || !bytes.Equal(rd.Read, data) {
+				errc <- fmt.Errorf("verify at LBA %d: %v", lba, err)
+				return
+			}
+		}
+	}()
+	lo, err := e.c.WaitOpcode(e.ctx, pdu.OpLogoutReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-e.c.Done()
+	after := len(ofOpcode(c1.Received(), pdu.OpSCSICommand))
+	waitFor(t, e.ctx, "commands on the remaining connection", func() bool {
+		return len(ofOpcode(c1.Received(), pdu.OpSCSICommand)) >= after+10
+	})
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatalf("workload: %v", err)
+	}
+	l := lo.PDU.(*pdu.LogoutRequest)
+	if l.Reason != pdu.LogoutCloseConnection || l.CID != e.c.CID() {
+		t.Fatalf("Logout reason %d CID %d, want 1 (close the connection) with CID %d", l.Reason, l.CID, e.c.CID())
+	}
+	if want := e.c.StatSN() - 1; l.ExpStatSN != want {
+		t.Fatalf("Logout ExpStatSN %d, want the connection's last ExpStatSN %d", l.ExpStatSN, want)
+	}
+	rs := e.c.Received()
+	for i, r := range rs {
+		if r.Opcode() == pdu.OpLogoutReq {
+			for _, x := range rs[i+1:] {
+				t.Errorf("%v itt %#x sent on the connection after its Logout", x.Opcode(), x.ITT())
+			}
+			break
+		}
+	}
+	if e.s.Connections() != 1 {
+		t.Fatalf("%d connections after the logout, want 1", e.s.Connections())
+	}
+	if r := e.s.Recovery(); r.Reconnects != 0 || e.s.TSIH() != tsih {
+		t.Fatalf("session reinstated (%d reconnects, TSIH %d was %d); only the connection should have been logged out", r.Reconnects, e.s.TSIH(), tsih)
+	}
+	e.noViolations()
 }

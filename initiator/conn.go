@@ -54,6 +54,11 @@ type conn struct {
 	expStatSN atomic.Uint32
 	lastRx    atomic.Int64 // UnixNano of the last bytes received
 
+	// leaving is set (under wmu) once the connection takes no new
+	// commands (a Logout of it is coming); loggedOut once it was logged
+	// out on purpose, so its loss starts no recovery (connlogout.go).
+	leaving, loggedOut atomic.Bool
+
 	failOnce sync.Once
 	err      error
 	down     bool          // set under Session.taskMu once the read loop failed its tasks

@@ -62,7 +62,7 @@ const maxConnRecovery = 60 * time.Second
 // never recoverable, Section 7.14).
 func (s *Session) beginConnRecovery(c *conn, err error) ([]*task, bool) {
 	p := s.Params()
-	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.dropNoRetain(c) || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) {
+	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.dropNoRetain(c) || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) || c.loggedOut.Load() {
 		return nil, false
 	}
 	s.recMu.Lock()
@@ -183,7 +183,7 @@ func (s *Session) failAllegiant(c *conn, err error) {
 	}
 }
 
-// sleepUntil waits d, or returns ErrSessionClosed when the session closes.
+// sleepFor waits d, or returns ErrSessionClosed when the session closes.
 func (s *Session) sleepFor(d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -199,6 +199,7 @@ func (s *Session) sleepFor(d time.Duration) error {
 }
 
 func (s *Session) runConnRecovery(c *conn, tasks []*task, t2w time.Duration, deadline time.Time) error {
+	lostAt := time.Now()
 	// No write of the lost connection may still be going out (it reads
 	// task buffers) once the tasks move to another connection.
 	<-c.wexit
@@ -214,7 +215,7 @@ func (s *Session) runConnRecovery(c *conn, tasks []*task, t2w time.Duration, dea
 		case <-ctx.Done():
 		}
 	}()
-	carrier, replaced, err := s.clearLostConn(ctx, c)
+	carrier, replaced, err := s.clearLostConn(ctx, c, lostAt)
 	if err != nil {
 		return err
 	}
@@ -261,7 +262,7 @@ func (s *Session) sessionGoingOn(ctx context.Context) error {
 // clearLostConn logs the lost connection out at the target and returns
 // the connection that will carry its tasks: a survivor after a Logout with
 // reason 2, or (replaced) a new connection with the same CID.
-func (s *Session) clearLostConn(ctx context.Context, c *conn) (carrier *conn, replaced bool, err error) {
+func (s *Session) clearLostConn(ctx context.Context, c *conn, lostAt time.Time) (carrier *conn, replaced bool, err error) {
 	if err := s.sessionGoingOn(ctx); err != nil {
 		return nil, false, err
 	}
@@ -283,8 +284,10 @@ func (s *Session) clearLostConn(ctx context.Context, c *conn) (carrier *conn, re
 	if r != nil {
 		t2w, err := s.logoutForRecovery(ctx, r, c)
 		if err == nil {
+			// The Logout Response's Time2Wait is the minimum wait
+			// before reassigning, counted from the loss.
 			if t2w > 0 {
-				if err := s.sleepFor(min(t2w, time.Until(deadlineOf(ctx)))); err != nil {
+				if err := s.sleepFor(min(time.Until(lostAt.Add(t2w)), time.Until(deadlineOf(ctx)))); err != nil {
 					return nil, false, err
 				}
 			}

@@ -316,3 +316,38 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 		ios.Load(), rec.ConnRecoveries, len(e.tg.Reassigned()))
 	keptSession(t, e, tsih)
 }
+
+// Closing the session while a connection recovery keeps failing to log
+// in ends it at once: the waiting command returns, and no goroutine stays
+// behind (newEnv's leak check).
+func TestConnRecoveryCloseDuringRecovery(t *testing.T) {
+	var once sync.Once
+	var tries atomic.Int32
+	e := erl2Env(t, 1, faketarget.Config{
+		CutDataIn: func(_, sn uint32) (hit bool) {
+			if sn == 1 {
+				once.Do(func() { hit = true })
+			}
+			return hit
+		},
+		OnLogin: func(c *faketarget.Conn, req *pdu.LoginRequest, _ []pdu.KV) bool {
+			if req.TSIH != 0 {
+				tries.Add(1)
+				c.SendLoginStatus(req, 3, 0x01)
+				return true
+			}
+			return false
+		},
+	}, nil)
+	ch := goDo(e.ctx, e.s, read10(0, 16))
+	waitFor(t, e.ctx, "a connection recovery login", func() bool { return tries.Load() > 0 })
+	start := time.Now()
+	e.s.Close()
+	r := await(t, e.ctx, ch)
+	if r.err == nil {
+		t.Fatal("read succeeded on a closed session")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the read returned %v after Close", d)
+	}
+}

@@ -21,7 +21,7 @@ func (c *conn) keepalive(interval, timeout time.Duration) {
 		case <-tick.C:
 		}
 		idle := time.Since(time.Unix(0, c.lastRx.Load()))
-		if idle < interval {
+		if idle < interval || c.leaving.Load() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -75,7 +75,7 @@ func (s *Session) Recovery() RecoveryStats {
 func (s *Session) startRecovery(c *conn, cause error) {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	if s.closed.Load() || s.rec.fatal != nil || s.connRec[c] {
+	if s.closed.Load() || s.rec.fatal != nil || s.connRec[c] || c.loggedOut.Load() {
 		return // (under ERL 2 connection recovery: connrecovery.go decides)
 	}
 	s.connMu.Lock()

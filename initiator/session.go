@@ -326,6 +326,9 @@ func (s *Session) liveConnLocked() *conn {
 		case <-c.done:
 			continue
 		default:
+			if c.leaving.Load() {
+				continue
+			}
 			return c
 		}
 	}
@@ -477,6 +480,12 @@ func (s *Session) issueNow(c *conn, t *task, immediate, willWait bool, send func
 		s.winMu.Unlock()
 		c.wmu.Unlock()
 		return false, nil, c.err
+	}
+	if c.leaving.Load() && t.kind != kindLogout {
+		// Being logged out: nothing new goes on it (Section 11.14).
+		s.winMu.Unlock()
+		c.wmu.Unlock()
+		return false, nil, &ConnError{Portal: c.portal, Err: errConnLeaving}
 	}
 	if t.kind == kindSCSI && s.heldLocked(t.lun) {
 		// A task-set TMF is outstanding for this LUN: a command sent now
@@ -1097,6 +1106,9 @@ func (s *Session) asyncEvent(c *conn, a *pdu.AsyncMessage, data []byte) {
 	case 1:
 		log.Warnf("target requests logout within %d s", a.Param3)
 		go func() {
+			if s.logoutOneConn(c, time.Duration(max(a.Param3, 1))*time.Second) {
+				return // MC/S: this connection alone (connlogout.go)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(max(a.Param3, 1))*time.Second)
 			defer cancel()
 			s.logoutConn(ctx, c)
