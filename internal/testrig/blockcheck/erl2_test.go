@@ -18,13 +18,15 @@ import (
 // but implements no recovery and one connection per session
 // (docs/architecture.md, internal/testrig/targets TestERLOffers); LIO
 // does both, in the VM lab (TestLIOERL2ConnectionRecovery). Besides the
-// history check, every session that negotiated ErrorRecoveryLevel 2
-// must have kept its TSIH: connection recovery, not reinstatement.
+// history check, every four-connection ErrorRecoveryLevel 2 session must
+// have kept its TSIH and never been reinstated (connection recovery),
+// and the connections lost must have been recovered inside the sessions.
 func erl2MCSConnKill(t *testing.T) {
 	r := scenario(t, "ERL 2 MC/S, connections killed one at a time", "device", "fake")
 	tg := faketarget.New(faketarget.Config{
 		NoRecord:           true,
 		ErrorRecoveryLevel: 2,
+		MaxConnections:     4,
 		LUNs:               []faketarget.LUNConfig{{Number: 0, Blocks: lunBytes / BlockSize, BlockSize: BlockSize}},
 	})
 	addr, err := tg.Listen()
@@ -63,23 +65,35 @@ func erl2MCSConnKill(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
+	var recovered int64
 	for _, sc := range seen {
-		t.Logf("client %d: TSIH %d at the end (%d at login), %d reconnects", sc.client, sc.endTSIH, sc.tsih, sc.reconnects)
-		if sc.erl == 2 && sc.conns > 1 && sc.closed && sc.endTSIH != sc.tsih {
-			t.Errorf("client %d: the ErrorRecoveryLevel 2 session was reinstated (TSIH %d, then %d)", sc.client, sc.tsih, sc.endTSIH)
+		t.Logf("client %d: TSIH %d at the end (%d at login), %d connection recoveries, %d session reinstatements", sc.client, sc.endTSIH, sc.tsih, sc.connRecoveries, sc.reconnects)
+		if sc.erl != 2 || sc.conns != 4 {
+			t.Errorf("client %d: ErrorRecoveryLevel %d with %d connections, want 2 with 4", sc.client, sc.erl, sc.conns)
 		}
+		if !sc.closed {
+			continue
+		}
+		if sc.endTSIH != sc.tsih || sc.reconnects != 0 {
+			t.Errorf("client %d: the ErrorRecoveryLevel 2 session was reinstated (TSIH %d, then %d; %d reinstatements)", sc.client, sc.tsih, sc.endTSIH, sc.reconnects)
+		}
+		recovered += sc.connRecoveries
+	}
+	if r.Faults > 0 && recovered == 0 {
+		t.Errorf("%d connections reset, none recovered inside its session", r.Faults)
 	}
 }
 
 // sessionCheck is what erl2MCSConnKill learns of one client's session.
 type sessionCheck struct {
-	client     int
-	tsih       uint16
-	erl        int
-	conns      int
-	closed     bool
-	endTSIH    uint16
-	reconnects int64
+	client         int
+	tsih           uint16
+	erl            int
+	conns          int
+	closed         bool
+	endTSIH        uint16
+	reconnects     int64
+	connRecoveries int64
 }
 
 // checkedLUN records the session's state when the workload closes it.
@@ -90,6 +104,7 @@ type checkedLUN struct {
 }
 
 func (c *checkedLUN) Close() error {
-	c.sc.closed, c.sc.endTSIH, c.sc.reconnects = true, c.s.TSIH(), c.s.Recovery().Reconnects
+	rs := c.s.Recovery()
+	c.sc.closed, c.sc.endTSIH, c.sc.reconnects, c.sc.connRecoveries = true, c.s.TSIH(), rs.Reconnects, rs.ConnRecoveries
 	return c.Target.Close()
 }
