@@ -128,7 +128,9 @@ type Config struct {
 	// The dropped PDU is still logged, with Received.Dropped set. A
 	// command whose CmdSN the target already received is discarded as a
 	// duplicate (Section 4.2.2.1) and recorded as a violation: only a
-	// command that never arrived may be retried.
+	// command that never arrived may be retried. Only without sessions
+	// (MaxConnections <= 1 and ErrorRecoveryLevel < 2), whose CmdSN
+	// checks session.go does.
 	DropCommand func(itt, cmdSN uint32) bool
 	// RejectSNACK answers every SNACK with a Reject (reason SNACK reject);
 	// IgnoreSNACK drops them.
