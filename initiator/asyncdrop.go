@@ -36,14 +36,45 @@ type dropState struct {
 }
 
 // announceDrop handles Async Message event 2 or 3 received on c.
+//
+// Event 2's Parameter1 is the CID of the connection to be dropped, which
+// need not be c: LIO announces, on a surviving connection, that it drops
+// one it has lost — possibly after this side already replaced that
+// connection with a new one of the same CID (connection recovery), so
+// the announcement may be about an earlier instance. A connection named
+// by a message it did not arrive on is therefore not closed here: if the
+// target does drop it, its read loop sees that and its recovery honours
+// the announced Time2Wait and Time2Retain; if the message was about an
+// earlier instance, the live one goes on. Closing it would make LIO
+// announce that drop in turn, and so on. A connection announced on
+// itself (UNH-IOL 20.2) is closed at once, and event 3 closes them all.
 func (s *Session) announceDrop(c *conn, a *pdu.AsyncMessage) {
 	wait := min(time.Duration(a.Param2)*time.Second, maxAsyncWait)
 	retain := min(time.Duration(a.Param3)*time.Second, maxAsyncWait)
 	now := time.Now()
 	h := dropHold{notBefore: now.Add(wait), retainUntil: now.Add(wait + retain)}
-	gone := []*conn{c}
-	if a.Event == 3 {
-		gone = s.allConns()
+	log := s.log.WithField("event", a.Event)
+	gone := s.allConns()
+	close := true
+	if a.Event == 2 {
+		var named *conn
+		for _, x := range gone {
+			if x.cid != a.Param1 {
+				continue
+			}
+			select {
+			case <-x.done:
+				log.Infof("target announces it drops connection %d (Time2Wait %v, Time2Retain %v), which is already lost", a.Param1, wait, retain)
+				return
+			default:
+				named = x
+			}
+		}
+		if named == nil {
+			log.Warnf("target announces it drops connection %d, which this session does not have: ignored", a.Param1)
+			return
+		}
+		gone, close = []*conn{named}, named == c
 	}
 	s.recMu.Lock()
 	s.drop.sess = h
@@ -54,8 +85,15 @@ func (s *Session) announceDrop(c *conn, a *pdu.AsyncMessage) {
 		s.drop.conns[x] = h
 	}
 	s.recMu.Unlock()
-	s.log.WithField("event", a.Event).Warnf("target will drop %s (Time2Wait %v, Time2Retain %v); reconnecting no earlier than Time2Wait",
-		map[uint8]string{2: "this connection", 3: "every connection of the session"}[a.Event], wait, retain)
+	what := "every connection of the session"
+	if a.Event == 2 {
+		what = fmt.Sprintf("connection %d", a.Param1)
+	}
+	if !close {
+		log.Warnf("target announces (on connection %d) it drops connection %d (Time2Wait %v, Time2Retain %v); leaving that to the target", c.cid, a.Param1, wait, retain)
+		return
+	}
+	log.Warnf("target will drop %s (Time2Wait %v, Time2Retain %v); reconnecting no earlier than Time2Wait", what, wait, retain)
 	err := fmt.Errorf("target announced it drops the connection (async event %d, Time2Wait %v)", a.Event, wait)
 	for _, x := range gone {
 		x.fail(err)
@@ -96,7 +134,7 @@ func (s *Session) connDrop(c *conn) (dropHold, bool) {
 	if ok {
 		s.drop.sess = dropHold{}
 	}
-	return h, ok
+	return h, ok && !h.stale()
 }
 
 // dropNoRetain reports whether the target announced it drops c with
@@ -106,5 +144,10 @@ func (s *Session) dropNoRetain(c *conn) bool {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
 	h, ok := s.drop.conns[c]
-	return ok && !h.retainUntil.After(h.notBefore)
+	return ok && !h.stale() && !h.retainUntil.After(h.notBefore)
 }
+
+// stale reports whether the connection the announcement named lived on
+// past its Time2Retain (and a grace second): then its loss now is not the
+// announced one.
+func (h dropHold) stale() bool { return time.Now().After(h.retainUntil.Add(time.Second)) }

@@ -27,12 +27,19 @@ func TestConformanceAsyncDropConnectionERL2(t *testing.T) {
 		wait, retain uint16
 		early, due   time.Duration
 		reinstate    bool
+		// onSurvivor sends event 2 on the other connection, Parameter1
+		// naming the one to drop, and the target then drops it (what
+		// LIO does); lost drops it first, so the message announces a
+		// loss the initiator already saw.
+		onSurvivor, lost bool
 	}{
 		// 20.2: Parameter2 0, Parameter3 1: reconnect within 1 s.
 		{name: "event2-survivor", ev: 2, wait: 0, retain: 1, early: 0, due: time.Second},
 		// 20.3: Parameter2 1, Parameter3 2: wait 1 s, no longer than 2 s.
 		{name: "event3", ev: 3, wait: 1, retain: 2, early: time.Second, due: 2 * time.Second},
 		{name: "event2-no-retain", ev: 2, wait: 0, retain: 0, due: time.Second, reinstate: true},
+		{name: "event2-on-survivor", ev: 2, wait: 0, retain: 1, due: time.Second, onSurvivor: true},
+		{name: "event2-already-lost", ev: 2, wait: 2, retain: 20, due: 3 * time.Second, onSurvivor: true, lost: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
@@ -84,8 +91,29 @@ func TestConformanceAsyncDropConnectionERL2(t *testing.T) {
 					b = c
 				}
 			}
+			on := a
+			if tc.onSurvivor {
+				on = b
+			}
 			sent := time.Now()
-			a.SendAsync(tc.ev, a.CID(), tc.wait, tc.retain, nil)
+			if tc.lost {
+				a.Close()
+				waitFor(t, e.ctx, "the initiator to see the loss", func() bool {
+					return e.s.Connections() == 1 || e.s.Recovery().ConnRecoveries > 0
+				})
+			}
+			on.SendAsync(tc.ev, a.CID(), tc.wait, tc.retain, nil)
+			if tc.onSurvivor && !tc.lost {
+				// Announced on another connection: the target drops it.
+				a.Close()
+			}
+			if tc.ev == 2 && !tc.reinstate {
+				select {
+				case <-b.Done():
+					t.Fatal("the initiator closed the connection the message came on, not the one it announced")
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
 			// The first recovery step: a Logout (reason 2) on the survivor,
 			// or the first new login.
 			var first time.Time
