@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,10 +24,34 @@ import (
 // connection logged in with the session's TSIH, the lost connection's tasks moved to it with
 // TASK REASSIGN — so the session is never reinstated, which is what makes LIO 6.1 oops with an
 // MC/S session (TestLIOMCSSessionRecovery). Asserted: same TSIH, no failed command, no session
-// reinstatement, the session back to four connections, and the LUN holds what the model says.
-// On failure the guest's dmesg is logged.
+// reinstatement, at least one connection recovery, the session back to four connections, and
+// the LUN holds what the model says. On failure the initiator's recovery log and the guest's
+// dmesg are logged.
+//
+// What LIO (Debian 6.1.0-57, 6.1.192) does, seen in four runs (2026-12-06): ERL 2 and
+// MaxConnections 4 are negotiated, the four connections log in. After the reset LIO announces,
+// on a surviving connection, Async Message event 2 with Parameter1 = the lost CID, Time2Wait 2,
+// Time2Retain 20 (which the initiator closed the wrong connection for until 6446802). After
+// Time2Wait the initiator logs the lost CID out with reason 2 on a survivor and sends TASK
+// REASSIGN for its tasks there. LIO answers every TASK REASSIGN whose task it holds with
+// response 255 "function rejected", with nothing in dmesg (runs 2-4). In run 1 LIO logged
+// "Unable to locate RefTaskTag: 0x65000000 in connection recovery command list" for one (its
+// answer was lost with the connection). This matches LIO's code: iscsit_tmr_task_reassign stores
+// iSCSI response codes (ISCSI_TMF_RSP_COMPLETE = 0, ..._NO_TASK = 1) in se_tmr->response, which
+// iscsit_build_task_mgt_rsp then converts as target-core codes (TMR_FUNCTION_FAILED = 0,
+// TMR_FUNCTION_COMPLETE = 1, ...): a reassignment LIO accepted (and goes on with) goes out as
+// "function rejected", a task it does not have as "function complete". The initiator takes the
+// rejection at its word and falls back to session reinstatement, and the guest kernel dies: a
+// NULL pointer dereference in target_release_cmd_kref <- transport_generic_free_cmd <-
+// iscsit_free_cmd <- iscsit_close_connection <- iscsit_take_action_for_connection_exit (runs 3,
+// 4), or the general protection fault of TestLIOMCSSessionRecovery in
+// iscsi_check_for_session_reinstatement (run 1). So the test cannot pass against this LIO; it
+// runs only with LUNBRIDGE_VMLAB_LIO_ERL2=1 (like LUNBRIDGE_VMLAB_LIO_OOPS), to reproduce.
 func TestLIOERL2ConnectionRecovery(t *testing.T) {
 	Require(t)
+	if os.Getenv("LUNBRIDGE_VMLAB_LIO_ERL2") != "1" {
+		t.Skip("LIO 6.1 answers TASK REASSIGN with inverted response codes and oopses on the fallback (see the comment); set LUNBRIDGE_VMLAB_LIO_ERL2=1 to run it")
+	}
 	start := time.Now()
 	erl := 2
 	lt := BootLIO(t, LIOOptions{ERL: &erl, MaxConnections: 4, SizeMB: 32, Timeout: 5 * time.Minute})
@@ -38,9 +63,10 @@ func TestLIOERL2ConnectionRecovery(t *testing.T) {
 		}
 		return out
 	}
+	var logs lockedBuffer
 	defer func() {
 		if t.Failed() {
-			t.Logf("guest dmesg:\n%s", dmesg())
+			t.Logf("initiator log (recovery lines):\n%s\nguest dmesg:\n%s", recoveryLines(logs.String(), 80), dmesg())
 		}
 	}()
 	px, err := faultproxy.New(lt.Portal)
@@ -50,10 +76,9 @@ func TestLIOERL2ConnectionRecovery(t *testing.T) {
 	defer px.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var logs lockedBuffer
 	lg := logrus.New()
 	lg.SetOutput(&logs)
-	lg.SetLevel(logrus.InfoLevel)
+	lg.SetLevel(logrus.DebugLevel)
 	s, err := initiator.Dial(ctx, initiator.Config{InitiatorName: lioInitiatorName, TargetName: lt.IQN,
 		Portal: px.Addr(), Logger: logrus.NewEntry(lg), ErrorRecoveryLevel: 2, MaxConnections: 4,
 		ReplacementTimeout: 60 * time.Second, LoginTimeout: 30 * time.Second, CommandTimeout: 30 * time.Second})
@@ -156,7 +181,22 @@ func TestLIOERL2ConnectionRecovery(t *testing.T) {
 }
 
 // connRecoveries is the session's count of ERL 2 connection recoveries.
-// TODO(m/erl2): the engine's counter; until it lands, none happen.
-func connRecoveries(s *initiator.Session) int64 { return 0 }
+func connRecoveries(s *initiator.Session) int64 { return s.Recovery().ConnRecoveries }
 
 func connRecovered(s *initiator.Session) bool { return connRecoveries(s) > 0 }
+
+// recoveryLines keeps the last n log lines about recovery (reassign,
+// logout, login, async messages, warnings).
+func recoveryLines(log string, n int) string {
+	var keep []string
+	for _, ln := range strings.Split(log, "\n") {
+		l := strings.ToLower(ln)
+		for _, w := range []string{"level=warn", "level=error", "reassign", "logout", "logged in", "recover", "async", "retried", "drop"} {
+			if strings.Contains(l, w) {
+				keep = append(keep, ln)
+				break
+			}
+		}
+	}
+	return lastLines(strings.Join(keep, "\n"), n)
+}
