@@ -65,6 +65,11 @@ func (s *Session) logoutOneConn(c *conn, d time.Duration) bool {
 		c.log.Warnf("%d commands still on the connection the target asked to log out; logging out the session", n)
 		return false
 	}
+	// The connection has no task and takes no new one: whatever the
+	// Logout's outcome, it is closed and dropped, and its loss (the
+	// target closes it after the Logout Response, possibly before we
+	// read that) starts no recovery.
+	c.loggedOut.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), min(d, s.tmfTimeout()))
 	defer cancel()
 	t := newTask(kindLogout)
@@ -75,16 +80,14 @@ func (s *Session) logoutOneConn(c *conn, d time.Duration) bool {
 			err = fmt.Errorf("iscsi: logout of connection %d refused (response %d)", c.cid, r.Response)
 		}
 	}
-	if err != nil {
-		c.log.WithError(err).Warn("logging out the connection failed")
-		c.fail(err) // recovery (connection or session) takes over
-		return true
-	}
-	c.loggedOut.Store(true)
 	c.fail(errConnLoggedOut)
 	<-c.exit
 	s.replaceConn(c, nil)
-	c.log.Info("connection logged out at the target's request; the session goes on with its other connections")
+	if err != nil {
+		c.log.WithError(err).Warn("logging out the connection failed; closed it (it had no commands)")
+	} else {
+		c.log.Info("connection logged out at the target's request; the session goes on with its other connections")
+	}
 	return true
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lunbridge/lunbridge/initiator"
 	"github.com/lunbridge/lunbridge/initiator/pdu"
 	"github.com/lunbridge/lunbridge/internal/testrig/faketarget"
 )
@@ -227,11 +228,23 @@ func TestConnRecoveryTime2RetainExpiry(t *testing.T) {
 // the TSIH never changes (no reinstatement), and no write is executed
 // twice.
 func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
-	// Each command takes 1 ms at the target, so that a dropped
-	// connection has commands in flight.
+	// Connections 0 and 2 are dropped when a command arrives on them
+	// (CutCommand: that command is executed where it is reassigned), so
+	// those drops have a task in flight; 1 and 3 at a random moment. Each
+	// command takes 1 ms at the target, so that there are often more.
+	var armed atomic.Int32
+	armed.Store(-1)
 	e := erl2Env(t, 4, faketarget.Config{LUNs: []faketarget.LUNConfig{{Blocks: 8192}}, NoRecord: true,
-		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) }}, nil)
+		OnConnect: func(c *faketarget.Conn) { c.SetDelay(time.Millisecond) },
+		CutCommand: func(c *faketarget.Conn, _ *pdu.SCSICommand) bool {
+			cid := int32(c.CID())
+			return armed.Load() == cid && armed.CompareAndSwap(cid, -1)
+		}}, nil)
 	tsih := e.s.TSIH()
+	lun, err := initiator.OpenLUN(e.ctx, e.s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const workers = 8
 	region := 8192 / workers
 	var ios, errs atomic.Int64
@@ -253,12 +266,28 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 				lba := w*region + rng.Intn(region-n)
 				data := make([]byte, n*512)
 				rng.Read(data)
-				_, err := e.s.Do(e.ctx, write10(uint32(lba), data))
-				if err == nil {
-					rd := read10(uint32(lba), uint16(n))
-					_, err = e.s.Do(e.ctx, rd)
-					if err == nil && !bytes.Equal(rd.Read, data) {
-						err = fmt.Errorf("verify mismatch at LBA %d", lba)
+				var err error
+				if w%2 == 0 {
+					// Session.Do, blocking.
+					_, err = e.s.Do(e.ctx, write10(uint32(lba), data))
+					if err == nil {
+						rd := read10(uint32(lba), uint16(n))
+						_, err = e.s.Do(e.ctx, rd)
+						if err == nil && !bytes.Equal(rd.Read, data) {
+							err = fmt.Errorf("verify mismatch at LBA %d", lba)
+						}
+					}
+				} else {
+					// The LUN handle; reads on the non-blocking path.
+					err = lun.WriteAt(e.ctx, data, int64(lba)*512, false)
+					if err == nil {
+						got := make([]byte, len(data))
+						ch := make(chan error, 1)
+						lun.StartReadAt(got, int64(lba)*512, func(err error) { ch <- err })
+						err = <-ch
+						if err == nil && !bytes.Equal(got, data) {
+							err = fmt.Errorf("verify mismatch at LBA %d (non-blocking read)", lba)
+						}
 					}
 				}
 				if err != nil {
@@ -269,24 +298,20 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 			}
 		}(w)
 	}
-	for k := 0; k < 4; k++ {
+	for cid := int32(0); cid < 4; cid++ {
 		time.Sleep(150 * time.Millisecond)
-		// Drop the oldest live connection of the session.
-		var victim *faketarget.Conn
-		for _, c := range e.tg.Conns() {
-			select {
-			case <-c.Done():
-			default:
-				if victim == nil && c.SessionTSIH() == tsih {
-					victim = c
+		before := e.s.Recovery().ConnRecoveries
+		if cid%2 == 0 {
+			// Drop connection cid at its next command.
+			armed.Store(cid)
+		} else {
+			// Drop it at a random moment.
+			for _, c := range e.tg.Conns() {
+				if c.CID() == uint16(cid) && c.SessionTSIH() == tsih {
+					c.Close()
 				}
 			}
 		}
-		if victim == nil {
-			t.Fatal("no live connection to drop")
-		}
-		before := e.s.Recovery().ConnRecoveries
-		victim.Close()
 		waitFor(t, e.ctx, "connection recovery", func() bool {
 			return e.s.Recovery().ConnRecoveries > before && e.s.Connections() == 4
 		})
@@ -309,8 +334,8 @@ func TestConnRecoveryFourConnsKillOneAtATime(t *testing.T) {
 	if info := e.s.Info(); info.ConnRecoveries != 4 || info.Connections != 4 {
 		t.Errorf("Info: %d connection recoveries, %d connections; want 4 and 4", info.ConnRecoveries, info.Connections)
 	}
-	if len(e.tg.Reassigned()) == 0 {
-		t.Error("no task was in flight on a dropped connection: nothing was reassigned")
+	if len(e.tg.Reassigned()) < 2 {
+		t.Errorf("%d tasks reassigned, want at least one per connection dropped at a command", len(e.tg.Reassigned()))
 	}
 	t.Logf("%d write-verify rounds, 4 connections dropped one at a time, %d connection recoveries, %d tasks reassigned",
 		ios.Load(), rec.ConnRecoveries, len(e.tg.Reassigned()))
@@ -349,5 +374,28 @@ func TestConnRecoveryCloseDuringRecovery(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("the read returned %v after Close", d)
+	}
+}
+
+// Close while the leading connection is lost and its recovery waits out
+// Time2Wait: the session is logged out on the surviving connection, and
+// Close reports success.
+func TestConnRecoveryCloseLogsOutOnSurvivor(t *testing.T) {
+	e := erl2Env(t, 2, faketarget.Config{Time2Wait: 2}, nil)
+	if p := e.s.Params(); p.DefaultTime2Wait != 2 {
+		t.Fatalf("DefaultTime2Wait %d, want 2", p.DefaultTime2Wait)
+	}
+	c1, err := e.tg.WaitConn(e.ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c.Close() // the leading connection
+	waitFor(t, e.ctx, "the loss to be seen", func() bool { return e.s.Connections() == 1 })
+	if err := e.s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	lo := ofOpcode(c1.Received(), pdu.OpLogoutReq)
+	if len(lo) != 1 || lo[0].PDU.(*pdu.LogoutRequest).Reason != pdu.LogoutCloseSession {
+		t.Fatalf("Logouts on the surviving connection: %v, want one closing the session", lo)
 	}
 }

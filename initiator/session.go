@@ -1170,6 +1170,17 @@ func (s *Session) CloseContext(ctx context.Context) error {
 	close(s.closeCh)
 	s.connMu.Lock()
 	c := s.conn
+	if c != nil {
+		select {
+		case <-c.done:
+			// (MC/S: the leading connection is lost and being
+			// recovered; log out on one that is alive.)
+			if lc := s.liveConnLocked(); lc != nil {
+				c = lc
+			}
+		default:
+		}
+	}
 	s.connMu.Unlock()
 	if c == nil {
 		return nil

@@ -261,6 +261,8 @@ func (m *metricSet) watchSession(device string, s *initiator.Session) {
 var (
 	descReconnects = prometheus.NewDesc("lunbridge_session_reconnects_total",
 		"Successful iSCSI session recoveries (re-logins after a lost connection).", []string{"device"}, nil)
+	descConnRecoveries = prometheus.NewDesc("lunbridge_session_conn_recoveries_total",
+		"Connections recovered inside the iSCSI session at ErrorRecoveryLevel 2 (same session, tasks reassigned).", []string{"device"}, nil)
 	descRecovering = prometheus.NewDesc("lunbridge_session_recovering",
 		"1 while the iSCSI session is recovering (I/O waits), else 0.", []string{"device"}, nil)
 	descLastRecovery = prometheus.NewDesc("lunbridge_session_last_recovery_seconds",
@@ -285,6 +287,7 @@ type sessionCollector struct{ m *metricSet }
 
 func (c sessionCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReconnects
+	ch <- descConnRecoveries
 	ch <- descRecovering
 	ch <- descLastRecovery
 }
@@ -299,6 +302,7 @@ func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
 			rec = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(r.Reconnects), dev)
+		ch <- prometheus.MustNewConstMetric(descConnRecoveries, prometheus.CounterValue, float64(r.ConnRecoveries), dev)
 		ch <- prometheus.MustNewConstMetric(descRecovering, prometheus.GaugeValue, rec, dev)
 		ch <- prometheus.MustNewConstMetric(descLastRecovery, prometheus.GaugeValue, r.LastDuration.Seconds(), dev)
 	}

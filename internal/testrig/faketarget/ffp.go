@@ -23,6 +23,11 @@ func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 		c.checkCommand(q, data)
 		if c.sess != nil {
 			c.sess.command(c, q)
+			if cut := cfg.CutCommand; cut != nil && cut(c, q) {
+				c.sess.keepPending(q.ITT, data)
+				c.Close()
+				return false
+			}
 		}
 	}
 	if cfg.OnPDU != nil && cfg.OnPDU(c, p, data) {

@@ -59,6 +59,19 @@ type sessTask struct {
 	statSN uint32
 	acked  bool
 	lostAt time.Time // when its connection went away (zero: live)
+	// pending: cut before it was executed (Config.CutCommand); imm is
+	// its immediate data.
+	pending bool
+	imm     []byte
+}
+
+// keepPending marks a command cut before execution.
+func (s *session) keepPending(itt uint32, imm []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.tasks[itt]; st != nil {
+		st.pending, st.imm = true, bytes.Clone(imm)
+	}
 }
 
 func (c *Config) sessions() bool { return c.MaxConnections > 1 || c.ErrorRecoveryLevel >= 2 }
@@ -319,6 +332,8 @@ func (c *Conn) reassign(q *pdu.TaskMgmtRequest) (resp uint8, resume func()) {
 	st.acked = false
 	read, status, sdata := st.read, st.status, st.sdata
 	cmd := st.cmd
+	pending, imm := st.pending, st.imm
+	st.pending, st.imm = false, nil
 	s.mu.Unlock()
 	c.t.noteReassign(q.RTT)
 
@@ -332,6 +347,12 @@ func (c *Conn) reassign(q *pdu.TaskMgmtRequest) (resp uint8, resume func()) {
 	c.r2tSN[q.RTT] = r2tSN
 	c.mu.Unlock()
 	switch {
+	case pending:
+		// Never executed: execute it here. Unsolicited data sent on the
+		// lost connection is gone: everything after the immediate data
+		// is asked for with R2Ts.
+		cmd.Final = true
+		return pdu.TMFRespComplete, func() { c.command(&cmd, imm) }
 	case w != nil:
 		// Data not all in: recovery R2Ts for the rest (from the end of
 		// what arrived in order), then the write executes here.

@@ -16,7 +16,11 @@
 // (SetWindow, SetWindowSize), skew StatSN (SetStatSN) or delay answers.
 // With Config.ErrorRecoveryLevel above 0 it keeps what it sent and serves
 // SNACKs, and scripted faults damage, drop or acknowledge-request Data-In
-// and status PDUs (erl.go).
+// and status PDUs (erl.go). With Config.MaxConnections above 1 or
+// ErrorRecoveryLevel 2, connections share sessions (session.go): added
+// connections join by TSIH, the command window is the session's, Logout
+// reason 2 and TASK REASSIGN recover a lost connection's tasks, and
+// Config.Cut* hooks drop a connection at a scripted point.
 //
 // While it serves, the target checks the initiator's side of the protocol
 // it can see — CmdSN inside the advertised window, Data-Out sizes, DataSN,
@@ -156,6 +160,10 @@ type Config struct {
 	// before the SCSI Response of itt (the task is then done, its status
 	// kept for a reassign); CutDataOut when a Data-Out at offset arrives
 	// (it is dropped).
+	// CutCommand, when it returns true for a SCSI command arriving on c
+	// (sessions only), closes c instead of executing it; the command is
+	// executed on the connection it is reassigned to.
+	CutCommand func(c *Conn, cmd *pdu.SCSICommand) bool
 	CutDataIn  func(itt, dataSN uint32) bool
 	CutStatus  func(itt uint32) bool
 	CutDataOut func(itt, offset uint32) bool
