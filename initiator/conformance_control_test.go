@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,84 @@ func TestConformanceAsyncDropConnection(t *testing.T) {
 			}
 			if res := await(t, e.ctx, pending); res.err == nil {
 				t.Error("the outstanding READ succeeded")
+			}
+			e.noViolations()
+		})
+	}
+	// The reconnect timing, with session recovery on: no login before
+	// Parameter2 (Time2Wait) after the message, the first one at once
+	// after it, inside Parameter3 (Time2Retain); the held READ is then
+	// issued again on the new connection and completes.
+	for _, tc := range []struct {
+		name       string
+		ev         uint8
+		wait       uint16 // Parameter2
+		retain     uint16 // Parameter3
+		early, due time.Duration
+	}{
+		// 20.2: Parameter2 0, Parameter3 1: reconnect within 1 s.
+		{"event2-reconnect", 2, 0, 1, 0, time.Second},
+		{"event2-time2wait", 2, 1, 2, time.Second, 2 * time.Second},
+		// 20.3: Parameter2 1, Parameter3 2: wait 1 s, but no longer than 2 s.
+		{"event3-time2wait", 3, 1, 2, time.Second, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logins := make(chan time.Time, 8)
+			var first atomic.Pointer[faketarget.Conn]
+			held := make(chan *pdu.SCSICommand, 1)
+			tcfg := faketarget.Config{
+				OnLogin: func(c *faketarget.Conn, req *pdu.LoginRequest, _ []pdu.KV) bool {
+					if len(c.Logins()) == 1 {
+						logins <- time.Now()
+					}
+					return false
+				},
+				OnCommand: func(c *faketarget.Conn, cmd *pdu.SCSICommand, _ []byte) bool {
+					if c != first.Load() || cmd.CDB[0] != 0x28 {
+						return false
+					}
+					held <- cmd
+					return true
+				},
+				OnConnect: func(c *faketarget.Conn) {
+					first.CompareAndSwap(nil, c)
+				},
+			}
+			e := newEnv(t, tcfg, func(cfg *initiator.Config) { cfg.NoRecovery = false })
+			<-logins // the session's own login
+			pending := goDo(e.ctx, e.s, read10(0, 1))
+			select {
+			case <-held:
+			case <-e.ctx.Done():
+				t.Fatal("no READ arrived")
+			}
+			sent := time.Now()
+			e.c.SendAsync(tc.ev, e.c.CID(), tc.wait, tc.retain, nil)
+			select {
+			case <-e.c.Done():
+			case <-e.ctx.Done():
+				t.Fatal("the initiator kept the connection open")
+			}
+			closed := time.Since(sent)
+			var at time.Time
+			select {
+			case at = <-logins:
+			case <-e.ctx.Done():
+				t.Fatal("the initiator never logged in again")
+			}
+			el := at.Sub(sent)
+			t.Logf("connection closed %v after the message, new login after %v", closed.Round(time.Millisecond), el.Round(time.Millisecond))
+			if el < tc.early {
+				t.Errorf("logged in again %v after the message, before Time2Wait (%v)", el, tc.early)
+			}
+			if el > tc.due {
+				t.Errorf("logged in again %v after the message, want within %v", el, tc.due)
+			}
+			if res := await(t, e.ctx, pending); res.err != nil {
+				t.Errorf("the READ failed after the reconnect: %v", res.err)
+			}
+			if n := e.s.Recovery().Reconnects; n != 1 {
+				t.Errorf("%d reconnects, want 1", n)
 			}
 			e.noViolations()
 		})

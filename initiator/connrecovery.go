@@ -62,7 +62,7 @@ const maxConnRecovery = 60 * time.Second
 // never recoverable, Section 7.14).
 func (s *Session) beginConnRecovery(c *conn, err error) ([]*task, bool) {
 	p := s.Params()
-	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) || c.loggedOut.Load() {
+	if p.ErrorRecoveryLvl < 2 || p.DefaultTime2Ret == 0 || s.dropNoRetain(c) || s.discovery || s.cfg.NoRecovery || s.closed.Load() || errors.Is(err, ErrSessionClosed) || c.loggedOut.Load() {
 		return nil, false
 	}
 	s.recMu.Lock()
@@ -132,6 +132,12 @@ func (s *Session) recoverConn(c *conn, tasks []*task, cause error) {
 	start := time.Now()
 	t2w := min(time.Duration(p.DefaultTime2Wait)*time.Second, maxConnRecovery)
 	deadline := start.Add(min(t2w+time.Duration(p.DefaultTime2Ret)*time.Second, maxConnRecovery))
+	if h, ok := s.connDrop(c); ok {
+		// Announced by an Async Message: its Time2Wait and Time2Retain
+		// (asyncdrop.go).
+		t2w = max(time.Until(h.notBefore), 0)
+		deadline = start.Add(min(time.Until(h.retainUntil), maxConnRecovery))
+	}
 	log := c.log.WithField("tasks", len(tasks))
 	log.WithError(cause).Warn("connection lost; recovering the connection (ERL 2), the session is kept")
 	err := s.runConnRecovery(c, tasks, t2w, deadline)

@@ -123,7 +123,9 @@ func (s *Session) recover(done chan struct{}) {
 		<-x.exit
 	}
 	for attempt := 0; ; attempt++ {
-		wait := backoff[min(attempt, len(backoff)-1)]
+		// An Async Message that announced the drop holds the first
+		// login back until its Time2Wait (asyncdrop.go).
+		wait := max(backoff[min(attempt, len(backoff)-1)], s.dropWait())
 		select {
 		case <-s.closeCh:
 			s.endRecovery(done, ErrSessionClosed)
@@ -154,6 +156,7 @@ func (s *Session) recover(done chan struct{}) {
 				c.fail(err)
 				return
 			}
+			s.dropDone()
 			s.endRecovery(done, nil)
 			// A connection that failed while this recovery was finishing
 			// found it still running and did not start another: do it now.

@@ -69,6 +69,7 @@ type Session struct {
 	hooks          []func(context.Context) error
 	reconnects     int64
 	lastRecovery   time.Duration
+	drop           dropState // Async Message 2/3 timing (asyncdrop.go)
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.
@@ -849,6 +850,9 @@ func (s *Session) tmfTimeout() time.Duration {
 // and session recovery takes over). When escalate returns, t is finished or
 // its connection is gone, so its buffers are free.
 func (s *Session) escalate(c *conn, t *task, why string) {
+	if why == "timed out" && s.retryCommand(c, t) {
+		return // a command that never arrived was sent again (retry.go)
+	}
 	log := s.log.WithField("itt", fmt.Sprintf("%#x", t.itt))
 	connGone := func() bool {
 		select {
@@ -1111,8 +1115,7 @@ func (s *Session) asyncEvent(c *conn, a *pdu.AsyncMessage, data []byte) {
 			c.fail(errors.New("target requested logout"))
 		}()
 	case 2, 3:
-		log.Warnf("target will drop the connection (Time2Wait %d s, Time2Retain %d s)", a.Param2, a.Param3)
-		c.fail(fmt.Errorf("target announced it drops the connection (async event %d)", a.Event))
+		s.announceDrop(c, a)
 	case 4:
 		log.Infof("target requests renegotiation; sending an empty Text Request")
 		go func() {

@@ -60,6 +60,7 @@ type task struct {
 	start     int64
 	timedOut  atomic.Bool
 	cancelled bool
+	retries   int // command retries (retry.go), escalation only
 
 	// TMF: function and referenced task; holding is set (under
 	// Session.winMu) while a task-set function holds new commands.

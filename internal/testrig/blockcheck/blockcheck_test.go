@@ -34,6 +34,7 @@ func TestHistory(t *testing.T) {
 	t.Run("device/lun-reset/istgt", func(t *testing.T) { deviceLUNReset(t, targets.KindIstgt) })
 	t.Run("multipath/path-flap/tgtd", func(t *testing.T) { multipathFlap(t, targets.KindTgtd) })
 	t.Run("device/busy-storm/fake", fakeStorm)
+	t.Run("device/erl2-mcs-conn-kill/fake", erl2MCSConnKill)
 	t.Run("mirror/leg-down/tgtd", mirrorLegDown)
 	t.Run("fuse/conn-reset/tgtd", func(t *testing.T) { fuseConnReset(t, targets.KindTgtd) })
 	t.Run("nbd/kill-9/tgtd", func(t *testing.T) { nbdKill9(t, targets.KindTgtd) })

@@ -79,6 +79,9 @@ type Conn struct {
 	tsih        uint16
 
 	erl erlState // ERL 1: what was sent, for SNACKs (erl.go)
+	// CmdSN gaps left by Config.DropCommand: the dropped CmdSNs, and
+	// the CmdSNs received beyond ExpCmdSN while a gap is open.
+	gaps, ahead map[uint32]bool
 
 	sess  *session    // MC/S and ERL 2 (session.go); nil otherwise
 	statQ []*sessTask // tasks whose status went out here, by StatSN (under sess.mu)
@@ -529,6 +532,16 @@ func (c *Conn) serve() {
 		if err != nil {
 			c.t.violate("unparsable PDU: %v", err)
 			c.SendReject(pdu.RejectProtocolError, b)
+			continue
+		}
+		if q, ok := p.(*pdu.SCSICommand); ok && c.t.cfg.DropCommand != nil && c.t.cfg.DropCommand(q.ITT, q.CmdSN) {
+			c.record(Received{Raw: b, PDU: p, Data: data, At: time.Now(), Dropped: true})
+			c.mu.Lock()
+			if c.gaps == nil {
+				c.gaps, c.ahead = map[uint32]bool{}, map[uint32]bool{}
+			}
+			c.gaps[q.CmdSN] = true
+			c.mu.Unlock()
 			continue
 		}
 		if c.sess != nil && !b.Opcode().IsTarget() {

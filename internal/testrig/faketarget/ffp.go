@@ -13,7 +13,9 @@ func serialGT(a, b uint32) bool { return int32(a-b) > 0 }
 // connection must end (after a Logout).
 func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 	cfg := &c.t.cfg
-	c.checkCmdSN(p)
+	if !c.checkCmdSN(p) {
+		return true // a duplicate: discarded
+	}
 	if q, ok := p.(*pdu.SCSICommand); ok {
 		c.mu.Lock()
 		c.lunOf[q.ITT] = q.LUN
@@ -84,8 +86,9 @@ func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 }
 
 // checkCmdSN checks the CmdSN of a request against the window the target
-// advertised (RFC 7143, Section 4.2.2.1).
-func (c *Conn) checkCmdSN(p pdu.PDU) {
+// advertised (RFC 7143, Section 4.2.2.1). It returns false for a
+// duplicate, which the target discards.
+func (c *Conn) checkCmdSN(p pdu.PDU) bool {
 	var sn uint32
 	switch q := p.(type) {
 	case *pdu.SCSICommand:
@@ -99,29 +102,48 @@ func (c *Conn) checkCmdSN(p pdu.PDU) {
 	case *pdu.NopOut:
 		sn = q.CmdSN
 	default:
-		return
+		return true
 	}
 	h := p.Hdr()
 	if c.sess != nil {
 		c.sess.checkCmdSN(c.t, h, sn)
-		return
+		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	gap := len(c.gaps) > 0
 	if h.Immediate {
-		// "An immediate command carries the current CmdSN."
-		if sn != c.expCmdSN {
+		// "An immediate command carries the current CmdSN" — which is
+		// past ExpCmdSN while a dropped command leaves a gap.
+		if sn != c.expCmdSN && !(gap && serialGT(sn, c.expCmdSN)) {
 			c.t.violate("immediate %v itt %#x carries CmdSN %d, the current CmdSN is %d", h.Opcode, h.ITT, sn, c.expCmdSN)
 		}
-		return
+		return true
 	}
 	if serialGT(sn, c.advMax) {
 		c.t.violate("%v itt %#x sent with CmdSN %d beyond the advertised MaxCmdSN %d", h.Opcode, h.ITT, sn, c.advMax)
 	}
-	if sn != c.expCmdSN {
-		c.t.violate("%v itt %#x has CmdSN %d, expected %d", h.Opcode, h.ITT, sn, c.expCmdSN)
+	if c.gaps != nil && (serialGT(c.expCmdSN, sn) || c.ahead[sn]) {
+		// "The target MUST silently ignore ... non-immediate
+		// duplicates" (Section 4.2.2.1).
+		c.t.violate("%v itt %#x with CmdSN %d, which the target already received (ExpCmdSN %d): discarded as a duplicate", h.Opcode, h.ITT, sn, c.expCmdSN)
+		return false
 	}
-	c.expCmdSN = sn + 1
+	delete(c.gaps, sn)
+	switch {
+	case gap && serialGT(sn, c.expCmdSN):
+		c.ahead[sn] = true // waits behind the gap
+	case sn != c.expCmdSN:
+		c.t.violate("%v itt %#x has CmdSN %d, expected %d", h.Opcode, h.ITT, sn, c.expCmdSN)
+		c.expCmdSN = sn + 1
+	default:
+		c.expCmdSN = sn + 1
+		for c.ahead[c.expCmdSN] {
+			delete(c.ahead, c.expCmdSN)
+			c.expCmdSN++
+		}
+	}
+	return true
 }
 
 // checkCommand checks the SCSI Command rules of RFC 7143, Sections 11.3 and

@@ -124,6 +124,18 @@ type Config struct {
 	// StatSN it was given), keeps it for a Status SNACK but does not send
 	// it: the initiator sees a StatSN gap at the next status.
 	DropStatus func(itt, statSN uint32) bool
+	// DropCommand, when it returns true for a SCSI Command PDU (ITT,
+	// CmdSN), discards it and its immediate data as if its header digest
+	// had failed (RFC 7143, Section 7.8): the target's ExpCmdSN stays at
+	// the command (later commands are served, but not acknowledged until
+	// the gap is filled), and a retry with the same CmdSN fills it (initiator command retry, Section 6.2.1).
+	// The dropped PDU is still logged, with Received.Dropped set. A
+	// command whose CmdSN the target already received is discarded as a
+	// duplicate (Section 4.2.2.1) and recorded as a violation: only a
+	// command that never arrived may be retried. Only without sessions
+	// (MaxConnections <= 1 and ErrorRecoveryLevel < 2), whose CmdSN
+	// checks session.go does.
+	DropCommand func(itt, cmdSN uint32) bool
 	// RejectSNACK answers every SNACK with a Reject (reason SNACK reject);
 	// IgnoreSNACK drops them.
 	RejectSNACK, IgnoreSNACK bool
@@ -397,6 +409,8 @@ type Received struct {
 	// MaxCmdSN is the largest valid MaxCmdSN the target had advertised
 	// when the PDU arrived.
 	MaxCmdSN uint32
+	// Dropped is set for a command Config.DropCommand discarded.
+	Dropped bool
 }
 
 // Opcode returns the PDU's opcode.
