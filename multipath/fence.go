@@ -81,6 +81,13 @@ func (d *Device) runFence(p *Path, n *nexus) {
 	defer d.wg.Done()
 	if tf, ok := n.conn.(timeFencer); ok {
 		at, how := tf.fenceAfter()
+		if at.IsZero() { // nothing bounds the association: never proven
+			select {
+			case <-n.dead:
+			case <-d.ctx.Done():
+			}
+			return
+		}
 		tm := time.NewTimer(time.Until(at))
 		defer tm.Stop()
 		select {

@@ -31,8 +31,11 @@ import (
 // (KATO) after the abortive close, which ended every command we sent
 // (NVMe Base 2.0, Section 3.9: on a Keep Alive Timeout the controller
 // stops processing commands of the association; Linux nvmet on a reset
-// connection tears the queues down at once). Reads and Flush are
-// re-issued at once.
+// connection tears the queues down at once): nvmetcp.FenceAfter, the
+// rule a single-path controller follows after a reconnect. Reads and
+// Flush are re-issued at once. Without a keep-alive timeout
+// (KeepAlive < 0) nothing proves the association dead and such a write
+// fails.
 func OpenNVMe(ctx context.Context, cfgs []nvmetcp.Config, nsid uint32, opts Options) (*Device, error) {
 	if len(cfgs) == 0 {
 		return nil, errors.New("multipath: no paths")
@@ -173,8 +176,9 @@ func (c *nvmeConn) Nexus() (string, int, uint16) {
 }
 
 // fenceAfter is when every command of the association is surely ended:
-// the keep-alive timeout after the abortive close (plus a second for
-// the controller's timer granularity; Linux nvmet checks every KATO).
+// nvmetcp.FenceAfter, the rule the single-path controller follows too
+// (2×KATO + 1 s after the abortive close); the zero Time without a
+// keep-alive timeout (never).
 func (c *nvmeConn) fenceAfter() (time.Time, string) {
 	c.mu.Lock()
 	at := c.abortedAt
@@ -182,8 +186,8 @@ func (c *nvmeConn) fenceAfter() (time.Time, string) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	wait := 2*c.kato + time.Second
-	return at.Add(wait), fmt.Sprintf("keep-alive timeout: %v since the association was reset", wait)
+	until := nvmetcp.FenceAfter(at, c.kato)
+	return until, fmt.Sprintf("keep-alive timeout: %v since the association was reset", until.Sub(at))
 }
 
 func (c *nvmeConn) anaChanged() <-chan struct{} { return c.c.ANAChanged() }

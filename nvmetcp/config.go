@@ -40,14 +40,19 @@ type Config struct {
 	// HeaderDigest and DataDigest ask for CRC32C digests.
 	HeaderDigest, DataDigest bool
 	// KeepAlive is the keep-alive timeout (KATO) given in Connect; a Keep
-	// Alive command goes out every KeepAlive/2. Default 10 s; negative: none.
+	// Alive command goes out every KeepAlive/2. Default 10 s; negative:
+	// none. It also bounds the write fence after a reconnect (fence.go):
+	// write-class commands wait until 2×KeepAlive + 1 s after the old
+	// association was reset; without a keep-alive timeout nothing bounds
+	// the old association and they fail after a reconnect.
 	KeepAlive time.Duration
 	// CommandTimeout bounds one command; on expiry the queue's connection
 	// is closed and the controller reconnected (default 30 s).
 	CommandTimeout time.Duration
 	// ReconnectTimeout is how long a command waits for the association to
 	// come back after a connection fails, retrying (default 30 s;
-	// negative: fail at once).
+	// negative: fail at once). A write-class command whose write fence
+	// would end later fails at once with blockdev.ErrUnavailable.
 	ReconnectTimeout time.Duration
 	// NoReconnect: once a connection fails the controller stays down
 	// (every command fails with ErrConnection) and Done is closed; the

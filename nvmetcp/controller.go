@@ -39,6 +39,16 @@ type Controller struct {
 	downOne sync.Once
 	anaCh   chan struct{} // an ANA change event arrived (buffer 1)
 	aerDone chan struct{} // closed when the event loop ends
+
+	// closedAt is when reconnect last reset an association's
+	// connections (zero: never); write-class commands wait for its
+	// fence (fence.go). fencedGen is the association whose fence was
+	// counted.
+	closedAt   time.Time
+	fencedGen  uint64
+	reconnects atomic.Int64
+	fences     atomic.Int64
+	fencedCmds atomic.Int64
 }
 
 // Dial connects to the controller cfg names: admin queue, enable,
@@ -407,7 +417,11 @@ func (c *Controller) queue(ctx context.Context, admin bool) (*queue, uint64, err
 // reconnect re-establishes the association; c.mu held.
 func (c *Controller) reconnect(ctx context.Context) error {
 	cause := c.broken
-	c.teardown()
+	had := c.admin != nil
+	c.teardown() // every queue closes with a TCP reset (queue.fail)
+	if had {
+		c.closedAt = time.Now() // the write fence counts from here
+	}
 	if c.closed {
 		return blockdev.ErrClosed
 	}
@@ -417,6 +431,7 @@ func (c *Controller) reconnect(ctx context.Context) error {
 		c.broken = err
 		return fmt.Errorf("%w: reconnect after %v: %v", ErrConnection, cause, err)
 	}
+	c.reconnects.Add(1)
 	return nil
 }
 
@@ -448,7 +463,9 @@ func (c *Controller) Close() error {
 }
 
 // exec runs one command on a live queue, re-establishing the association
-// and retrying while connections fail, up to ReconnectTimeout.
+// and retrying while connections fail, up to ReconnectTimeout. After a
+// reconnect, write-class commands wait for the old association's fence
+// (fence.go); reads go at once.
 //
 // before, when set, runs ahead of every attempt with the association's
 // number (the namespace checks it is still the same medium).
@@ -458,6 +475,15 @@ func (c *Controller) exec(ctx context.Context, admin bool, op string, sqe pdu.SQ
 	for attempt := 0; ; attempt++ {
 		q, gen, err := c.queue(ctx, admin)
 		var cqe pdu.CQE
+		if err == nil && writeClass(admin, sqe.Opcode) {
+			waited, ferr := c.fence(ctx, deadline)
+			if ferr != nil {
+				return cqe, fmt.Errorf("%s: %w", op, ferr)
+			}
+			if waited {
+				continue // take a queue again: the association may have changed
+			}
+		}
 		if err == nil && before != nil {
 			if err = before(ctx, gen); err != nil && !isConnErr(err) {
 				return cqe, err
@@ -555,14 +581,7 @@ func (c *Controller) Abort() {
 	defer c.mu.Unlock()
 	c.closed = true
 	c.downOne.Do(func() { close(c.down) })
-	for _, q := range append([]*queue{c.admin}, c.io...) {
-		if q != nil {
-			if tc, ok := q.conn.(interface{ SetLinger(int) error }); ok {
-				tc.SetLinger(0)
-			}
-		}
-	}
-	c.teardown()
+	c.teardown() // queue.fail closes with a TCP reset
 }
 
 // Admin runs an admin command; in receives the controller's data.

@@ -17,6 +17,13 @@
 // so that multipath, which owns several associations, decides what
 // happens next; Abort ends one with TCP resets.
 //
+// No ghost writes: without NoReconnect a failed association is
+// re-established by the next command, but write-class commands (all
+// but Read) wait until FenceAfter(reset, KATO), when the old
+// association can hold no command any more (fence.go); reads go at
+// once. multipath follows the same rule. Controller.Stats counts
+// reconnects and fences.
+//
 // It owns Controller, Namespace, the per-connection queue and its read
 // loop, and discovery (the discovery log page). It imports the pure codec
 // nvmetcp/pdu, blockdev and logrus; it must not import initiator or

@@ -271,7 +271,7 @@ func TestMisbehaviour(t *testing.T) {
 // I/O completes with no error.
 func TestReconnect(t *testing.T) {
 	f := fake(t, fakenvme.Config{})
-	n := open(t, f, 1, Config{ReconnectTimeout: 10 * time.Second, CommandTimeout: 2 * time.Second})
+	n := open(t, f, 1, Config{ReconnectTimeout: 10 * time.Second, CommandTimeout: 2 * time.Second, KeepAlive: 200 * time.Millisecond})
 	hostID := f.HostID.Load()
 	connects := f.Connects.Load()
 	// Dropped while idle: the next command reconnects. Then dropped

@@ -116,13 +116,18 @@ func (q *queue) icReq(ctx context.Context, cfg *Config) error {
 	return nil
 }
 
-// fail ends the queue: the connection is closed, and the read loop's exit
-// fails every outstanding request with err.
+// fail ends the queue: the connection is closed with a TCP reset
+// (SO_LINGER 0), so nothing still queued in our kernel reaches the
+// controller later (and restarts its keep-alive timer, see fence.go),
+// and the read loop's exit fails every outstanding request with err.
 func (q *queue) fail(err error) {
 	q.failOnce.Do(func() {
 		q.mu.Lock()
 		q.err = err
 		q.mu.Unlock()
+		if tc, ok := q.conn.(interface{ SetLinger(int) error }); ok {
+			tc.SetLinger(0)
+		}
 		q.conn.Close()
 		if q.onFail != nil {
 			q.onFail(q, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/lunbridge/lunbridge/multipath"
 	"github.com/lunbridge/lunbridge/multipath/mirror"
 	"github.com/lunbridge/lunbridge/nbdbridge"
+	"github.com/lunbridge/lunbridge/nvmetcp"
 )
 
 // What an instance publishes (`lunbridge status`, `lunbridge status NAME`).
@@ -45,6 +46,7 @@ type instanceDetail struct {
 	// single path, one per path (multipath), per leg (mirror).
 	Sessions     []sessionView  `json:"sessions"`
 	Multipath    *multipathView `json:"multipath,omitempty"`
+	NVMe         *nvmeView      `json:"nvme,omitempty"` // a single-path NVMe/TCP namespace
 	Mirror       *mirrorView    `json:"mirror,omitempty"`
 	NBD          *nbdView       `json:"nbd,omitempty"`
 	KernelDevice string         `json:"kernel_device,omitempty"`
@@ -57,6 +59,16 @@ type sessionView struct {
 	Leg  string `json:"leg,omitempty"`  // mirror leg A or B
 	Path *int   `json:"path,omitempty"` // multipath path index
 	initiator.SessionInfo
+}
+
+// nvmeView is a single-path NVMe/TCP namespace's controller: where it
+// is and its counters (reconnects, and write fences after them).
+type nvmeView struct {
+	Address string `json:"address"`
+	SubNQN  string `json:"subsystem"`
+	CntlID  uint16 `json:"cntlid"`
+	NSID    uint32 `json:"nsid"`
+	nvmetcp.Stats
 }
 
 // multipathView is multipath.Status with a snake_case identity.
@@ -231,6 +243,10 @@ func (t *controlTarget) detail() *instanceDetail {
 	switch dv := dev.(type) {
 	case *initiator.LUN:
 		addLUN("", dv)
+	case *nvmetcp.Namespace:
+		c := dv.Controller()
+		info := c.Info()
+		d.NVMe = &nvmeView{Address: c.Config().Addr, SubNQN: info.SubNQN, CntlID: info.CntlID, NSID: dv.NSID(), Stats: c.Stats()}
 	case *multipath.Device:
 		d.Multipath = viewMultipath(dv.Status())
 		addMultipath("", d.Multipath.Status)

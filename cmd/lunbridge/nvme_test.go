@@ -2,14 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lunbridge/lunbridge/internal/testrig/fakenvme"
+	"github.com/lunbridge/lunbridge/nvmetcp"
 	"github.com/lunbridge/lunbridge/nvmetcp/pdu"
 )
 
@@ -177,5 +180,51 @@ func TestNVMeMultipathCLI(t *testing.T) {
 	r.mustOK(t, "ls nvme+tcp://")
 	if !strings.Contains(r.stdout, "NGUID/EUI64") || !strings.Contains(r.stdout, " optimized ") || strings.Count(r.stdout, "\n") != 3 {
 		t.Fatalf("ls table:\n%s", r.stdout)
+	}
+}
+
+// TestNVMeStatusFences: `lunbridge status NAME` of a single-path NVMe/TCP
+// namespace shows its controller's reconnects and write fences.
+func TestNVMeStatusFences(t *testing.T) {
+	f, err := fakenvme.Listen(fakenvme.Config{Namespaces: []fakenvme.NSConfig{{BlockSize: 512, Blocks: 2048}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := nvmetcp.Dial(ctx, nvmetcp.Config{Addr: f.Addr(), SubNQN: f.NQN(), KeepAlive: 200 * time.Millisecond, IOQueues: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := nvmetcp.OpenNamespace(ctx, c, 1)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	n.SetOwnsController(true)
+	defer n.Close()
+	var once atomic.Bool
+	f.SetFault(func(qid uint16, sqe pdu.SQE) fakenvme.Fault {
+		if qid > 0 && sqe.Opcode == pdu.IOWrite && once.CompareAndSwap(false, true) {
+			return fakenvme.FaultClose
+		}
+		return fakenvme.FaultNone
+	})
+	if err := n.WriteAt(ctx, make([]byte, 512), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	ct := &controlTarget{}
+	ct.setDevice(n, false)
+	d := ct.detail()
+	if d.NVMe == nil || d.NVMe.Reconnects != 1 || d.NVMe.FencesKATO != 1 || d.NVMe.FencedCommands != 1 {
+		t.Fatalf("nvme view %+v, want 1 reconnect, 1 fence, 1 held command", d.NVMe)
+	}
+	var b strings.Builder
+	if err := printInstance(&b, d); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "1 reconnects, 1 write fences (keep-alive timeout), 1 commands held") {
+		t.Errorf("status:\n%s", b.String())
 	}
 }

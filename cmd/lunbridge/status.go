@@ -227,6 +227,10 @@ func printInstance(w io.Writer, d *instanceDetail) error {
 	if d.WWID != "" || d.Serial != "" {
 		fmt.Fprintf(w, "  identity   wwid %s, serial %s\n", dash(d.WWID), dash(d.Serial))
 	}
+	if v := d.NVMe; v != nil {
+		fmt.Fprintf(w, "  nvme       %s %s nsid %d, cntlid %d: %d reconnects, %d write fences (keep-alive timeout), %d commands held\n",
+			v.Address, v.SubNQN, v.NSID, v.CntlID, v.Reconnects, v.FencesKATO, v.FencedCommands)
+	}
 	if n := d.NBD; n != nil {
 		fmt.Fprintf(w, "  nbd        %s (%d clients connected, %d since start, %d requests)\n", n.URI, n.Clients, n.ConnectionsTotal, n.RequestsCompleted)
 	}

@@ -20,6 +20,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lunbridge/lunbridge/nvmetcp/pdu"
 )
@@ -64,6 +65,9 @@ type Config struct {
 	// NoANAEvents: never complete Asynchronous Event Requests (a
 	// controller that does not send ANA change notices).
 	NoANAEvents bool
+	// LateApply is how long after FaultCutLate's cut the write lands
+	// (default 1 s).
+	LateApply time.Duration
 }
 
 // Fault is a misbehaviour for one command.
@@ -79,6 +83,12 @@ const (
 	FaultClose             // close the connection
 	FaultRefuse            // answer Invalid Command Opcode
 	FaultRefuseLinux       // answer SCT 1 SC 0x83, as Linux nvmet for an unsupported Write Zeroes/DSM
+	// FaultCutLate: close the connection without answering; an
+	// in-capsule Write still lands on the namespace Config.LateApply
+	// later, as on a real target whose dying controller finishes the
+	// backend I/O after the host lost the connection (a ghost write
+	// unless the host waits). Other commands: as FaultClose.
+	FaultCutLate
 )
 
 // Controller is the fake.
@@ -100,6 +110,7 @@ type Controller struct {
 
 	// Stats.
 	ANARefused, ANALogs, ANAEvents                                                       atomic.Int64 // I/O refused with an ANA status; ANA log reads; ANA change events sent
+	LateWrites                                                                           atomic.Int64 // FaultCutLate writes landed
 	Connects, KeepAlives, InCapsule, R2Ts, Reads, Writes, Flushes, Zeroes, Trims, Aborts atomic.Int64
 	HostNQN                                                                              atomic.Value // string of the last Connect
 	HostID                                                                               atomic.Value // [16]byte
@@ -481,6 +492,10 @@ func (s *session) command(sqe pdu.SQE, data []byte) error {
 		case FaultClose:
 			s.conn.Close()
 			return errTerm
+		case FaultCutLate:
+			s.conn.Close()
+			s.applyLate(sqe, data)
+			return errTerm
 		case FaultRefuse:
 			s.respond(sqe.CID, status(scInvalidOp), 0)
 			return nil
@@ -812,6 +827,30 @@ func (s *session) io(sqe pdu.SQE, data []byte) error {
 		s.respond(sqe.CID, status(scInvalidOp), 0)
 	}
 	return nil
+}
+
+// applyLate lands an in-capsule write Config.LateApply from now.
+func (s *session) applyLate(sqe pdu.SQE, data []byte) {
+	c := s.c
+	if sqe.Opcode != pdu.IOWrite || s.qid == 0 || data == nil {
+		return
+	}
+	store, off, n, ok := s.lba(sqe)
+	if !ok || int64(len(data)) != n {
+		return
+	}
+	d := c.cfg.LateApply
+	if d <= 0 {
+		d = time.Second
+	}
+	c.wg.Add(1)
+	time.AfterFunc(d, func() {
+		defer c.wg.Done()
+		c.mu.Lock()
+		copy(store[off:off+n], data)
+		c.mu.Unlock()
+		c.LateWrites.Add(1)
+	})
 }
 
 func (s *session) r2t(cid uint16, w *pendingWrite) {
