@@ -100,10 +100,13 @@ func (h *blkHash) Write(p []byte) (int, error) {
 		h.outer.Write(d[:])
 		h.pending = h.pending[:0]
 	}
-	for len(p) >= BlkhashBlockSize {
-		d := blockDigest(p[:BlkhashBlockSize])
-		h.outer.Write(d[:])
-		p = p[BlkhashBlockSize:]
+	if whole := len(p) / BlkhashBlockSize * BlkhashBlockSize; whole > 0 {
+		var d [16 * sha256.Size]byte
+		for whole > 0 {
+			k := min(whole, 16*BlkhashBlockSize)
+			h.outer.Write(appendBlockDigests(d[:0], p[:k]))
+			p, whole = p[k:], whole-k
+		}
 	}
 	h.pending = append(h.pending, p...)
 	return n, nil
@@ -217,13 +220,37 @@ func taskDigests(t *task, rel int64) {
 	if rel%BlkhashBlockSize != 0 || t.hashN < BlkhashBlockSize {
 		return
 	}
-	blocks := t.hashN / BlkhashBlockSize
-	d := make([]byte, 0, blocks*sha256.Size)
-	for i := range blocks {
-		s := blockDigest(t.buf[i*BlkhashBlockSize : (i+1)*BlkhashBlockSize])
+	blocks := int(t.hashN / BlkhashBlockSize)
+	t.digests = appendBlockDigests(make([]byte, 0, blocks*sha256.Size), t.buf[:blocks*BlkhashBlockSize])
+}
+
+// appendBlockDigests appends the digests of p's whole blocks (len(p) a
+// multiple of BlkhashBlockSize), two data blocks at a time where it can
+// (sum256x2: about 1.6 times one stream's rate with SHA-NI).
+func appendBlockDigests(d, p []byte) []byte {
+	var pend []byte // a data block waiting for a partner
+	for ; len(p) >= BlkhashBlockSize; p = p[BlkhashBlockSize:] {
+		b := p[:BlkhashBlockSize]
+		if isZero(b) {
+			if pend != nil { // keep the order: the waiting block first
+				s := sha256.Sum256(pend)
+				d, pend = append(d, s[:]...), nil
+			}
+			d = append(d, zeroBlockDigest[:]...)
+			continue
+		}
+		if pend == nil {
+			pend = b
+			continue
+		}
+		s0, s1 := sum256x2(pend, b)
+		d, pend = append(append(d, s0[:]...), s1[:]...), nil
+	}
+	if pend != nil {
+		s := sha256.Sum256(pend)
 		d = append(d, s[:]...)
 	}
-	t.digests = d
+	return d
 }
 
 // addTask adds a committed task's image bytes to h, in order.

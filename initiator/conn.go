@@ -125,6 +125,7 @@ func (c *conn) error() error {
 func (c *conn) readLoop() {
 	defer close(c.exit)
 	c.lim.r, c.lim.lastRx = rawsock.Reader(c.nc, c.raw), &c.lastRx
+	c.lim.raw, c.lim.c = c.raw, c
 	br := bufio.NewReaderSize(&c.lim, 64<<10)
 	c.r.Reset(br)
 	var err error
@@ -142,6 +143,7 @@ func (c *conn) readLoop() {
 		if err = c.dispatch(&c.bhs); err != nil {
 			break
 		}
+		c.lim.co.completed(&c.bhs)
 	}
 	var fe pdu.FormatError
 	if !errors.Is(err, ErrProtocol) && (errors.As(err, &fe) || errors.Is(err, pdu.ErrHeaderDigest) ||
@@ -564,15 +566,39 @@ type fillLimiter struct {
 	r      io.Reader
 	limit  int // 0: no limit
 	lastRx *atomic.Int64
+
+	// Receive coalescing (coalesce.go), when the socket is raw.
+	raw *rawsock.Sock
+	c   *conn
+	co  coalescer
 }
 
 func (f *fillLimiter) Read(p []byte) (int, error) {
 	if f.limit > 0 && len(p) > f.limit {
 		p = p[:f.limit]
 	}
-	n, err := f.r.Read(p)
+	var n int
+	var err error
+	if f.raw != nil {
+		var how rawsock.Wait
+		n, how, err = f.raw.ReadCoalesced(p, f.lowat, coalesceWait)
+		switch how {
+		case rawsock.WaitAny:
+			f.co.plain(n)
+		case rawsock.WaitLowat, rawsock.WaitTimer:
+			f.co.waited(how == rawsock.WaitTimer)
+		}
+		f.co.received(n)
+	} else {
+		n, err = f.r.Read(p)
+	}
 	if n > 0 {
 		f.lastRx.Store(time.Now().UnixNano())
 	}
 	return n, err
+}
+
+// lowat is ReadCoalesced's byte count for the next wait.
+func (f *fillLimiter) lowat() int {
+	return f.co.lowat(func() int { return f.c.s.outstanding(f.c) })
 }

@@ -191,3 +191,71 @@ func TestBatch(t *testing.T) {
 		t.Fatalf("pipe got %q", d)
 	}
 }
+
+// TestReadCoalesced: a coalesced wait wakes once lowat bytes are queued
+// (not at the first of them), and a wait whose bytes never all come ends
+// after maxWait with what did come, then reads on normally.
+func TestReadCoalesced(t *testing.T) {
+	a, b := tcpPair(t)
+	s := New(a)
+	buf := make([]byte, 64<<10)
+	fixed := func(n int) func() int { return func() int { return n } }
+
+	// Four 1000-byte writes 20 ms apart, lowat 4000: one read takes all.
+	go func() {
+		for range 4 {
+			time.Sleep(20 * time.Millisecond)
+			b.Write(make([]byte, 1000))
+		}
+	}()
+	n, how, err := s.ReadCoalesced(buf, fixed(4000), 5*time.Second)
+	if err != nil || n != 4000 || how != WaitLowat {
+		t.Fatalf("coalesced read: %d bytes, wait %d, %v; want 4000 bytes after a lowat wait", n, how, err)
+	}
+
+	// 100 bytes of the 4000 waited for: the wait ends by its timer.
+	b.Write(make([]byte, 100))
+	time.Sleep(10 * time.Millisecond)
+	start := time.Now()
+	n, how, err = s.ReadCoalesced(buf, fixed(4000), 50*time.Millisecond)
+	if err != nil || n != 100 || how != NoWait {
+		// The bytes were already queued: no wait at all.
+		t.Fatalf("read of queued bytes: %d, wait %d, %v; want 100 without a wait", n, how, err)
+	}
+	go func() {
+		time.Sleep(5 * time.Millisecond)
+		b.Write(make([]byte, 100))
+	}()
+	n, how, err = s.ReadCoalesced(buf, fixed(4000), 50*time.Millisecond)
+	if err != nil || n != 100 || how != WaitTimer {
+		t.Fatalf("short coalesced read: %d bytes, wait %d, %v; want 100 after the timer", n, how, err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("timer wait took %v, want about 50ms", d)
+	}
+
+	// After a timer, lowat is back to 1 and the deadline cleared: a plain
+	// wait returns at the first byte, however long it takes.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		b.Write([]byte{1})
+	}()
+	n, how, err = s.ReadCoalesced(buf, fixed(1), 50*time.Millisecond)
+	if err != nil || n != 1 || how != WaitAny {
+		t.Fatalf("plain read: %d bytes, wait %d, %v; want 1 byte after a wait", n, how, err)
+	}
+	if v, err := unix.GetsockoptInt(fd(t, a), unix.SOL_SOCKET, unix.SO_RCVLOWAT); err != nil || v != 1 {
+		t.Fatalf("SO_RCVLOWAT %d (%v) after the plain read, want 1", v, err)
+	}
+}
+
+func fd(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f int
+	rc.Control(func(d uintptr) { f = int(d) })
+	return f
+}
