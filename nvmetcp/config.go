@@ -40,7 +40,8 @@ type Config struct {
 	// HeaderDigest and DataDigest ask for CRC32C digests.
 	HeaderDigest, DataDigest bool
 	// KeepAlive is the keep-alive timeout (KATO) given in Connect; a Keep
-	// Alive command goes out every KeepAlive/2. Default 10 s; negative:
+	// Alive command goes out every KeepAlive/2. Default 5 s (the Linux
+	// host's NVME_DEFAULT_KATO), so a reconnect holds writes 11 s; negative:
 	// none. It also bounds the write fence after a reconnect (fence.go):
 	// write-class commands wait until 2×KeepAlive + 1 s after the old
 	// association was reset; without a keep-alive timeout nothing bounds
@@ -92,7 +93,7 @@ func (c *Config) setDefaults() error {
 	}
 	c.QueueDepth = min(c.QueueDepth, 1024)
 	if c.KeepAlive == 0 {
-		c.KeepAlive = 10 * time.Second
+		c.KeepAlive = 5 * time.Second
 	}
 	if c.CommandTimeout <= 0 {
 		c.CommandTimeout = 30 * time.Second
