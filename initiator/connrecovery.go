@@ -479,7 +479,7 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 	if err != nil {
 		return fmt.Errorf("TASK REASSIGN: %w", err)
 	}
-	resp := tm.ctl.(*pdu.TaskMgmtResponse).Response
+	resp := s.reassignResponse(tm.ctl.(*pdu.TaskMgmtResponse).Response)
 	switch {
 	case resp == pdu.TMFRespComplete:
 		t.conn.log.Debugf("task %#x reassigned (ExpDataSN %d)", t.itt, expDataSN)
@@ -504,6 +504,64 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 		return nil
 	}
 	return fmt.Errorf("TASK REASSIGN refused: %s", tmfResponseName(resp))
+}
+
+// reassignResponse is the TASK REASSIGN response as the target meant it.
+//
+// LIO (the Linux kernel target, INQUIRY vendor "LIO-ORG") sends swapped
+// codes, from at least Linux 3.1 through 6.1 and, as far as its sources
+// show, every later version: iscsit_tmr_task_reassign returns an iSCSI
+// response code (function complete 0, task does not exist 1) that
+// iscsit_handle_task_mgt_cmd stores in se_tmr->response, and
+// iscsit_build_task_mgt_rsp converts that field as a target-core code
+// (iscsit_convert_tcm_tmr_rsp: TMR_FUNCTION_FAILED = 0 goes out as 255
+// "function rejected", TMR_FUNCTION_COMPLETE = 1 as 0 "function
+// complete"). So LIO answers 255 when it took the task (and goes on with
+// it: iscsit_tmr_post_handler tests the same field against
+// ISCSI_TMF_RSP_COMPLETE) and 0 when it does not have it. On a session
+// whose target is LIO, 255 is read as "function complete" and 0 as "task
+// does not exist"; every other value, and every value from any other
+// target, as RFC 7143 Section 11.6.1 says.
+//
+// Why a wrong reading cannot lose or repeat a write:
+//   - 255 read as complete when LIO really refused (it also answers 255
+//     for its genuine rejections: a different MaxRecvDataSegmentLength
+//     or LUN on the new connection): the task stays in the task table
+//     with its caller waiting, gets no answer, and at its command
+//     timeout the usual escalation takes over — command retry only for a
+//     CmdSN gap (retry.go), else ABORT TASK and then session recovery
+//     with its ERL 0 guarantees (the target terminates the old session's
+//     tasks before anything is issued again). Nothing is re-sent on the
+//     strength of the 255.
+//   - 0 read as "task does not exist" from a LIO that one day answers 0
+//     for "function complete": the command is sent again only if the
+//     target has not acknowledged its CmdSN (cmdAcknowledged, which
+//     includes the ExpCmdSN of this very TMF response). A target that
+//     received the command in order has acknowledged it, and that
+//     answer falls through to "refused": session reinstatement, as for
+//     any refusal. A command the target holds out of order (behind a
+//     gap) is unacknowledged, and its copy is a non-immediate duplicate
+//     CmdSN within the window, which the target "MUST silently ignore"
+//     (Section 4.2.2.1); the original, reassigned, answers the caller.
+//
+// The INQUIRY vendor is the signal because the session has it (OpenLUN
+// reads standard INQUIRY before any I/O and records it, lun.go) and
+// it names the SCSI target stack itself, whatever the distribution or
+// the iSCSI names configured; a LIO LUN exported with a pass-through
+// backstore shows the real device's vendor instead, and then the
+// initiator keeps the RFC reading — the fallback to reinstatement, as
+// before.
+func (s *Session) reassignResponse(resp uint8) uint8 {
+	if !s.lioTarget.Load() {
+		return resp
+	}
+	switch resp {
+	case pdu.TMFRespRejected:
+		return pdu.TMFRespComplete
+	case pdu.TMFRespComplete:
+		return pdu.TMFRespNoTask
+	}
+	return resp
 }
 
 // cmdAcknowledged reports whether the target acknowledged CmdSN sn

@@ -112,6 +112,9 @@ func (l *LUN) identify(ctx context.Context) error {
 	if l.Inquiry, err = scsi.ParseInquiry(buf[:n]); err != nil {
 		return fmt.Errorf("LUN %d: INQUIRY: %w", l.number, err)
 	}
+	if l.Inquiry.Vendor == "LIO-ORG" {
+		l.s.lioTarget.Store(true)
+	}
 	if !l.Inquiry.Present() {
 		return fmt.Errorf("%w: LUN %d does not exist on %s", blockdev.ErrInvalid, l.number, l.s.cfg.TargetName)
 	}

@@ -58,6 +58,10 @@ type Session struct {
 	// clock is a coarse UnixNano the sweeper advances each tick: a
 	// command's start time costs no clock read (sweep allows for it).
 	clock atomic.Int64
+	// lioTarget: a LUN of this session answered INQUIRY with vendor
+	// "LIO-ORG"; LIO's TASK REASSIGN responses are read swapped
+	// (connrecovery.go, reassignResponse).
+	lioTarget atomic.Bool
 
 	recMu sync.Mutex
 	rec   recoveryState

@@ -13,6 +13,10 @@ func serialGT(a, b uint32) bool { return int32(a-b) > 0 }
 // connection must end (after a Logout).
 func (c *Conn) dispatch(p pdu.PDU, data []byte, raw pdu.BHS) bool {
 	cfg := &c.t.cfg
+	if q, ok := p.(*pdu.SCSICommand); ok && c.sess != nil && cfg.LoseCommand != nil && cfg.LoseCommand(c, q) {
+		c.Close()
+		return true
+	}
 	if !c.checkCmdSN(p) {
 		return true // a duplicate: discarded
 	}
@@ -206,6 +210,9 @@ func (c *Conn) taskMgmt(q *pdu.TaskMgmtRequest) {
 	}
 	if q.Function == pdu.TMFTaskReassign {
 		resp, resume := c.reassign(q)
+		if w := c.t.cfg.ReassignWire; w != nil {
+			resp = w(resp)
+		}
 		c.Send(&pdu.TaskMgmtResponse{Header: pdu.Header{ITT: q.ITT}, Response: resp}, nil)
 		if resume != nil {
 			resume()

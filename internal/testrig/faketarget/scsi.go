@@ -135,7 +135,11 @@ func (c *Conn) inquiry(q *pdu.SCSICommand, d *disk) {
 			b[0] = 0x7f // qualifier 011b, no device
 		}
 		b[2], b[3], b[4], b[7] = 0x06, 0x12, 31, 0x02
-		copy(b[8:], fmt.Sprintf("%-8s%-16s%-4s", "LUNBRIDG", "FAKETARGET", "0001"))
+		vendor := c.t.cfg.Vendor
+		if vendor == "" {
+			vendor = "LUNBRIDG"
+		}
+		copy(b[8:], fmt.Sprintf("%-8.8s%-16s%-4s", vendor, "FAKETARGET", "0001"))
 	} else {
 		if d == nil {
 			c.checkCondition(q.ITT, 0x05, 0x25, 0x00)

@@ -446,3 +446,23 @@ func (c *Conn) SessionTSIH() uint16 {
 	}
 	return c.sess.tsih
 }
+
+// LIO61ReassignWire is the TASK REASSIGN response LIO 6.1 puts on the wire
+// for the one it decided: iscsit_tmr_task_reassign returns an iSCSI
+// response code, which iscsit_build_task_mgt_rsp then converts as a
+// target-core code (enum tcm_tmrsp_table): function complete (0, read as
+// TMR_FUNCTION_FAILED) goes out as 255 "function rejected", task does not
+// exist (1, read as TMR_FUNCTION_COMPLETE) as 0 "function complete", task
+// still allegiant (3, read as TMR_LUN_DOES_NOT_EXIST) as 2 "LUN does not
+// exist", anything else as 255.
+func LIO61ReassignWire(resp uint8) uint8 {
+	switch resp {
+	case pdu.TMFRespComplete:
+		return pdu.TMFRespRejected
+	case pdu.TMFRespNoTask:
+		return pdu.TMFRespComplete
+	case pdu.TMFRespStillAllegiant:
+		return pdu.TMFRespNoLUN
+	}
+	return pdu.TMFRespRejected
+}

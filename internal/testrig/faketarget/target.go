@@ -155,6 +155,15 @@ type Config struct {
 	// ReassignResponse, when set, answers TASK REASSIGN for the task
 	// with ITT itt: any value but 0 (function complete) refuses it.
 	ReassignResponse func(itt uint32) uint8
+	// ReassignWire, when set, maps the response the target decided for a
+	// TASK REASSIGN to the one that goes on the wire — LIO61ReassignWire
+	// answers as LIO 6.1 does. The target acts on its own decision.
+	ReassignWire func(resp uint8) uint8
+	// LoseCommand, when it returns true for a SCSI command arriving on c
+	// (sessions only), closes c before the command is counted: it is lost
+	// with the connection, the target never had it and its CmdSN stays a
+	// gap until the initiator sends it again.
+	LoseCommand func(c *Conn, cmd *pdu.SCSICommand) bool
 	// CutDataIn, when it returns true for the Data-In about to go out
 	// (ITT, DataSN), closes the connection instead; CutStatus likewise
 	// before the SCSI Response of itt (the task is then done, its status
@@ -178,6 +187,9 @@ type Config struct {
 
 	// LUNs served; default one LUN 0 of 2048 512-byte blocks.
 	LUNs []LUNConfig
+	// Vendor is the T10 VENDOR IDENTIFICATION of standard INQUIRY data
+	// ("LUNBRIDG" if empty; "LIO-ORG" to pose as LIO).
+	Vendor string
 
 	// NoRecord keeps no log of received PDUs (Received and WaitFor see
 	// nothing), so a long workload does not grow the target's memory.
