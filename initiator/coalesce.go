@@ -106,16 +106,3 @@ func (co *coalescer) waited(timedOut bool) {
 	co.k = min(co.k+1, coalesceMaxK)
 	co.backoff /= 2
 }
-
-// outstanding counts the commands in flight on c.
-func (s *Session) outstanding(c *conn) int {
-	s.taskMu.Lock()
-	defer s.taskMu.Unlock()
-	n := 0
-	for _, t := range s.tasks {
-		if t.conn == c {
-			n++
-		}
-	}
-	return n
-}

@@ -600,5 +600,5 @@ func (f *fillLimiter) Read(p []byte) (int, error) {
 
 // lowat is ReadCoalesced's byte count for the next wait.
 func (f *fillLimiter) lowat() int {
-	return f.co.lowat(func() int { return f.c.s.outstanding(f.c) })
+	return f.co.lowat(func() int { return f.c.s.tasksOn(f.c) })
 }

@@ -91,7 +91,7 @@ func (s *Session) logoutOneConn(c *conn, d time.Duration) bool {
 	return true
 }
 
-// tasksOn counts the tasks allegiant to c.
+// tasksOn counts the tasks allegiant to c (the commands in flight on it).
 func (s *Session) tasksOn(c *conn) int {
 	s.taskMu.Lock()
 	defer s.taskMu.Unlock()

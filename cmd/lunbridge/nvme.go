@@ -303,13 +303,20 @@ type nvmeDiscoverEntry struct {
 	URL       string `json:"url"`
 }
 
-func nvmeDiscoverAction(c *cli.Context, arg string) error {
+// nvmeDiscoveryConfig is the configuration for the discovery controller at
+// arg (host[:8009], or an nvme+tcp:// URL whose path is ignored).
+func nvmeDiscoveryConfig(c *cli.Context, arg string) (string, nvmetcp.Config, error) {
 	addr := strings.TrimPrefix(arg, nvmeScheme)
 	addr, _, _ = strings.Cut(addr, "/")
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(strings.Trim(addr, "[]"), nvmetcp.DiscoveryPort)
 	}
 	cfg, err := nvmeConfig(c, &nvmeURL{Addr: addr, SubNQN: pdu.DiscoveryNQN, Query: url.Values{}})
+	return addr, cfg, err
+}
+
+func nvmeDiscoverAction(c *cli.Context, arg string) error {
+	addr, cfg, err := nvmeDiscoveryConfig(c, arg)
 	if err != nil {
 		return err
 	}

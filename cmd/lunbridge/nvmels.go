@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -59,12 +58,7 @@ func nvmeLSAction(c *cli.Context, arg string) error {
 	if u, err := parseNVMeURL(arg); err == nil && u.SubNQN != "" && u.SubNQN != pdu.DiscoveryNQN {
 		subs = []lsNVMeSubsystem{{Subsystem: u.SubNQN, Address: u.Addr}}
 	} else {
-		addr := strings.TrimPrefix(arg, nvmeScheme)
-		addr, _, _ = strings.Cut(addr, "/")
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			addr = net.JoinHostPort(strings.Trim(addr, "[]"), nvmetcp.DiscoveryPort)
-		}
-		cfg, err := nvmeConfig(c, &nvmeURL{Addr: addr, SubNQN: pdu.DiscoveryNQN, Query: url.Values{}})
+		addr, cfg, err := nvmeDiscoveryConfig(c, arg)
 		if err != nil {
 			return err
 		}
