@@ -483,6 +483,9 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 	switch {
 	case resp == pdu.TMFRespComplete:
 		t.conn.log.Debugf("task %#x reassigned (ExpDataSN %d)", t.itt, expDataSN)
+		s.recMu.Lock()
+		s.tasksReassigned++
+		s.recMu.Unlock()
 		return nil
 	case resp == pdu.TMFRespNoTask && !s.cmdAcknowledged(t.cmdSN):
 		// Never received: send the command again, same ITT and CmdSN.
@@ -501,6 +504,9 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 			return fmt.Errorf("retrying the command: %w", err)
 		}
 		r.log.Debugf("task %#x was not at the target; command retried with CmdSN %d", t.itt, t.cmdSN)
+		s.recMu.Lock()
+		s.commandsResent++
+		s.recMu.Unlock()
 		return nil
 	}
 	return fmt.Errorf("TASK REASSIGN refused: %s", tmfResponseName(resp))
