@@ -479,10 +479,14 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 	if err != nil {
 		return fmt.Errorf("TASK REASSIGN: %w", err)
 	}
-	resp := s.reassignResponse(tm.ctl.(*pdu.TaskMgmtResponse).Response)
+	wire := tm.ctl.(*pdu.TaskMgmtResponse).Response
+	resp := s.reassignResponse(wire)
 	switch {
 	case resp == pdu.TMFRespComplete:
-		t.conn.log.Debugf("task %#x reassigned (ExpDataSN %d)", t.itt, expDataSN)
+		t.conn.log.Debugf("task %#x reassigned (ExpDataSN %d; response %d on the wire)", t.itt, expDataSN, wire)
+		s.recMu.Lock()
+		s.tasksReassigned++
+		s.recMu.Unlock()
 		return nil
 	case resp == pdu.TMFRespNoTask && !s.cmdAcknowledged(t.cmdSN):
 		// Never received: send the command again, same ITT and CmdSN.
@@ -500,7 +504,10 @@ func (s *Session) reassignTask(ctx context.Context, r *conn, t *task) error {
 		if err != nil {
 			return fmt.Errorf("retrying the command: %w", err)
 		}
-		r.log.Debugf("task %#x was not at the target; command retried with CmdSN %d", t.itt, t.cmdSN)
+		r.log.Debugf("task %#x was not at the target (response %d on the wire); command retried with CmdSN %d", t.itt, wire, t.cmdSN)
+		s.recMu.Lock()
+		s.commandsResent++
+		s.recMu.Unlock()
 		return nil
 	}
 	return fmt.Errorf("TASK REASSIGN refused: %s", tmfResponseName(resp))

@@ -62,6 +62,9 @@ func TestLIOSwappedReassignAccepted(t *testing.T) {
 	}
 	// Counted once the replacement connection is in, after the write.
 	waitFor(t, e.ctx, "the connection recovery", func() bool { return e.s.Recovery().ConnRecoveries == 1 && e.s.Connections() == 2 })
+	if rec := e.s.Recovery(); rec.TasksReassigned != 1 || rec.CommandsResent != 0 {
+		t.Errorf("recovery stats: %d tasks reassigned, %d commands resent; want 1 and 0", rec.TasksReassigned, rec.CommandsResent)
+	}
 	keptSession(t, e, tsih)
 }
 
@@ -119,6 +122,9 @@ func TestLIOSwappedReassignNoTaskResends(t *testing.T) {
 		t.Fatalf("executions %v, want CmdSN %d once", e.tg.Executions(), lostSN)
 	}
 	waitFor(t, e.ctx, "the connection recovery", func() bool { return e.s.Recovery().ConnRecoveries == 1 && e.s.Connections() == 2 })
+	if rec := e.s.Recovery(); rec.TasksReassigned != 0 || rec.CommandsResent != 1 {
+		t.Errorf("recovery stats: %d tasks reassigned, %d commands resent; want 0 and 1", rec.TasksReassigned, rec.CommandsResent)
+	}
 	keptSession(t, e, tsih)
 }
 

@@ -49,8 +49,13 @@ type RecoveryStats struct {
 	// ConnRecoveries counts connections recovered at ERL 2 inside the
 	// session (same TSIH, tasks reassigned; connrecovery.go).
 	ConnRecoveries int64
-	LastDuration   time.Duration // connection loss to resumed I/O, last recovery
-	Recovering     bool
+	// TasksReassigned counts tasks a target took over with TASK REASSIGN
+	// (function complete) in those recoveries; CommandsResent the
+	// commands sent again because the target answered that it did not
+	// have them (task does not exist, CmdSN not acknowledged).
+	TasksReassigned, CommandsResent int64
+	LastDuration                    time.Duration // connection loss to resumed I/O, last recovery
+	Recovering                      bool
 }
 
 // OnReconnect registers a check that runs after every successful
@@ -66,7 +71,8 @@ func (s *Session) OnReconnect(f func(ctx context.Context) error) {
 func (s *Session) Recovery() RecoveryStats {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	return RecoveryStats{Reconnects: s.reconnects, ConnRecoveries: s.connRecoveries, LastDuration: s.lastRecovery, Recovering: s.rec.recovering}
+	return RecoveryStats{Reconnects: s.reconnects, ConnRecoveries: s.connRecoveries,
+		TasksReassigned: s.tasksReassigned, CommandsResent: s.commandsResent, LastDuration: s.lastRecovery, Recovering: s.rec.recovering}
 }
 
 // startRecovery is called (from the read loop's exit) when c failed. It

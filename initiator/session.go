@@ -66,14 +66,19 @@ type Session struct {
 	recMu sync.Mutex
 	rec   recoveryState
 	// connRec holds the connections under ERL 2 connection recovery
-	// (connrecovery.go); connRecoveries counts the successful ones.
-	connRec        map[*conn]bool
-	connRecoveries int64
-	recOld         []*conn // connections of the failed session generation
-	hooks          []func(context.Context) error
-	reconnects     int64
-	lastRecovery   time.Duration
-	drop           dropState // Async Message 2/3 timing (asyncdrop.go)
+	// (connrecovery.go); connRecoveries counts the successful ones,
+	// tasksReassigned the tasks the target took over with TASK REASSIGN
+	// and commandsResent the commands sent again because the target did
+	// not have them.
+	connRec         map[*conn]bool
+	connRecoveries  int64
+	tasksReassigned int64
+	commandsResent  int64
+	recOld          []*conn // connections of the failed session generation
+	hooks           []func(context.Context) error
+	reconnects      int64
+	lastRecovery    time.Duration
+	drop            dropState // Async Message 2/3 timing (asyncdrop.go)
 
 	// OnAsyncEvent, when set before commands run, receives SCSI async
 	// events (event 0) with their sense data.

@@ -13,7 +13,9 @@
 #   VMLAB_DIR=... VMLAB_KERNEL=... VMLAB_BASE=... VMLAB_KVER=...
 #
 # Environment: VMLAB_CACHE (override the cache root), VMLAB_NO_INSTALL=1 (never call apt-get;
-# fail instead), VMLAB_REBUILD=1 (drop the cached base and rebuild it).
+# fail instead), VMLAB_REBUILD=1 (drop the cached base and rebuild it), VMLAB_KPKG (another
+# versioned kernel package, e.g. linux-image-6.12.118+deb12-amd64, or a meta-package such as
+# linux-image-6.12-amd64, resolved like linux-image-amd64; cached in its own directory).
 set -euo pipefail
 
 # Bump when the contents of the base change (forces a rebuild of cached bases).
@@ -47,9 +49,14 @@ fi
 BUSYBOX=/bin/busybox
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'dynamically linked' && die "$BUSYBOX is not static (install busybox-static)"
 
-# Resolve linux-image-amd64 -> linux-image-X.Y.Z-N-amd64.
-KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-[ -n "$KPKG" ] || die "cannot resolve linux-image-amd64 (apt-get update?)"
+# Resolve linux-image-amd64 (or $VMLAB_KPKG) -> linux-image-X.Y.Z-N-amd64.
+WANT=${VMLAB_KPKG:-linux-image-amd64}
+case $WANT in
+  linux-image-[0-9]*.[0-9]*.[0-9]*) KPKG=$WANT;; # versioned: linux-image-6.12.118+deb12-amd64
+  linux-image-*) KPKG=$(apt-cache depends "$WANT" 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}');;
+  *) die "VMLAB_KPKG=$WANT is not a linux-image-* package";;
+esac
+[ -n "$KPKG" ] || die "cannot resolve $WANT (apt-get update?)"
 KVER=${KPKG#linux-image-}
 
 CACHE_ROOT=${VMLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lunbridge-vmlab}
@@ -73,9 +80,17 @@ fi
 if [ ! -s "$DIR/vmlinux" ]; then
   log "extracting vmlinux"
   VMLINUZ=$ROOT/boot/vmlinuz-$KVER
+  # 6.1 is xz-compressed, 6.12 zstd: the first stream that decompresses to an ELF is vmlinux.
   OFF=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$VMLINUZ" | head -n1 | cut -d: -f1 || true)
-  [ -n "$OFF" ] || die "no xz stream in $VMLINUZ"
-  tail -c +$((OFF + 1)) "$VMLINUZ" | t 300 xz -dc --single-stream > "$DIR/vmlinux.tmp" || true
+  if [ -n "$OFF" ]; then
+    tail -c +$((OFF + 1)) "$VMLINUZ" | t 300 xz -dc --single-stream > "$DIR/vmlinux.tmp" || true
+  else
+    command -v zstd >/dev/null || die "$VMLINUZ is not xz-compressed and zstd is missing (apt-get install zstd)"
+    for OFF in $(LC_ALL=C grep -obUaP '\x28\xb5\x2f\xfd' "$VMLINUZ" | head -n4 | cut -d: -f1); do
+      tail -c +$((OFF + 1)) "$VMLINUZ" | t 300 zstd -dcq 2>/dev/null > "$DIR/vmlinux.tmp" || true
+      [ "$(head -c 4 "$DIR/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] && break
+    done
+  fi
   [ "$(head -c 4 "$DIR/vmlinux.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "vmlinux extraction failed"
   mv "$DIR/vmlinux.tmp" "$DIR/vmlinux"
 fi
@@ -100,7 +115,7 @@ if [ "${VMLAB_REBUILD:-}" = 1 ] || [ ! -s "$DIR/base.cpio.gz" ] || [ "$(cat "$DI
   resolve() { # name -> relative path in modules.dep (or empty if built in)
     local n=${1//-/_} re
     re=$(echo "$n" | sed 's/_/[-_]/g')
-    grep -E "(^|/)${re}\.ko(\.[a-z]+)?:" "$MD/modules.dep" | head -n1 | cut -d: -f1
+    grep -E "(^|/)${re}\.ko(\.[a-z]+)?:" "$MD/modules.dep" | head -n1 | cut -d: -f1 || true # none: built in (6.12: virtio_pci, crct10dif_generic)
   }
   add() { # relpath
     local p=$1 d

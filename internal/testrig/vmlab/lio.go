@@ -48,6 +48,8 @@ type LIOOptions struct {
 	Timeout time.Duration
 	// ReadyTimeout bounds the wait for READY after qemu started (default 3 minutes).
 	ReadyTimeout time.Duration
+	// KernelPackage boots another kernel than the lab's default (Options.KernelPackage).
+	KernelPackage string
 }
 
 // LIOTarget is a running LIO target in the VM, reachable from the host.
@@ -103,7 +105,7 @@ func BootLIO(t testing.TB, o LIOOptions) *LIOTarget {
 	for k, v := range o.TPGAttribs {
 		p["lio.attrib."+k] = v
 	}
-	vm := Boot(t, Options{Scenario: "lio", Params: p, Lunbridge: o.Lunbridge, Timeout: o.Timeout})
+	vm := Boot(t, Options{Scenario: "lio", Params: p, Lunbridge: o.Lunbridge, Timeout: o.Timeout, KernelPackage: o.KernelPackage})
 	rt := o.ReadyTimeout
 	if rt <= 0 {
 		rt = 3 * time.Minute

@@ -70,6 +70,21 @@ import (
 // complete an ERL 2 connection recovery that moves a task whichever way the initiator reads
 // its answers, and the test runs only with LUNBRIDGE_VMLAB_LIO_ERL2=1 (like
 // LUNBRIDGE_VMLAB_LIO_OOPS), to reproduce.
+//
+// Debian's 6.12 (6.12.118+deb12-amd64, LUNBRIDGE_VMLAB_KPKG=linux-image-6.12-amd64) is no
+// better, two runs (2026-12-06): it still swaps the TASK REASSIGN codes (the tasks it took
+// came back as 255, read as complete: "task 0x79 reassigned", "task 0x6f reassigned"; lost
+// commands as 0: "task 0x5c0 was not at the target; command retried"), and it oopses the same
+// way within a few seconds of the reassignment — NULL pointer dereference in
+// target_release_cmd_kref <- transport_generic_free_cmd <- iscsit_free_cmd <-
+// iscsit_discard_cr_cmds_by_expstatsn <- iscsit_build_logout_rsp (run 1: the first recovery
+// took 2.04 s with 2 tasks reassigned, then LIO announced it drops a survivor, oopsed again
+// in iscsit_close_connection/kthread_stop and answered nothing: every I/O failed after the
+// replacement timeout) and <- iscsit_free_connection_recovery_entries <-
+// iscsit_close_session (run 2: one task reassigned, then LIO dropped a survivor and the
+// initiator reinstated the session, TSIH 1 -> 2). So the test stays opt-in on every
+// kernel the lab can boot. A run counts only if the recovery moved a task (RecoveryStats
+// TasksReassigned or CommandsResent).
 func TestLIOERL2ConnectionRecovery(t *testing.T) {
 	Require(t)
 	if os.Getenv("LUNBRIDGE_VMLAB_LIO_ERL2") != "1" {
@@ -181,8 +196,8 @@ func TestLIOERL2ConnectionRecovery(t *testing.T) {
 	}
 	rs := s.Recovery()
 	sessions, _ := lt.Sessions(30 * time.Second)
-	t.Logf("ERL %d, %d connections; connection recoveries %d, session reinstatements %d; TSIH %#x -> %#x; %d I/Os; recovered within %v; %v in all\nLIO sessions:\n%s\ninitiator warnings:\n%s",
-		s.Params().ErrorRecoveryLvl, s.Connections(), connRecoveries(s), rs.Reconnects, tsih, s.TSIH(), ops.Load(),
+	t.Logf("ERL %d, %d connections; connection recoveries %d (%d tasks reassigned, %d commands sent again), session reinstatements %d; TSIH %#x -> %#x; %d I/Os; recovered within %v; %v in all\nLIO sessions:\n%s\ninitiator warnings:\n%s",
+		s.Params().ErrorRecoveryLvl, s.Connections(), connRecoveries(s), rs.TasksReassigned, rs.CommandsResent, rs.Reconnects, tsih, s.TSIH(), ops.Load(),
 		recoveredIn.Round(time.Millisecond), time.Since(start).Round(time.Second), strings.TrimSpace(sessions), lioWarnings(logs.String()))
 	if s.TSIH() != tsih {
 		t.Errorf("TSIH %#x -> %#x: the session was reinstated", tsih, s.TSIH())
@@ -192,6 +207,10 @@ func TestLIOERL2ConnectionRecovery(t *testing.T) {
 	}
 	if n := connRecoveries(s); n < 1 {
 		t.Errorf("%d connection recoveries, want >= 1", n)
+	}
+	// A reset connection that carried no task proves nothing about TASK REASSIGN.
+	if rs.TasksReassigned+rs.CommandsResent < 1 {
+		t.Errorf("the recovery moved no task (0 reassigned, 0 sent again): the reset connection carried none; the run does not count")
 	}
 	if n := s.Connections(); n != 4 {
 		t.Errorf("%d connections after the recovery, want 4", n)

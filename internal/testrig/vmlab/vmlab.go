@@ -75,6 +75,10 @@ type Options struct {
 	// Forward lists more guest TCP ports to forward to free host ports (3260 always is);
 	// PortalFor names the host side.
 	Forward []int
+	// KernelPackage boots another Debian kernel package than linux-image-amd64 (build.sh's
+	// VMLAB_KPKG: a versioned package or a meta-package such as linux-image-6.12-amd64),
+	// cached in its own directory. Empty: $LUNBRIDGE_VMLAB_KPKG, else linux-image-amd64.
+	KernelPackage string
 }
 
 // Result is the scenario outcome parsed from the console.
@@ -152,11 +156,23 @@ type Artifacts struct {
 
 // Build runs build.sh (cheap when cached) and returns the artifact paths. It never installs
 // packages unless LUNBRIDGE_VMLAB_INSTALL=1.
-func Build(ctx context.Context) (Artifacts, error) {
+func Build(ctx context.Context) (Artifacts, error) { return BuildKernel(ctx, "") }
+
+// BuildKernel is Build for the kernel package kpkg (see Options.KernelPackage; "" is the
+// default kernel).
+func BuildKernel(ctx context.Context, kpkg string) (Artifacts, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(ScriptsDir(), "build.sh"))
-	if os.Getenv("LUNBRIDGE_VMLAB_INSTALL") != "1" {
-		cmd.Env = append(os.Environ(), "VMLAB_NO_INSTALL=1")
+	env := os.Environ()
+	if kpkg == "" {
+		kpkg = os.Getenv("LUNBRIDGE_VMLAB_KPKG")
 	}
+	if kpkg != "" {
+		env = append(env, "VMLAB_KPKG="+kpkg)
+	}
+	if os.Getenv("LUNBRIDGE_VMLAB_INSTALL") != "1" {
+		env = append(env, "VMLAB_NO_INSTALL=1")
+	}
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -206,9 +222,12 @@ func Boot(t testing.TB, opts Options) *VM {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.BootTimeout)
 	defer cancel()
 
-	art, err := Build(ctx)
+	art, err := BuildKernel(ctx, opts.KernelPackage)
 	if err != nil {
 		testenv.Unavailable(t, "VM lab build: %v", err)
+	}
+	if opts.KernelPackage != "" || os.Getenv("LUNBRIDGE_VMLAB_KPKG") != "" {
+		t.Logf("vmlab: kernel %s", art.KernelVersion)
 	}
 	tmp := t.TempDir()
 	initrd := filepath.Join(tmp, "initrd.cpio.gz")
