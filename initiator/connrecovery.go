@@ -170,13 +170,7 @@ func (s *Session) failAllegiant(c *conn, err error) {
 	}
 	cerr := error(&ConnError{Portal: c.portal, Err: err})
 	s.taskMu.Lock()
-	var dead []*task
-	for itt, t := range s.tasks {
-		if t.conn == c {
-			dead = append(dead, t)
-			delete(s.tasks, itt)
-		}
-	}
+	dead := s.takeTasksLocked(c)
 	s.taskMu.Unlock()
 	for _, t := range dead {
 		t.finish(cerr)

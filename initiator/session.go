@@ -402,6 +402,19 @@ func (s *Session) complete(t *task, err error) {
 	t.finish(err)
 }
 
+// takeTasksLocked removes the tasks allegiant to c from the task table and
+// returns them. s.taskMu is held.
+func (s *Session) takeTasksLocked(c *conn) []*task {
+	var out []*task
+	for itt, t := range s.tasks {
+		if t.conn == c {
+			out = append(out, t)
+			delete(s.tasks, itt)
+		}
+	}
+	return out
+}
+
 // connDown fails every task of a failed connection.
 func (s *Session) connDown(c *conn, err error) {
 	if tasks, ok := s.beginConnRecovery(c, err); ok {
@@ -412,13 +425,7 @@ func (s *Session) connDown(c *conn, err error) {
 	s.startRecovery(c, err)
 	s.taskMu.Lock()
 	c.down = true
-	var dead []*task
-	for itt, t := range s.tasks {
-		if t.conn == c {
-			dead = append(dead, t)
-			delete(s.tasks, itt)
-		}
-	}
+	dead := s.takeTasksLocked(c)
 	s.taskMu.Unlock()
 	for _, t := range dead {
 		t.finish(err)
