@@ -617,5 +617,5 @@ func (f *fillLimiter) Read(p []byte) (int, error) {
 
 // lowat is ReadCoalesced's byte count for the next wait.
 func (f *fillLimiter) lowat() int {
-	return f.co.lowat(func() int { return f.c.s.tasksOn(f.c) })
+	return f.co.lowat(f.c.s.tasksPerConn)
 }

@@ -91,6 +91,20 @@ func (s *Session) logoutOneConn(c *conn, d time.Duration) bool {
 	return true
 }
 
+// tasksPerConn estimates the commands in flight on one connection: the
+// session's, shared evenly. For receive coalescing, which only needs an
+// estimate, on every wait (tasksOn walks every task: 3% of the CPU of 4 KiB
+// reads at QD32).
+func (s *Session) tasksPerConn() int {
+	s.taskMu.Lock()
+	n := len(s.tasks)
+	s.taskMu.Unlock()
+	s.connMu.Lock()
+	c := max(len(s.conns), 1)
+	s.connMu.Unlock()
+	return n / c
+}
+
 // tasksOn counts the tasks allegiant to c (the commands in flight on it).
 func (s *Session) tasksOn(c *conn) int {
 	s.taskMu.Lock()

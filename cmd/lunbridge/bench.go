@@ -167,10 +167,12 @@ func runBenchAsync(ctx context.Context, dev blockdev.AsyncIO, buf []byte, write,
 		wg.Add(1)
 		h := &hists[w]
 		rng := mrand.New(mrand.NewPCG(uint64(w)+1, uint64(w+1)*7+1))
-		var issue func()
+		var issue func(now time.Time)
 		var t0 time.Time
 		done := func(err error) {
-			now := time.Now() // one clock read per I/O: its latency and the deadline
+			// One clock read per I/O: its latency, the deadline, and the
+			// next I/O's start.
+			now := time.Now()
 			if err != nil {
 				errs.Add(1)
 				benchErr.CompareAndSwap(nil, err)
@@ -183,26 +185,26 @@ func runBenchAsync(ctx context.Context, dev blockdev.AsyncIO, buf []byte, write,
 				return
 			}
 			if err != nil {
-				go issue() // no recursion through an error reported at once
+				go issue(time.Now()) // no recursion through an error reported at once
 				return
 			}
-			issue()
+			issue(now)
 		}
-		issue = func() {
+		issue = func(now time.Time) {
 			var slot int64
 			if random {
 				slot = rng.Int64N(slots)
 			} else {
 				slot = (next.Add(1) - 1) % slots
 			}
-			t0 = time.Now()
+			t0 = now
 			if write {
 				dev.StartWriteAt(buf, slot*bs, false, done)
 			} else {
 				dev.StartReadAt(buf, slot*bs, done)
 			}
 		}
-		issue()
+		issue(time.Now())
 	}
 	wg.Wait()
 }
