@@ -33,9 +33,6 @@ type conn struct {
 
 	r   *pdu.Reader
 	raw *rawsock.Sock // nil when nc has no descriptor: nc's own Read/Write are used
-	// ring receives instead of raw when LUNBRIDGE_IOURING=1 (ring.go);
-	// set by the read loop, read by fail.
-	ring atomic.Pointer[rawsock.Ring]
 
 	wmu sync.Mutex // guards the write queue; taken before Session.winMu
 	// The write queue (writeq.go): q is filled under wmu while the writer,
@@ -115,9 +112,6 @@ func (c *conn) fail(err error) {
 		}
 		c.err = &ConnError{Portal: c.portal, Err: err}
 		close(c.done)
-		if r := c.ring.Load(); r != nil {
-			r.Shutdown() // the ring holds the socket open past Close
-		}
 		c.nc.Close()
 	})
 }
@@ -132,12 +126,6 @@ func (c *conn) readLoop() {
 	defer close(c.exit)
 	c.lim.r, c.lim.lastRx = rawsock.Reader(c.nc, c.raw), &c.lastRx
 	c.lim.raw, c.lim.c = c.raw, c
-	if useRing && c.raw != nil {
-		if r := c.startRing(); r != nil {
-			defer c.stopRing(r)
-			c.lim.ring = r
-		}
-	}
 	br := bufio.NewReaderSize(&c.lim, 64<<10)
 	c.r.Reset(br)
 	var err error
@@ -580,10 +568,9 @@ type fillLimiter struct {
 	lastRx *atomic.Int64
 
 	// Receive coalescing (coalesce.go), when the socket is raw.
-	raw  *rawsock.Sock
-	ring *rawsock.Ring // LUNBRIDGE_IOURING=1 (ring.go)
-	c    *conn
-	co   coalescer
+	raw *rawsock.Sock
+	c   *conn
+	co  coalescer
 }
 
 func (f *fillLimiter) Read(p []byte) (int, error) {
@@ -594,11 +581,7 @@ func (f *fillLimiter) Read(p []byte) (int, error) {
 	var err error
 	if f.raw != nil {
 		var how rawsock.Wait
-		if f.ring != nil {
-			n, how, err = f.ring.ReadCoalesced(p, f.lowat, coalesceWait)
-		} else {
-			n, how, err = f.raw.ReadCoalesced(p, f.lowat, coalesceWait)
-		}
+		n, how, err = f.raw.ReadCoalesced(p, f.lowat, coalesceWait)
 		switch how {
 		case rawsock.WaitAny:
 			f.co.plain(n)
