@@ -80,8 +80,12 @@ func (c *conn) writer() {
 		}
 		// Let the senders that were woken with ours (a burst of
 		// completions wakes many) queue their PDUs too: one write then
-		// carries them all.
-		runtime.Gosched()
+		// carries them all. Not when the read loop yielded to us: its
+		// completions have queued theirs, and yielding back would let it
+		// read on before the commands are out.
+		if !c.readerYield.Swap(false) {
+			runtime.Gosched()
+		}
 		c.writeQueued()
 	}
 }
