@@ -38,6 +38,7 @@ func (c *conn) queueLocked(p pdu.PDU, data []byte) error {
 	p.MarshalBHS(bhs)
 	var d4 [4]byte
 	q := c.q
+	c.queued.Add(1)
 	q.Append(bhs[:])
 	if c.p.HeaderDigest {
 		q.Append(pdu.AppendDigest(d4[:0], pdu.Digest(bhs[:])))
@@ -98,6 +99,7 @@ func (c *conn) writeQueued() {
 	c.wmu.Lock()
 	b := c.q
 	c.q, c.spare = c.spare, b // the spare is empty: the last write reset it
+	c.queued.Store(0)
 	echo := c.echoQueued
 	c.echoQueued = false
 	c.wmu.Unlock()
