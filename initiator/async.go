@@ -34,6 +34,7 @@ type asyncCmd struct {
 	done     func(error)
 	cmd      Command
 	cdb      [16]byte
+	task     task // the fast path's task (tryStart)
 }
 
 // slow runs the command as the blocking call, from the beginning, on a
@@ -110,7 +111,7 @@ func (s *Session) tryStart(a *asyncCmd) bool {
 	default:
 		return false
 	}
-	t := s.newSCSITask(c, cmd)
+	t := s.initSCSITask(&a.task, c, cmd)
 	if t.r2t != nil {
 		s.releaseSlot()
 		return false

@@ -641,7 +641,14 @@ func (s *Session) doOnce(ctx context.Context, cmd *Command) (Response, error) {
 // data goes out; sendSCSI queues them once issue has given it a CmdSN.
 // t.r2t is set when the target will solicit part of the data.
 func (s *Session) newSCSITask(c *conn, cmd *Command) *task {
-	t := newTask(kindSCSI)
+	return s.initSCSITask(newTask(kindSCSI), c, cmd)
+}
+
+// initSCSITask is newSCSITask on a zero task the caller allocated (the
+// non-blocking path keeps it in its asyncCmd: one allocation per command
+// instead of two).
+func (s *Session) initSCSITask(t *task, c *conn, cmd *Command) *task {
+	t.kind = kindSCSI
 	t.lun, t.rbuf, t.wbuf = cmd.LUN, cmd.Read, cmd.Write
 	if s.cfg.CommandTimeout > 0 {
 		t.start = s.clock.Load()
