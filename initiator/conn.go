@@ -586,7 +586,7 @@ func (f *fillLimiter) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if q := int(f.c.queued.Load()); q > 0 && 4*q >= f.c.s.tasksPerConn() && len(f.c.wake) > 0 {
+	if q := int(f.c.queued.Load()); q > 0 && len(f.c.wake) > 0 && 4*q >= f.c.s.tasksPerConn() {
 		// Commands queued by the PDUs just dispatched (a completion that
 		// starts the next I/O), a quarter or more of those in flight: let
 		// the writer send them before this goroutine reads on, so the
